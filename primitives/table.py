@@ -18,10 +18,10 @@ A numeric literal in a ``vec`` position is a constant tensor filled with that va
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 from numba import njit
 
 VEC = "vec"
@@ -229,7 +229,7 @@ _TORCH_SRC = {
     "sign": "{x}.sign()",
     "sqrt": "{x}.abs().sqrt()",
     "square": "{x} * {x}",
-    "exp": "{x}.clamp(max=%r).exp()" % EXP_CLIP,
+    "exp": "{x}.clamp(max=" + repr(EXP_CLIP) + ").exp()",
     "log": "{x}.abs().log().where({x} != 0, {x}.new_zeros(()))",
     "max": "torch.maximum({x}, {y})",
     "min": "torch.minimum({x}, {y})",

@@ -1,0 +1,159 @@
+"""The ``evolve`` command line: discover, score, export and benchmark optimizer update rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from evolve.errors import UserError
+from primitives.grammar import RuleSyntaxError
+
+FORMATS = ("torch", "json", "text", "latex", "sympy")
+
+
+def load_rule(rule: str):
+    """A known name, rule text or RUN:best → compiled Program; bad input is a UserError."""
+    from primitives.program import compile_rule
+    from primitives.rules import resolve
+
+    text = rule
+    if rule.endswith(":best") and "(" not in rule:
+        from evolve.runs import best_rule
+
+        text = best_rule(rule[: -len(":best")])
+    try:
+        return compile_rule(resolve(text))
+    except RuleSyntaxError as err:
+        raise UserError(f"{err} (rule text: {_short(text)!r})") from None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evolve-optim")
+def main() -> None:
+    """Discover optimizer update rules by evolution, and use them in torch.
+
+    \b
+    A rule is an update direction d built from the gradient g, the weights w,
+    EMAs of any expression (ema, ema_bc, mom) and elementwise primitives, e.g.
+        sign(interp(ema(g, 0.99), g, 0.0909))        (Lion)
+    Each step is  w <- w - lr * (d + weight_decay * w).
+
+    \b
+    Start with:  evolve rules          known optimizers written as rules
+                 evolve primitives     what rules are made of
+                 evolve export adam --format torch --name MyAdam -o my_adam.py
+    """
+
+
+@main.command("rules")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, rule, source}.")
+def rules_cmd(as_json: bool) -> None:
+    """List the known optimizers written as rules (usable by name anywhere a rule is asked)."""
+    from primitives.rules import KNOWN_RULES
+
+    if as_json:
+        click.echo(json.dumps([
+            {"name": r.name, "rule": r.rule, "source": r.source, "note": r.note}
+            for r in KNOWN_RULES.values()
+        ], indent=2))
+        return
+    width = max(len(n) for n in KNOWN_RULES)
+    for r in KNOWN_RULES.values():
+        click.echo(f"{r.name:<{width}}  {r.rule}")
+        click.echo(f"{'':<{width}}  source: {r.source}")
+
+
+@main.command("primitives")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def primitives_cmd(as_json: bool) -> None:
+    """List the primitive table: every name the rule grammar admits."""
+    from primitives.table import TABLE
+
+    rows = [
+        {"name": p.name, "kind": p.kind, "args": list(p.args), "doc": p.doc}
+        for p in TABLE.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        sig = f"{row['name']}({', '.join(row['args'])})" if row["args"] else row["name"]
+        click.echo(f"{sig:<26} {row['kind']:<12} {row['doc']}")
+
+
+@main.command("export")
+@click.argument("rule")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="torch", show_default=True,
+              help="torch: a standalone .py with one torch.optim.Optimizer class; text: the "
+                   "canonical rule text; json, latex, sympy: descriptions of the rule.")
+@click.option("--name", default="EvolvedOptimizer", show_default=True,
+              help="Class name for --format torch (a Python identifier).")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Default learning rate written into the exported class.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write here (atomically) instead of standard output.")
+def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) -> None:
+    """Export RULE (a known name, rule text, or RUN:best) as code or text.
+
+    \b
+    Example:
+        evolve export "sign(interp(ema(g, 0.99), g, 0.0909))" --name MyLion -o my_lion.py
+        # then in your script:  from my_lion import MyLion; opt = MyLion(model.parameters(), lr=1e-4)
+    """
+    from primitives.codegen import check_class_name, export_torch, write_module
+
+    program = load_rule(rule)
+    if fmt == "torch":
+        try:
+            check_class_name(name)
+            text = export_torch(program, name, lr)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    elif fmt == "text":
+        text = program.text + "\n"
+    elif fmt == "latex":
+        from primitives.symbolic import to_latex
+
+        text = to_latex(program.tree) + "\n"
+    elif fmt == "sympy":
+        from primitives.symbolic import to_sympy
+
+        text = str(to_sympy(program.tree)) + "\n"
+    else:
+        from primitives.symbolic import to_latex, to_sympy
+
+        text = json.dumps({
+            "rule": program.text,
+            "hash": program.hash,
+            "sympy": str(to_sympy(program.tree)),
+            "latex": to_latex(program.tree),
+            "size": program.tree.size(),
+            "height": program.tree.height(),
+            "state_buffers": [
+                {"update": s.update, "beta": s.beta, "of": s.source} for s in program.states
+            ],
+            "uses_schedule": program.uses_schedule,
+        }, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise UserError(f"folder {directory} does not exist; create it or choose another -o path")
+    write_module(output, text)
+    click.echo(f"wrote {output}", err=True)
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    main(prog_name="evolve")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

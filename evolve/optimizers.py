@@ -1,0 +1,232 @@
+"""Turns the --rules list of the benchmark and validate commands into optimizer factories.
+
+Entries of ``--rules`` (comma-separated at the top level only, since rule text has commas inside
+parentheses):
+
+* a torch baseline: ``adam``, ``adamw``, ``sgd``, ``sgd_momentum`` (or ``momentum``),
+  ``nesterov``, ``lion`` -> torch.optim's own class, or :class:`fitness.lion.Lion`;
+* ``RUN:best`` -> the first rule of ``RUN/hall_of_fame.json`` (``RUN:3`` the third);
+* ``rule:NAME`` -> the known rule NAME through the exported class (e.g. ``rule:adam`` to compare
+  the generated Adam with torch's);
+* any other known rule name (``rmsprop``, ``signum``, ...) or rule text -> the exported class
+  from :func:`primitives.codegen.load_optimizer_class`, the same code ``evolve export`` writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from evolve.errors import UserError
+from primitives.grammar import RuleSyntaxError, parse, to_text
+from primitives.rules import KNOWN_RULES
+
+# name -> (description, factory(params, lr, weight_decay or None))
+_Factory = Callable[[Iterable, float, float | None], torch.optim.Optimizer]
+
+
+def _adam(params, lr, wd):
+    return torch.optim.Adam(params, lr=lr, weight_decay=wd or 0.0)
+
+
+def _adamw(params, lr, wd):
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.01 if wd is None else wd)
+
+
+def _sgd(params, lr, wd):
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd or 0.0)
+
+
+def _sgd_momentum(params, lr, wd):
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd or 0.0)
+
+
+def _nesterov(params, lr, wd):
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd or 0.0)
+
+
+def _lion(params, lr, wd):
+    from fitness.lion import Lion
+
+    return Lion(params, lr=lr, weight_decay=wd or 0.0)
+
+
+BASELINES: dict[str, tuple[str, _Factory]] = {
+    "adam": ("torch.optim.Adam (betas 0.9, 0.999)", _adam),
+    "adamw": ("torch.optim.AdamW (weight decay 0.01 unless --weight-decay)", _adamw),
+    "sgd": ("torch.optim.SGD (no momentum)", _sgd),
+    "sgd_momentum": ("torch.optim.SGD (momentum 0.9)", _sgd_momentum),
+    "nesterov": ("torch.optim.SGD (momentum 0.9, nesterov)", _nesterov),
+    "lion": ("fitness.lion.Lion, Chen et al. 2023 Algorithm 2 (betas 0.9, 0.99)", _lion),
+}
+ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov"}
+
+# The known rule each baseline corresponds to (for the Numba proxy suite).
+BASELINE_RULES = {"adam": "adam", "adamw": "adam", "sgd": "sgd", "sgd_momentum": "momentum",
+                  "nesterov": "nesterov", "lion": "lion"}
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One entry of --rules: a label for tables, and how to build the optimizer."""
+
+    label: str
+    kind: str  # "torch" (a baseline) or "rule" (the exported class of a rule)
+    rule: str | None  # canonical rule text for kind "rule", else None
+    source: str  # where it came from: a baseline description, a rule name, RUN:best
+
+    def make(self, params: Iterable, lr: float, weight_decay: float | None = None,
+             total_steps: int | None = None) -> torch.optim.Optimizer:
+        """Build the optimizer for ``params``. ``weight_decay=None`` keeps each default."""
+        if self.kind == "torch":
+            return BASELINES[self.label][1](params, lr, weight_decay)
+        cls = exported_class(self.rule)
+        return cls(params, lr=lr, weight_decay=weight_decay or 0.0, total_steps=total_steps)
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "kind": self.kind, "rule": self.rule, "source": self.source}
+
+
+@functools.lru_cache(maxsize=64)
+def exported_class(rule: str) -> type:
+    """The exported optimizer class for a rule (generated once per rule and process)."""
+    try:
+        from primitives.codegen import load_optimizer_class
+    except ImportError as err:  # the code generator is another module's job
+        raise UserError(f"cannot run rule {rule!r}: primitives.codegen is unavailable ({err})")
+    return load_optimizer_class(rule, "EvolvedRule")
+
+
+def split_rules(text: str) -> list[str]:
+    """Split on commas outside parentheses: ``adam,sign(ema(g, 0.9))`` -> two entries."""
+    entries: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise UserError(f"unbalanced ')' in --rules {text!r}")
+        if ch == "," and depth == 0:
+            entries.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise UserError(f"unbalanced '(' in --rules {text!r}")
+    entries.append("".join(current).strip())
+    entries = [e for e in entries if e]
+    if not entries:
+        raise UserError("--rules is empty; give e.g. --rules adam,sgd,lion,RUN:best")
+    return entries
+
+
+def hall_of_fame_rule(run_dir: str, rank: int = 1) -> str:
+    """Rule text of the rank-th entry (1-based) of ``run_dir/hall_of_fame.json``."""
+    path = Path(run_dir) / "hall_of_fame.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found; RUN:best needs a campaign run directory")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not readable JSON ({err}); is the run directory intact?")
+    if not isinstance(entries, list) or not entries:
+        raise UserError(f"{path} holds no rules yet; let the campaign run longer")
+    if rank > len(entries):
+        raise UserError(f"{path} has {len(entries)} rules, asked for number {rank}")
+    entry = entries[rank - 1]
+    if not isinstance(entry, dict) or not isinstance(entry.get("rule"), str):
+        raise UserError(f"{path}: entry {rank} has no 'rule' text")
+    return entry["rule"]
+
+
+def _canonical(text: str, what: str) -> str:
+    try:
+        return to_text(parse(text))
+    except RuleSyntaxError as err:
+        raise UserError(f"{what}: {err}") from None
+
+
+def _short_label(rule: str, taken: set[str]) -> str:
+    label = rule if len(rule) <= 32 else rule[:29] + "..."
+    n = 2
+    base = label
+    while label in taken:
+        label = f"{base} #{n}"
+        n += 1
+    return label
+
+
+def resolve_spec(entry: str, taken: set[str] | None = None) -> OptimizerSpec:
+    """One --rules entry -> an :class:`OptimizerSpec` (UserError when it is not one)."""
+    taken = taken or set()
+    key = entry.strip()
+    name = ALIASES.get(key, key)
+    if name in BASELINES:
+        return OptimizerSpec(name, "torch", None, BASELINES[name][0])
+    if name.startswith("rule:"):
+        known = name[len("rule:"):]
+        if known not in KNOWN_RULES:
+            raise UserError(f"unknown rule name {known!r} in {entry!r}; known: "
+                            + ", ".join(sorted(KNOWN_RULES)))
+        return OptimizerSpec(f"{known} (rule)", "rule", _canonical(KNOWN_RULES[known].rule, entry),
+                             f"known rule {known}, exported class")
+    if name in KNOWN_RULES:
+        return OptimizerSpec(name, "rule", _canonical(KNOWN_RULES[name].rule, entry),
+                             f"known rule {name}, exported class")
+    if ":" in key and "(" not in key.split(":", 1)[0]:
+        run_dir, _, which = key.rpartition(":")
+        if which == "best":
+            rank = 1
+        elif which.isdigit() and int(which) >= 1:
+            rank = int(which)
+        else:
+            raise UserError(f"{entry!r}: expected RUN:best or RUN:N (N >= 1)")
+        rule = _canonical(hall_of_fame_rule(run_dir, rank), entry)
+        label = f"{Path(run_dir).name or run_dir}:{which}"
+        return OptimizerSpec(label, "rule", rule, f"{entry}: {rule}")
+    rule = _canonical(key, f"--rules entry {entry!r} is neither a known name nor a rule")
+    return OptimizerSpec(_short_label(rule, taken), "rule", rule, "rule text")
+
+
+def resolve_specs(rules: str | list[str]) -> list[OptimizerSpec]:
+    """Resolve a --rules string (or a list of entries) into specs with unique labels."""
+    entries = split_rules(rules) if isinstance(rules, str) else list(rules)
+    specs: list[OptimizerSpec] = []
+    taken: set[str] = set()
+    for entry in entries:
+        spec = resolve_spec(entry, taken)
+        if spec.label in taken:
+            raise UserError(f"--rules names {spec.label!r} twice")
+        taken.add(spec.label)
+        specs.append(spec)
+    return specs
+
+
+def log_grid(low: float, high: float, per_decade: int = 2) -> list[float]:
+    """Log-spaced learning rates from low to high inclusive, per_decade points a decade."""
+    n = round(math.log10(high / low) * per_decade)
+    return [float(f"{low * 10 ** (i / per_decade):.3g}") for i in range(n + 1)]
+
+
+def parse_lrs(text: str) -> list[float]:
+    """``--lrs 1e-4,1e-3,1e-2`` -> floats (UserError on bad input)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--lrs {text!r}: expected comma-separated numbers such as 1e-3,1e-2")
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise UserError(f"--lrs {text!r}: learning rates must be positive finite numbers")
+    return sorted(values)
+
+
+__all__ = ["BASELINES", "BASELINE_RULES", "OptimizerSpec", "exported_class", "hall_of_fame_rule",
+           "log_grid", "parse_lrs", "resolve_spec", "resolve_specs", "split_rules"]

@@ -1,0 +1,293 @@
+"""Summaries, Markdown tables, JSON and PNG plots shared by `evolve benchmark` and `evolve validate`.
+
+A results dict (what both commands return, and ``results.json`` holds)::
+
+    {"kind": "benchmark" | "validate", "title": str, "config": {...},
+     "optimizers": [{"label", "kind", "rule", "source"}, ...],
+     "tasks": {name: {"description": str, "lrs": [...], "winner": label | None,
+                      "results": {label: summary}}},
+     "proxy": {...} | None}
+
+A summary (see :func:`summarize`) gives the best learning rate (chosen on validation loss), the
+test loss and accuracy at that rate as mean and std over seeds, time per run, the mean training
+curve and the whole sweep. A learning rate where any seed diverged does not count; an optimizer
+with no such rate left is ``diverged`` and shows so in the table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fitness.torch_tasks import RunResult
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def mean_curve(runs: Iterable[RunResult]) -> list[list[float]]:
+    """Mean training curve over runs, cut to the shortest one."""
+    curves = [r.curve for r in runs if r.curve]
+    if not curves:
+        return []
+    n = min(len(c) for c in curves)
+    steps = [c[0] for c in curves[0][:n]]
+    losses = np.mean([[p[1] for p in c[:n]] for c in curves], axis=0)
+    return [[float(s), float(v)] for s, v in zip(steps, losses)]
+
+
+def run_to_json(run: RunResult) -> dict:
+    return {"lr": run.lr, "seed": run.seed, "diverged": run.diverged, "reason": run.reason,
+            "val_loss": _finite(run.val_loss), "test_loss": _finite(run.test_loss),
+            "test_acc": run.test_acc, "seconds": run.seconds, "step_seconds": run.step_seconds}
+
+
+def summarize(sweep: dict[float, list[RunResult]],
+              final: list[RunResult] | None = None) -> dict:
+    """Summary of one optimizer on one task.
+
+    ``sweep`` maps each learning rate to its runs (one or more seeds). The best rate is the
+    lowest mean validation loss among rates where no seed diverged. ``final`` are the runs at
+    that rate to report (validate reruns the best rate with more seeds); by default the sweep's.
+    """
+    rows = []
+    best_lr, best_val = None, math.inf
+    for lr in sorted(sweep):
+        runs = sweep[lr]
+        n_div = sum(r.diverged for r in runs)
+        val = float(np.mean([r.val_loss for r in runs])) if n_div == 0 else math.inf
+        rows.append({"lr": lr, "val_loss": _finite(val), "n_diverged": n_div,
+                     "test_acc": float(np.mean([r.test_acc for r in runs])),
+                     "reason": next((r.reason for r in runs if r.diverged), "")})
+        if val < best_val:
+            best_lr, best_val = lr, val
+    summary: dict = {"sweep": rows, "best_lr": best_lr, "diverged": best_lr is None}
+    if best_lr is None:
+        summary.update(test_loss_mean=None, test_loss_std=None, test_acc_mean=None,
+                       test_acc_std=None, seconds_mean=None, step_share=None, curve=[],
+                       runs=[], reason=rows[0]["reason"] if rows else "")
+        return summary
+    runs = final if final is not None else sweep[best_lr]
+    ok = [r for r in runs if not r.diverged]
+    loss_m, loss_s = _mean_std([r.test_loss for r in ok])
+    acc_m, acc_s = _mean_std([r.test_acc for r in ok])
+    seconds = [r.seconds for r in runs]
+    summary.update(
+        test_loss_mean=loss_m, test_loss_std=loss_s, test_acc_mean=acc_m, test_acc_std=acc_s,
+        seconds_mean=float(np.mean(seconds)),
+        step_share=float(sum(r.step_seconds for r in runs) / max(sum(seconds), 1e-12)),
+        n_seeds=len(runs), n_final_diverged=len(runs) - len(ok),
+        curve=mean_curve(ok), runs=[run_to_json(r) for r in runs],
+    )
+    if not ok:  # the best rate on the sweep seed diverged on the other seeds
+        summary["diverged"] = True
+    return summary
+
+
+def pick_winner(results: dict[str, dict]) -> str | None:
+    """Highest mean test accuracy; ties go to the lower test loss."""
+    ok = [(label, s) for label, s in results.items() if not s["diverged"]]
+    if not ok:
+        return None
+    return max(ok, key=lambda kv: (round(kv[1]["test_acc_mean"], 6), -kv[1]["test_loss_mean"]))[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "diverged"
+    return f"{mean:.{digits}f} ± {std or 0.0:.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    """The report as Markdown: one table per task, a tally of wins, the optimizers' sources."""
+    lines = [f"# {results.get('title', 'Results')}", ""]
+    config = results.get("config", {})
+    if config:
+        lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".")
+        lines.append("")
+    lines.append("Each optimizer runs every learning rate of the same log grid; the best rate is "
+                 "chosen on validation loss and its test loss and accuracy are reported as "
+                 "mean ± std over seeds. ★ marks the task's winner (highest accuracy).")
+    lines.append("")
+    wins: dict[str, int] = {o["label"]: 0 for o in results.get("optimizers", [])}
+    for name, task in results["tasks"].items():
+        lines += [f"## {name}", "", task.get("description", ""), ""]
+        lines.append("| optimizer | best lr | test accuracy | test loss | s / run | step share |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+        losses = [s["test_loss_mean"] for s in task["results"].values() if not s["diverged"]]
+        best_loss = min(losses) if losses else None
+        for label, s in task["results"].items():
+            if s["diverged"]:
+                reason = s.get("reason") or "NaN/inf at every learning rate"
+                lines.append(f"| {label} | — | diverged | diverged ({reason[:60]}) | | |")
+                continue
+            acc = _pm(s["test_acc_mean"], s["test_acc_std"], 4)
+            loss = _pm(s["test_loss_mean"], s["test_loss_std"], 4)
+            if label == task.get("winner"):
+                acc = f"**{acc}** ★"
+                wins[label] = wins.get(label, 0) + 1
+            if s["test_loss_mean"] == best_loss:
+                loss = f"**{loss}**"
+            lines.append(f"| {label} | {s['best_lr']:.3g} | {acc} | {loss} | "
+                         f"{s['seconds_mean']:.2f} | {s['step_share']:.0%} |")
+        lines.append("")
+    lines += ["## Wins", "", "| optimizer | tasks won |", "| --- | ---: |"]
+    lines += [f"| {label} | {n} |" for label, n in sorted(wins.items(), key=lambda kv: -kv[1])]
+    lines.append("")
+    proxy = results.get("proxy")
+    if proxy:
+        lines += ["## Numba proxy suite", ""]
+        if proxy.get("note"):
+            lines += [proxy["note"], ""]
+        scores = proxy.get("scores") or {}
+        if scores:
+            lines += ["| optimizer | rule | proxy score (1.0 = tuned Adam) |", "| --- | --- | ---: |"]
+            for label, entry in scores.items():
+                score = entry.get("score")
+                shown = "failed" if score is None else f"{score:.3f}"
+                lines.append(f"| {label} | `{entry.get('rule', '')}` | {shown} |")
+            lines.append("")
+    lines += ["## Optimizers", "", "| label | runs as | rule / source |", "| --- | --- | --- |"]
+    for o in results.get("optimizers", []):
+        what = f"`{o['rule']}`" if o.get("rule") else o.get("source", "")
+        runs_as = "exported class" if o["kind"] == "rule" else "torch baseline"
+        lines.append(f"| {o['label']} | {runs_as} | {what} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def _clean(obj):
+    """JSON cannot hold NaN/inf: they become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(results: dict) -> str:
+    return json.dumps(_clean(results), indent=2, allow_nan=False)
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file by temp file + rename, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _axes_grid(n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return plt, fig, list(axes.flat[:n])
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    """Training loss against step at each optimizer's best learning rate, one panel per task."""
+    tasks = results["tasks"]
+    plt, fig, axes = _axes_grid(len(tasks))
+    for ax, (name, task) in zip(axes, tasks.items()):
+        for label, s in task["results"].items():
+            if s["diverged"] or not s["curve"]:
+                ax.plot([], [], linestyle="none", label=f"{label}: diverged")
+                continue
+            steps, losses = zip(*s["curve"])
+            ax.plot(steps, losses, label=f"{label} (lr {s['best_lr']:.3g})", linewidth=1.6)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: training loss at best lr")
+        ax.set_xlabel(task.get("curve_unit", "step"))
+        ax.set_ylabel("training loss (mean over seeds)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(plt, fig, path)
+
+
+def plot_sensitivity(results: dict, path: Path) -> None:
+    """Validation loss against learning rate, one panel per task; x marks a diverged rate."""
+    tasks = results["tasks"]
+    plt, fig, axes = _axes_grid(len(tasks))
+    for ax, (name, task) in zip(axes, tasks.items()):
+        finite = [r["val_loss"] for s in task["results"].values() for r in s["sweep"]
+                  if r["val_loss"] is not None]
+        top = max(finite) * 1.5 if finite else 1.0
+        for label, s in task["results"].items():
+            lrs = [r["lr"] for r in s["sweep"]]
+            vals = [r["val_loss"] if r["val_loss"] is not None else np.nan for r in s["sweep"]]
+            (line,) = ax.plot(lrs, vals, marker="o", markersize=4, label=label, linewidth=1.4)
+            bad = [r["lr"] for r in s["sweep"] if r["val_loss"] is None]
+            if bad:
+                ax.plot(bad, [top] * len(bad), linestyle="none", marker="x", markersize=8,
+                        color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: lr sensitivity (x = diverged)")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("validation loss")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(results: dict, out: Path, stem: str) -> dict[str, str]:
+    """Write ``stem.md``, ``stem.json``, ``stem_curves.png`` and ``stem_lr.png`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json",
+             "curves": out / f"{stem}_curves.png", "lr_sensitivity": out / f"{stem}_lr.png"}
+    write_atomic(paths["markdown"], markdown(results))
+    write_atomic(paths["json"], to_json(results))
+    plot_curves(results, paths["curves"])
+    plot_sensitivity(results, paths["lr_sensitivity"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+__all__ = ["markdown", "mean_curve", "pick_winner", "plot_curves", "plot_sensitivity",
+           "run_to_json", "summarize", "to_json", "write_atomic", "write_report"]

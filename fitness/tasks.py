@@ -1,0 +1,359 @@
+"""Proxy tasks: task families, the instances a seed draws from them, and the named suites.
+
+A :class:`TaskSpec` names a family and its options; :func:`build` turns a spec and a seed into a
+:class:`TaskInstance` (arrays only, drawn with an explicit ``numpy.random.default_rng``), whose
+:meth:`TaskInstance.run` runs a Program at every learning rate of a grid through the compiled
+loop of its family (:mod:`fitness.kernels`). Families:
+
+* ``quadratic``  diagonal ill-conditioned quadratic, condition number drawn log-uniformly from
+  ``cond`` (1e2 to 1e4), optionally with Gaussian gradient noise;
+* ``rosenbrock`` the n-dimensional Rosenbrock function from a perturbed (-1.2, 1, ...) start;
+* ``logreg``     logistic regression with minibatch gradients on synthetic data whose features
+  have very different scales;
+* ``mlp``        ReLU MLP classifiers with minibatches on scikit-learn's bundled digits, breast
+  cancer and wine data (no download), scored on held-out loss;
+* ``teacher``    teacher-student MLP regression (a random teacher MLP labels Gaussian inputs).
+
+Suites: ``search`` (the one evolution scores on; alias ``default``), ``heldout`` (families and
+sizes never used in search, for the funnel) and ``hurdle`` (one short quadratic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fitness import kernels
+from primitives.program import Program
+
+# Bump when a family's data or loss changes, so cached baselines are recomputed.
+TASKS_VERSION = 1
+# A run stops as "ascended" once its training loss exceeds this multiple of the start loss.
+ASCEND_FACTOR = 20.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task family with its options; with a seed it gives one :class:`TaskInstance`."""
+
+    name: str
+    family: str
+    steps: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, seed: int) -> dict[str, Any]:
+        """Everything that determines the instance: what the baseline cache is keyed by."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "steps": self.steps,
+            "options": self.options,
+            "seed": int(seed),
+            "version": TASKS_VERSION,
+        }
+
+
+@dataclass
+class RunOutcome:
+    """One Program on one instance at each lr: final (scored) losses and how each run ended."""
+
+    loss0: float
+    final: np.ndarray  # NaN where the run failed
+    status: np.ndarray  # kernels.STATUS_*
+    steps_done: np.ndarray
+
+
+@dataclass
+class TaskInstance:
+    spec: TaskSpec
+    seed: int
+    n_params: int
+    loss_min: float  # a lower bound of the scored loss (0 for every family here)
+    arrays: tuple  # the kernel's task arguments, in order
+    w0: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def steps(self) -> int:
+        return self.spec.steps
+
+    def config(self) -> dict[str, Any]:
+        return self.spec.config(self.seed)
+
+    def run(self, program: Program, lrs: np.ndarray, steps: int | None = None) -> RunOutcome:
+        """Run ``program`` for ``steps`` (default: the spec's) at each lr of ``lrs``."""
+        steps = self.spec.steps if steps is None else int(steps)
+        lrs = np.ascontiguousarray(lrs, dtype=np.float64)
+        family = self.spec.family
+        if family == "quadratic":
+            curvature, w0, noise = self.arrays
+            out = kernels.run_quadratic_task(*program.arrays(), curvature, w0, noise[:steps],
+                                             lrs, steps, ASCEND_FACTOR)
+        elif family == "rosenbrock":
+            (w0,) = self.arrays
+            out = kernels.run_rosenbrock_task(*program.arrays(), w0, lrs, steps, ASCEND_FACTOR)
+        else:
+            sizes, w_off, b_off, w0, x, y, batches, x_test, y_test, loss_kind = self.arrays
+            out = kernels.run_mlp_task(*program.arrays(), sizes, w_off, b_off, w0, x, y,
+                                       batches[:steps], x_test, y_test, loss_kind, lrs, steps,
+                                       ASCEND_FACTOR)
+        loss0, final, status, done = out
+        return RunOutcome(float(loss0), final, status, done)
+
+    def loss_and_grad(self, w: np.ndarray, step: int = 0) -> tuple[float, np.ndarray]:
+        """Training loss and hand-written gradient at ``w`` (step ``step``'s minibatch).
+
+        For tests (gradient checks against autograd) and the torch reimplementation.
+        """
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        grad = np.zeros_like(w)
+        family = self.spec.family
+        if family == "quadratic":
+            curvature = self.arrays[0]
+            grad[:] = curvature * w
+            return float(kernels.quadratic_loss(curvature, w)), grad
+        if family == "rosenbrock":
+            return float(kernels.rosenbrock_loss_grad(w, grad)), grad
+        sizes, w_off, b_off, _, x, y, batches, _, _, loss_kind = self.arrays
+        loss = kernels.mlp_loss_grad(w, sizes, w_off, b_off, x, y, batches[step], loss_kind, grad)
+        return float(loss), grad
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "family": self.spec.family, "params": self.n_params,
+                "steps": self.steps, **self.spec.options}
+
+
+def instance_seed(seed: int, name: str) -> int:
+    """Per-task seed from the suite seed and the task name (hashlib, stable across runs)."""
+    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------------------------
+# Builders, one per family.
+
+
+def _quadratic(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    o = spec.options
+    p = int(o["dim"])
+    lo, hi = o.get("cond", (1e2, 1e4))
+    cond = 10.0 ** rng.uniform(np.log10(lo), np.log10(hi))
+    curvature = np.ascontiguousarray(rng.permutation(np.logspace(0.0, -np.log10(cond), p)))
+    w0 = rng.standard_normal(p)
+    noise_scale = float(o.get("noise", 0.0))
+    if noise_scale > 0.0:
+        # noise relative to the gradient's size at the start, so it matters at every lr
+        sigma = noise_scale * float(np.sqrt(np.mean((curvature * w0) ** 2)))
+        noise = sigma * rng.standard_normal((spec.steps, p))
+    else:
+        noise = np.zeros((0, p))
+    return TaskInstance(spec, 0, p, 0.0, (curvature, w0, noise), w0)
+
+
+def _rosenbrock(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    p = int(spec.options["dim"])
+    w0 = np.tile([-1.2, 1.0], (p + 1) // 2)[:p] + 0.1 * rng.standard_normal(p)
+    return TaskInstance(spec, 0, p, 0.0, (np.ascontiguousarray(w0),), w0)
+
+
+def _layout(sizes: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    w_off, b_off = [], []
+    pos = 0
+    for nin, nout in zip(sizes[:-1], sizes[1:]):
+        w_off.append(pos)
+        pos += nin * nout
+        b_off.append(pos)
+        pos += nout
+    return np.array(w_off, dtype=np.int64), np.array(b_off, dtype=np.int64), pos
+
+
+def _init_mlp(sizes: list[int], rng: np.random.Generator) -> np.ndarray:
+    """He-normal weights, zero biases, in the kernels' flat layout."""
+    parts = []
+    for nin, nout in zip(sizes[:-1], sizes[1:]):
+        parts.append(rng.standard_normal(nin * nout) * np.sqrt(2.0 / nin))
+        parts.append(np.zeros(nout))
+    return np.concatenate(parts)
+
+
+def _split(x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.Generator):
+    order = rng.permutation(x.shape[0])
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def _standardise(x_train: np.ndarray, x_test: np.ndarray):
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std == 0.0] = 1.0
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def _one_hot(labels: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((labels.shape[0], n))
+    out[np.arange(labels.shape[0]), labels] = 1.0
+    return out
+
+
+def _sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    loaders = {
+        "digits": datasets.load_digits,
+        "breast_cancer": datasets.load_breast_cancer,
+        "wine": datasets.load_wine,
+    }
+    bunch = loaders[name]()
+    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+
+
+def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, sizes: list[int], x, y, x_test,
+                  y_test, loss_kind: int) -> TaskInstance:
+    w_off, b_off, p = _layout(sizes)
+    w0 = _init_mlp(sizes, rng) if len(sizes) > 2 else np.zeros(p)
+    batch = int(spec.options["batch"])
+    batches = rng.integers(0, x.shape[0], size=(spec.steps, batch)).astype(np.int64)
+    arrays = (
+        np.array(sizes, dtype=np.int64), w_off, b_off, w0,
+        np.ascontiguousarray(x), np.ascontiguousarray(y), batches,
+        np.ascontiguousarray(x_test), np.ascontiguousarray(y_test), loss_kind,
+    )
+    return TaskInstance(spec, 0, p, 0.0, arrays, w0)
+
+
+def _mlp(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    o = spec.options
+    data, labels = _sklearn_data(o["data"])
+    n_classes = int(labels.max()) + 1
+    x, lab, x_test, lab_test = _split(data, labels, int(o["test"]), rng)
+    x, x_test = _standardise(x, x_test)
+    sizes = [data.shape[1], *o["hidden"], n_classes]
+    return _mlp_instance(spec, rng, sizes, x, _one_hot(lab, n_classes), x_test,
+                         _one_hot(lab_test, n_classes), kernels.LOSS_SOFTMAX_CE)
+
+
+def _logreg(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    o = spec.options
+    d, n, n_test = int(o["dim"]), int(o["train"]), int(o["test"])
+    # feature scales over two decades make the problem ill-conditioned, as real features are
+    scales = 10.0 ** rng.uniform(-1.0, 1.0, d)
+    w_true = rng.standard_normal(d) / np.sqrt(d)
+    x_all = rng.standard_normal((n + n_test, d)) * scales
+    logits = (x_all / scales) @ w_true * 3.0
+    y_all = (rng.random(n + n_test) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64)
+    return _mlp_instance(spec, rng, [d, 1], x_all[:n], y_all[:n, None], x_all[n:],
+                         y_all[n:, None], kernels.LOSS_LOGISTIC)
+
+
+def _teacher(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    o = spec.options
+    d, n, n_test = int(o["dim"]), int(o["train"]), int(o["test"])
+    teacher_sizes = [d, *o["teacher"], 1]
+    teacher_w = _init_mlp(teacher_sizes, rng)
+    w_off, b_off, _ = _layout(teacher_sizes)
+    x_all = rng.standard_normal((n + n_test, d))
+    h = x_all
+    for layer, (nin, nout) in enumerate(zip(teacher_sizes[:-1], teacher_sizes[1:])):
+        weights = teacher_w[w_off[layer]:w_off[layer] + nin * nout].reshape(nin, nout)
+        h = h @ weights
+        if layer < len(teacher_sizes) - 2:
+            h = np.maximum(h, 0.0)
+    y_all = h / h.std() + 0.05 * rng.standard_normal(h.shape)
+    sizes = [d, *o["hidden"], 1]
+    return _mlp_instance(spec, rng, sizes, x_all[:n], y_all[:n], x_all[n:], y_all[n:],
+                         kernels.LOSS_MSE)
+
+
+_BUILDERS = {
+    "quadratic": _quadratic,
+    "rosenbrock": _rosenbrock,
+    "logreg": _logreg,
+    "mlp": _mlp,
+    "teacher": _teacher,
+}
+
+
+def build(spec: TaskSpec, seed: int) -> TaskInstance:
+    """The instance of ``spec`` for ``seed`` (a pure function of the two)."""
+    rng = np.random.default_rng(instance_seed(seed, spec.name))
+    instance = _BUILDERS[spec.family](spec, rng)
+    instance.seed = int(seed)
+    return instance
+
+
+# --------------------------------------------------------------------------------------------
+# Suites. Sizes are chosen so one rule on the whole search suite (5 lrs) takes a few tens of ms
+# on one core; the MLP dominates, so its hidden layer and batch stay small.
+
+SUITES: dict[str, tuple[TaskSpec, ...]] = {
+    "search": (
+        TaskSpec("quad_ill", "quadratic", 100, {"dim": 200, "cond": (1e2, 1e4)}),
+        TaskSpec("quad_noisy", "quadratic", 100, {"dim": 200, "cond": (1e2, 1e3), "noise": 0.3}),
+        TaskSpec("rosenbrock_16", "rosenbrock", 150, {"dim": 16}),
+        TaskSpec("logreg_20", "logreg", 100,
+                 {"dim": 20, "train": 1024, "test": 512, "batch": 32}),
+        TaskSpec("mlp_digits", "mlp", 100,
+                 {"data": "digits", "hidden": [16], "batch": 32, "test": 360}),
+        TaskSpec("teacher_student", "teacher", 100,
+                 {"dim": 8, "teacher": [32], "hidden": [16], "train": 1024, "test": 256,
+                  "batch": 32}),
+    ),
+    "heldout": (
+        TaskSpec("mlp_breast_cancer", "mlp", 150,
+                 {"data": "breast_cancer", "hidden": [16], "batch": 16, "test": 169}),
+        TaskSpec("mlp_wine", "mlp", 150, {"data": "wine", "hidden": [16], "batch": 16, "test": 48}),
+        TaskSpec("mlp_digits_deep", "mlp", 150,
+                 {"data": "digits", "hidden": [32, 16], "batch": 64, "test": 360}),
+        TaskSpec("quad_ill_1000", "quadratic", 200, {"dim": 1000, "cond": (1e3, 1e4)}),
+        TaskSpec("quad_noisy_500", "quadratic", 200,
+                 {"dim": 500, "cond": (1e2, 1e4), "noise": 1.0}),
+        TaskSpec("rosenbrock_64", "rosenbrock", 300, {"dim": 64}),
+        TaskSpec("logreg_50_b8", "logreg", 200,
+                 {"dim": 50, "train": 2048, "test": 512, "batch": 8}),
+        TaskSpec("teacher_student_wide", "teacher", 150,
+                 {"dim": 16, "teacher": [32, 32], "hidden": [64], "train": 2048, "test": 512,
+                  "batch": 64}),
+    ),
+    "hurdle": (
+        TaskSpec("quad_hurdle", "quadratic", 40, {"dim": 50, "cond": (1e2, 1e3)}),
+    ),
+}
+SUITE_ALIASES = {"default": "search"}
+
+
+def suite_names() -> list[str]:
+    return sorted([*SUITES, *SUITE_ALIASES])
+
+
+def get_suite(name: str) -> tuple[TaskSpec, ...]:
+    """The specs of a suite; KeyError naming the known suites if there is none of that name."""
+    key = SUITE_ALIASES.get(name, name)
+    if key not in SUITES:
+        raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(suite_names())}")
+    return SUITES[key]
+
+
+__all__ = [
+    "ASCEND_FACTOR",
+    "RunOutcome",
+    "SUITES",
+    "TaskInstance",
+    "TaskSpec",
+    "build",
+    "config_hash",
+    "get_suite",
+    "instance_seed",
+    "suite_names",
+]

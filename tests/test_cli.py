@@ -1,0 +1,98 @@
+"""The CLI as a user types it: rules, primitives, export in every format."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import torch
+from click.testing import CliRunner
+
+from evolve.cli import main
+from primitives.rules import KNOWN_RULES
+from primitives.table import TABLE
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_rules_json_lists_every_known_rule():
+    rows = json.loads(invoke("rules", "--json"))
+    assert {r["name"] for r in rows} == set(KNOWN_RULES)
+    assert all(r["rule"] == KNOWN_RULES[r["name"]].rule for r in rows)
+    for name in ("sgd", "momentum", "nesterov", "adam", "rmsprop", "signsgd", "signum", "lion",
+                 "powersign", "addsign"):
+        assert name in KNOWN_RULES
+
+
+def test_primitives_lists_the_table():
+    rows = json.loads(invoke("primitives", "--json"))
+    assert [r["name"] for r in rows] == list(TABLE)
+
+
+def test_export_text_is_canonical():
+    assert invoke("export", "add( g ,g )", "--format", "text").strip() == "add(g, g)"
+
+
+def test_export_json_latex_sympy():
+    info = json.loads(invoke("export", "adam", "--format", "json"))
+    assert info["rule"] == KNOWN_RULES["adam"].rule
+    assert len(info["state_buffers"]) == 2
+    assert "frac" in invoke("export", "adam", "--format", "latex")
+    assert "ema_bc" in invoke("export", "adam", "--format", "sympy")
+
+
+def test_exported_module_imports_only_torch_and_trains(tmp_path):
+    out = tmp_path / "my_lion.py"
+    invoke("export", "lion", "--format", "torch", "--name", "MyLion", "-o", str(out))
+    tree = ast.parse(out.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"torch", "math"}
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["MyLion"]
+    # a fresh interpreter, with only the file's folder on the path, can train with it
+    script = (
+        "import torch\n"
+        "from my_lion import MyLion\n"
+        "torch.manual_seed(0)\n"
+        "w = torch.nn.Parameter(torch.randn(10))\n"
+        "opt = MyLion([w], lr=0.05)\n"
+        "start = (w ** 2).sum().item()\n"
+        "for _ in range(50):\n"
+        "    opt.zero_grad(); (w ** 2).sum().backward(); opt.step()\n"
+        "print(start, (w ** 2).sum().item())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)
+    start, end = map(float, proc.stdout.split())
+    assert end < 0.1 * start
+
+
+def test_export_to_missing_folder_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["export", "adam", "-o", str(tmp_path / "no" / "x.py")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_exported_schedule_rule_needs_and_uses_total_steps():
+    from primitives.codegen import load_optimizer_class
+
+    cls = load_optimizer_class("mul(cos_decay, g)", "Sched")
+    w = torch.nn.Parameter(torch.ones(3))
+    try:
+        cls([w], lr=0.1)
+    except ValueError as err:
+        assert "total_steps" in str(err)
+    else:
+        raise AssertionError("a schedule rule without total_steps must be refused")
+    opt = cls([w], lr=0.1, total_steps=2)
+    for _ in range(3):
+        w.grad = torch.ones(3)
+        opt.step()
+    # cos_decay is 1 at step 1, 0 at step 3 and after: w = 1 - 0.1 * (1 + 0.5 + 0)
+    assert torch.allclose(w.detach(), torch.full((3,), 0.85, dtype=w.dtype))
