@@ -16,7 +16,7 @@ import torch
 from evolve.errors import UserError
 from evolve.optimizers import BASELINE_RULES, OptimizerSpec, log_grid
 from evolve.report import pick_winner, summarize
-from fitness.torch_tasks import TASK_NAMES, RunResult, make_tasks, train_task
+from fitness.torch_tasks import TASK_NAMES, RunResult, make_tasks, torch_threads, train_task
 from primitives.rules import KNOWN_RULES
 
 # 1e-4 ... 1 in half decades: wide enough for SGD (large rates) and Lion (small ones).
@@ -36,6 +36,7 @@ class BenchmarkConfig:
     quick: bool = False
     weight_decay: float | None = None
     proxy: bool = True
+    threads: int | None = 1  # torch intra-op threads while training (None: leave as is)
 
 
 def check_tasks(names: Sequence[str]) -> list[str]:
@@ -51,6 +52,12 @@ def run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
     """Run the benchmark and return its results dict (see :mod:`evolve.report`)."""
     if config.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    with torch_threads(config.threads):
+        return _run_benchmark(specs, config, progress)
+
+
+def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
+                   progress: Progress | None) -> dict:
     tasks = make_tasks(quick=config.quick)
     names = check_tasks(config.tasks)
     results: dict = {

@@ -151,6 +151,12 @@ def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) ->
     click.echo(f"wrote {output}", err=True)
 
 
+from evolve.cli_campaign import demo_cmd, resume_cmd, run_cmd, show_cmd  # noqa: E402
+
+for _command in (run_cmd, resume_cmd, show_cmd, demo_cmd):
+    main.add_command(_command)
+
+
 def run() -> None:  # pragma: no cover - console entry point wrapper
     main(prog_name="evolve")
 

@@ -28,6 +28,14 @@ import numpy as np
 from fitness.torch_tasks import RunResult
 
 
+METHOD_ALL_SEEDS = ("Each optimizer runs every learning rate of the same log grid with every seed; "
+                    "the best rate is chosen on mean validation loss and its test loss and "
+                    "accuracy are reported as mean ± std over seeds.")
+METHOD_SWEEP_THEN_SEEDS = ("Each optimizer runs every learning rate of the same log grid with "
+                           "seed 0; the best rate (lowest validation loss) is then run with "
+                           "every seed and its test numbers are reported as mean ± std.")
+
+
 def _finite(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
@@ -123,9 +131,10 @@ def markdown(results: dict) -> str:
     if config:
         lines.append("Settings: " + ", ".join(f"{k}={v}" for k, v in config.items()) + ".")
         lines.append("")
-    lines.append("Each optimizer runs every learning rate of the same log grid; the best rate is "
-                 "chosen on validation loss and its test loss and accuracy are reported as "
-                 "mean ± std over seeds. ★ marks the task's winner (highest accuracy).")
+    if results.get("note"):
+        lines += [f"Note: {results['note']}.", ""]
+    lines.append(results.get("method", METHOD_ALL_SEEDS)
+                 + " ★ marks the task's winner (highest accuracy); bold loss is the lowest.")
     lines.append("")
     wins: dict[str, int] = {o["label"]: 0 for o in results.get("optimizers", [])}
     for name, task in results["tasks"].items():
@@ -289,5 +298,5 @@ def write_report(results: dict, out: Path, stem: str) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-__all__ = ["markdown", "mean_curve", "pick_winner", "plot_curves", "plot_sensitivity",
+__all__ = ["METHOD_ALL_SEEDS", "METHOD_SWEEP_THEN_SEEDS", "markdown", "mean_curve", "pick_winner", "plot_curves", "plot_sensitivity",
            "run_to_json", "summarize", "to_json", "write_atomic", "write_report"]

@@ -238,6 +238,42 @@ _TORCH_SRC = {
 }
 
 
+# In-place variants for the code generator, used when {x} is a temporary whose only use is
+# this opcode (so overwriting it is invisible). Missing: no in-place form.
+_TORCH_INPLACE = {
+    "add": "{x}.add_({y})",
+    "sub": "{x}.sub_({y})",
+    "mul": "{x}.mul_({y})",
+    "neg": "{x}.neg_()",
+    "abs": "{x}.abs_()",
+    "sign": "{x}.sign_()",
+    "sqrt": "{x}.abs_().sqrt_()",
+    "square": "{x}.mul_({x})",
+    "exp": "{x}.clamp_(max=" + repr(EXP_CLIP) + ").exp_()",
+    "clip": "{x}.clamp_(-{absc}, {absc})",
+}
+# Where the denominator is never exactly zero, protected division is plain division
+# (NaN and inf propagate the same way in both), so the generator can drop the mask.
+_TORCH_DIV_NONZERO = ("{x} / {y}", "{x}.div_({y})")
+
+# Sign facts for the code generator: (nonneg, positive) of the result from those of the vec
+# inputs ("positive" = never exactly zero; NaN is allowed, it propagates identically).
+_SIGN_RULES = {
+    "add": lambda nn, pos, c: (nn[0] and nn[1], (nn[0] and pos[1]) or (pos[0] and nn[1])),
+    "mul": lambda nn, pos, c: (nn[0] and nn[1], False),
+    "div": lambda nn, pos, c: (nn[0] and nn[1], False),
+    "abs": lambda nn, pos, c: (True, pos[0]),
+    "sqrt": lambda nn, pos, c: (True, pos[0]),
+    "square": lambda nn, pos, c: (True, False),
+    "exp": lambda nn, pos, c: (True, False),
+    "sign": lambda nn, pos, c: (nn[0], pos[0] and nn[0]),
+    "max": lambda nn, pos, c: (nn[0] or nn[1], (pos[0] and nn[0]) or (pos[1] and nn[1])),
+    "min": lambda nn, pos, c: (nn[0] and nn[1], pos[0] and pos[1] and nn[0] and nn[1]),
+    "clip": lambda nn, pos, c: (nn[0], False),
+    "interp": lambda nn, pos, c: (nn[0] and nn[1] and 0.0 <= c <= 1.0, False),
+}
+
+
 def _sympy():
     import sympy
 
@@ -282,6 +318,11 @@ def _elementwise(name: str, args: tuple[str, ...], kernel, doc: str, latex: str)
         torch_src=_TORCH_SRC[name],
         sympy_fn=_sympy_form(name),
         latex=latex,
+        extra={
+            "inplace_src": _TORCH_INPLACE.get(name),
+            "sign_rule": _SIGN_RULES.get(name, lambda nn, pos, c: (False, False)),
+            "nonzero_src": _TORCH_DIV_NONZERO if name == "div" else None,
+        },
     )
 
 

@@ -1,0 +1,151 @@
+"""The `benchmark` and `validate` click commands (registered on the `evolve` group by evolve.cli).
+
+Both write a Markdown table, the same results as JSON and PNG plots into ``--out``; ``--json``
+also prints the JSON on stdout (progress goes to stderr). Bad input, a malformed rule or a
+missing dataset is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from evolve.benchmark import DEFAULT_LRS, QUICK_LRS, BenchmarkConfig, run_benchmark
+from evolve.errors import UserError
+from evolve.optimizers import parse_lrs, resolve_specs
+from evolve.report import to_json, write_report
+from fitness.torch_tasks import TASK_NAMES
+
+DEFAULT_RULES = "adam,adamw,sgd_momentum,nesterov,lion"
+RULES_HELP = ("comma-separated optimizers: torch baselines (adam, adamw, sgd, sgd_momentum, "
+              "nesterov, lion), RUN:best for a campaign's best rule, rule:NAME or any other "
+              "known rule name, or rule text such as 'sign(ema(g, 0.9))'")
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    return lambda line: click.echo(line, err=True)
+
+
+def _finish(results: dict, out: str, stem: str, as_json: bool, started: float) -> None:
+    paths = write_report(results, Path(out), stem)
+    if as_json:
+        click.echo(to_json(results))
+    click.echo(f"wrote {paths['markdown']}, {paths['json']}, {paths['curves']}, "
+               f"{paths['lr_sensitivity']} in {time.perf_counter() - started:.1f} s", err=True)
+    for name, task in results["tasks"].items():
+        winner = task.get("winner") or "none (every optimizer diverged)"
+        click.echo(f"{name}: best {winner}", err=True)
+
+
+def _seeds(value: int | None, default: int) -> int:
+    seeds = default if value is None else value
+    if seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    return seeds
+
+
+@click.command("benchmark")
+@click.option("--rules", default=DEFAULT_RULES, show_default=True, help=RULES_HELP)
+@click.option("--tasks", default=",".join(TASK_NAMES), show_default=True,
+              help="comma-separated torch tasks")
+@click.option("--seeds", type=int, default=None, help="seeds per learning rate [3; 2 with --quick]")
+@click.option("--lrs", default=None,
+              help="comma-separated learning rates [1e-4..1 in half decades; decades with --quick]")
+@click.option("--quick", is_flag=True, help="small step budgets and grid: a smoke test in < 1 min")
+@click.option("--weight-decay", type=float, default=None,
+              help="weight decay for every optimizer [each one's default: 0.01 for adamw, else 0]")
+@click.option("--no-proxy", is_flag=True, help="skip the Numba proxy-suite scores")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch threads while training (the models are tiny; 1 is fastest)")
+@click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
+@click.option("--quiet", is_flag=True, help="no progress lines on stderr")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="folder for benchmark.md, benchmark.json and the PNG plots")
+def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, quick: bool,
+              weight_decay: float | None, no_proxy: bool, threads: int, as_json: bool,
+              quiet: bool, out: str) -> None:
+    """Benchmark optimizers and evolved rules on torch tasks with bundled real data."""
+    started = time.perf_counter()
+    specs = resolve_specs(rules)
+    task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+    grid = parse_lrs(lrs) if lrs else list(QUICK_LRS if quick else DEFAULT_LRS)
+    config = BenchmarkConfig(tasks=task_names, seeds=_seeds(seeds, 2 if quick else 3), lrs=grid,
+                             quick=quick, weight_decay=weight_decay, proxy=not no_proxy,
+                             threads=threads if threads > 0 else None)
+    results = run_benchmark(specs, config, progress=_progress(quiet))
+    _finish(results, out, "benchmark", as_json, started)
+
+
+@click.command("validate")
+@click.option("--rules", default="adam,sgd_momentum,lion", show_default=True, help=RULES_HELP)
+@click.option("--dataset", type=click.Choice(["cifar10", "digits"]), default="cifar10",
+              show_default=True, help="digits: scikit-learn's 8x8 digits, needs no files")
+@click.option("--data-dir", default=None, type=click.Path(),
+              help="folder holding cifar-10-batches-py/ (or that folder) [$CIFAR10_DIR]")
+@click.option("--epochs", type=int, default=None, help="epochs per run [8 cifar10, 12 digits]")
+@click.option("--subset", type=int, default=None,
+              help="use N random training images (10%% held out to choose the lr) [all]")
+@click.option("--test-subset", type=int, default=None, help="use the first N test images [all]")
+@click.option("--seeds", type=int, default=3, show_default=True,
+              help="seeds at each optimizer's best lr")
+@click.option("--lrs", default=None, help="comma-separated learning rates [1e-4..1, half decades]")
+@click.option("--width", type=int, default=None,
+              help="channels of the first conv group [64 cifar10, 16 digits]")
+@click.option("--batch-size", type=int, default=None, help="[512 cifar10, 64 digits]")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda:N)")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model")
+@click.option("--weight-decay", type=float, default=None,
+              help="weight decay for every optimizer [each one's default]")
+@click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
+@click.option("--quiet", is_flag=True, help="no progress lines on stderr")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="folder for validate.md, validate.json and the PNG plots")
+def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
+             subset: int | None, test_subset: int | None, seeds: int, lrs: str | None,
+             width: int | None, batch_size: int | None, device: str, use_compile: bool,
+             weight_decay: float | None, as_json: bool, quiet: bool, out: str) -> None:
+    """Train a small ResNet on CIFAR-10 (or digits) with each optimizer; report test accuracy."""
+    from evolve.validate import validate_rules
+
+    started = time.perf_counter()
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    for name, value in (("--epochs", epochs), ("--width", width), ("--batch-size", batch_size),
+                        ("--test-subset", test_subset)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be at least 1")
+    results = validate_rules(
+        resolve_specs_entries(rules), dataset=dataset, data_dir=data_dir, epochs=epochs,
+        subset=subset, test_subset=test_subset, seeds=seeds,
+        lrs=parse_lrs(lrs) if lrs else None, width=width, batch_size=batch_size, device=device,
+        compile=use_compile, weight_decay=weight_decay, progress=_progress(quiet))
+    _finish(results, out, "validate", as_json, started)
+
+
+def resolve_specs_entries(rules: str) -> list[str]:
+    """Check --rules before any data is read, so a typo fails fast; returns the entries."""
+    from evolve.optimizers import split_rules
+
+    entries = split_rules(rules)
+    resolve_specs(entries)
+    return entries
+
+
+COMMANDS = (benchmark, validate)
+
+
+def _standalone() -> None:  # pragma: no cover - `python -m evolve.cli_torch` while unregistered
+    group = click.Group("evolve", commands={c.name: c for c in COMMANDS})
+    group(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _standalone()
+
+
+__all__ = ["COMMANDS", "benchmark", "validate"]

@@ -1,0 +1,188 @@
+"""Variation operators on rule trees: DEAP's typed GP mutations and crossover, plus ours.
+
+Every operator takes an explicit ``numpy.random.Generator``. DEAP's operators draw from the
+module-level ``random``; we reseed it from the Generator right before each DEAP call, so a
+campaign stays a function of (config, seed) in any process.
+
+Operators (the Lion search and AutoML-Zero use the same families):
+
+* node replacement (DEAP ``mutNodeReplacement``): swap one primitive for another of the same
+  type signature, or one leaf for another;
+* subtree insert (DEAP ``mutInsert``) and shrink (DEAP ``mutShrink``);
+* subtree replacement: a fresh random subtree at a random vec position;
+* constant perturbation: one literal times 2**N(0, 1) (decays move 1 - beta in log space), or a
+  fresh draw;
+* one-point typed crossover (DEAP ``cxOnePoint``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from deap import gp
+
+from primitives.gp import PSET, Vec, from_deap, to_deap
+from primitives.grammar import Node, check_types, lit
+from primitives.random_rules import random_literal, random_tree
+from primitives.table import BETA, CONST, TABLE, VEC
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Static bloat limits: children beyond them are discarded and the draw repeated."""
+
+    max_height: int = 8
+    max_size: int = 32
+
+
+def _seed_python_random(rng: np.random.Generator) -> None:
+    random.seed(int(rng.integers(0, 2**63 - 1)))
+
+
+def _round(value: float) -> float:
+    """Four significant digits keep evolved constants readable in rule text."""
+    if value == 0.0:
+        return 0.0
+    return float(f"{value:.4g}")
+
+
+def typed_literals(tree: Node) -> list[tuple[int, str]]:
+    """(prefix index, type) of every literal in the tree."""
+    out: list[tuple[int, str]] = []
+    stack: list[tuple[Node, str]] = [(tree, VEC)]
+    index = 0
+    while stack:
+        node, typ = stack.pop()
+        if node.is_literal:
+            out.append((index, typ))
+        index += 1
+        if node.args:
+            prim = TABLE[node.name]
+            stack.extend(reversed(list(zip(node.args, prim.args))))
+    return out
+
+
+def replace_at(tree: Node, index: int, new: Node) -> Node:
+    """A copy of ``tree`` with the node at prefix position ``index`` replaced (iterative)."""
+    # frames: [node, rebuilt children]; prefix positions are counted as nodes are entered
+    position = 0
+    root: Node | None = None
+    frames: list[list] = []
+    stack: list[Node | None] = [tree]  # None marks "close the current frame"
+    while stack:
+        node = stack.pop()
+        if node is None:
+            done, children = frames.pop()
+            built = Node(done.name, tuple(children), done.value)
+        elif position == index:
+            position += node.size()
+            built = new
+        else:
+            position += 1
+            if node.args:
+                frames.append([node, []])
+                stack.append(None)
+                stack.extend(reversed(node.args))
+                continue
+            built = node
+        if frames:
+            frames[-1][1].append(built)
+        else:
+            root = built
+    assert root is not None
+    return root
+
+
+def perturb_constant(tree: Node, rng: np.random.Generator, fresh_prob: float = 0.2) -> Node:
+    literals = typed_literals(tree)
+    if not literals:
+        return tree
+    index, typ = literals[int(rng.integers(len(literals)))]
+    old = list(tree.walk())[index].value
+    if rng.random() < fresh_prob:
+        return replace_at(tree, index, random_literal(rng, typ))
+    factor = 2.0 ** rng.normal()
+    if typ == BETA:
+        new = 1.0 - (1.0 - old) * factor
+        new = min(max(new, 0.0), 1.0)
+    elif typ == CONST:
+        new = old * factor
+    else:
+        new = old * factor
+    return replace_at(tree, index, lit(_round(new)))
+
+
+def replace_subtree(tree: Node, rng: np.random.Generator, max_depth: int = 3) -> Node:
+    vec_nodes = [i for i, (n, t) in enumerate(_typed_prefix(tree)) if t == VEC]
+    index = vec_nodes[int(rng.integers(len(vec_nodes)))]
+    return replace_at(tree, index, random_tree(rng, int(rng.integers(0, max_depth + 1))))
+
+
+def _typed_prefix(tree: Node):
+    stack: list[tuple[Node, str]] = [(tree, VEC)]
+    while stack:
+        node, typ = stack.pop()
+        yield node, typ
+        if node.args:
+            stack.extend(reversed(list(zip(node.args, TABLE[node.name].args))))
+
+
+def _deap_mutation(tree: Node, rng: np.random.Generator, kind: str) -> Node:
+    individual = to_deap(tree)
+    _seed_python_random(rng)
+    if kind == "node":
+        (individual,) = gp.mutNodeReplacement(individual, PSET)
+    elif kind == "insert":
+        (individual,) = gp.mutInsert(individual, PSET)
+    else:
+        (individual,) = gp.mutShrink(individual)
+    return from_deap(individual)
+
+
+MUTATIONS = ("node", "insert", "shrink", "subtree", "constant")
+
+
+def mutate(tree: Node, rng: np.random.Generator, weights: dict[str, float] | None = None) -> tuple[Node, str]:
+    """One mutation drawn by ``weights``; returns the child and the operator's name."""
+    weights = weights or {"node": 0.25, "insert": 0.15, "shrink": 0.1, "subtree": 0.2, "constant": 0.3}
+    names = list(weights)
+    p = np.array([weights[n] for n in names], dtype=float)
+    kind = names[int(rng.choice(len(names), p=p / p.sum()))]
+    if kind == "constant":
+        return perturb_constant(tree, rng), kind
+    if kind == "subtree":
+        return replace_subtree(tree, rng), kind
+    return _deap_mutation(tree, rng, kind), kind
+
+
+def crossover(a: Node, b: Node, rng: np.random.Generator) -> tuple[Node, Node]:
+    ia, ib = to_deap(a), to_deap(b)
+    _seed_python_random(rng)
+    ia, ib = gp.cxOnePoint(ia, ib)
+    return from_deap(ia), from_deap(ib)
+
+
+def within(tree: Node, limits: Limits) -> bool:
+    return tree.height() <= limits.max_height and tree.size() <= limits.max_size
+
+
+def vary(parent: Node, rng: np.random.Generator, limits: Limits, *, other: Node | None = None,
+         crossover_prob: float = 0.0, weights: dict[str, float] | None = None,
+         attempts: int = 8) -> tuple[Node, str]:
+    """A valid child of ``parent`` within the limits (the parent itself if every try fails)."""
+    for _ in range(attempts):
+        if other is not None and rng.random() < crossover_prob:
+            child, _ = crossover(parent, other, rng)
+            kind = "crossover"
+        else:
+            child, kind = mutate(parent, rng, weights)
+        if child != parent and within(child, limits):
+            check_types(child)
+            return child, kind
+    return parent, "none"
+
+
+__all__ = ["Limits", "MUTATIONS", "Vec", "crossover", "mutate", "perturb_constant",
+           "replace_at", "replace_subtree", "vary", "within"]
