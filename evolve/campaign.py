@@ -52,7 +52,7 @@ class CampaignConfig:
     heldout_suite: str = "heldout"
     hall_of_fame: int = 10
     seed: int = 0
-    checkpoint_every: int = 1
+    checkpoint_every: int = 5
     executor: str = "process"
     workers: int = 0  # 0 = one per core
     ray_address: str | None = None

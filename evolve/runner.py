@@ -3,8 +3,9 @@
 Run directory layout (everything JSON / JSONL / Markdown / PNG, written atomically)::
 
     RUN/config.json         the CampaignConfig
-    RUN/checkpoint.json     the campaign state + equivalence cache (every N generations, on
-                            SIGINT/SIGTERM, and at the end)
+    RUN/checkpoint.json     the campaign state (every N generations, on SIGINT/SIGTERM, and at
+                            the end), with the number of cache lines it relies on
+    RUN/cache.jsonl         the equivalence cache, append-only: fingerprint -> compact result
     RUN/log.jsonl           one line per generation: best and median score, sizes, cache hits,
                             evaluations/s
     RUN/hall_of_fame.json   best rules first: rule, score, per-task scores, simplified form
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evolve.campaign import Campaign, CampaignConfig, ConfigError
+from evolve.campaign import FLOOR, Campaign, CampaignConfig, ConfigError
 from evolve.errors import UserError
 from evolve.evaluation import fingerprint
 from evolve.executors import make_executor
@@ -36,6 +38,7 @@ CHECKPOINT = "checkpoint.json"
 CONFIG = "config.json"
 LOG = "log.jsonl"
 HALL = "hall_of_fame.json"
+CACHE = "cache.jsonl"
 
 
 class CachedScorer:
@@ -51,6 +54,7 @@ class CachedScorer:
         self.cache: dict[str, dict] = dict(cache or {})
         self.hits = 0
         self.misses = 0
+        self.new_entries: list[tuple[str, dict]] = []  # not yet appended to cache.jsonl
 
     def score(self, rules: list[str]) -> list[dict]:
         prints = [fingerprint(r) for r in rules]
@@ -65,13 +69,26 @@ class CachedScorer:
                 self.misses += 1
         for fp, result in zip(todo_prints, self.executor.map(todo)):
             self.cache[fp] = _compact(result)
+            self.new_entries.append((fp, self.cache[fp]))
         return [dict(self.cache[fp]) for fp in prints]
 
 
 def _compact(result: dict) -> dict:
-    """What the campaign keeps of a result (per-task scores, reasons, best lrs)."""
-    keep = ("aggregate", "tasks", "reason", "hurdle")
-    return {k: result[k] for k in keep if k in result}
+    """What the campaign keeps of a result: aggregate, per-task scores, reasons, best lrs."""
+    out = {k: result[k] for k in ("aggregate", "reason", "hurdle") if k in result}
+    out["aggregate"] = _finite_or(out.get("aggregate"), FLOOR)
+    out["tasks"] = [{"task": t.get("task"), "score": _finite_or(t.get("score"), FLOOR),
+                     "best_lr": _finite_or(t.get("best_lr"), None), "reason": t.get("reason")}
+                    for t in result.get("tasks", [])]
+    return out
+
+
+def _finite_or(value, default):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
 
 
 class RunDirectory:
@@ -96,6 +113,7 @@ class RunDirectory:
             raise UserError(f"cannot create run directory {self.path}: {err.strerror}") from None
         atomic_write_json(self.file(CONFIG), config.to_dict())
         atomic_write_text(self.file(LOG), "")
+        atomic_write_text(self.file(CACHE), "")
 
     def load_checkpoint(self) -> dict[str, Any]:
         path = self.file(CHECKPOINT)
@@ -108,18 +126,44 @@ class RunDirectory:
             if not isinstance(state, dict) or state.get("format") != 1:
                 raise ValueError("not an evolve-optim checkpoint (format 1)")
             Campaign.from_state_dict(state["campaign"])  # validates every field
-            if not isinstance(state.get("cache"), dict):
-                raise ValueError("cache missing")
+            entries = state["cache_entries"]
+            if not isinstance(entries, int) or entries < 0:
+                raise ValueError("cache_entries must be a count")
+            state["cache"] = self._read_cache(entries)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"{path} is corrupt ({_one_line(err)}); nothing was changed — restore "
                             "it from a copy or start a new campaign") from None
         return state
 
+    def _read_cache(self, entries: int) -> dict[str, dict]:
+        cache: dict[str, dict] = {}
+        if entries == 0:
+            return cache
+        with open(self.file(CACHE), encoding="utf-8") as fh:
+            for _, line in zip(range(entries), fh):
+                row = json.loads(line)
+                cache[row["fp"]] = row["result"]
+        if len(cache) != entries:
+            raise ValueError(f"{CACHE} holds {len(cache)} entries, the checkpoint needs {entries}")
+        return cache
+
+    def truncate_cache(self, cache: dict[str, dict]) -> None:
+        """Drop lines appended after the checkpoint (a kill between append and checkpoint)."""
+        atomic_write_text(self.file(CACHE), "".join(
+            json.dumps({"fp": fp, "result": r}, allow_nan=False) + "\n" for fp, r in cache.items()))
+
     def save_checkpoint(self, campaign: Campaign, scorer: CachedScorer, counters: dict) -> None:
+        if scorer.new_entries:
+            with open(self.file(CACHE), "a", encoding="utf-8") as fh:
+                for fp, result in scorer.new_entries:
+                    fh.write(json.dumps({"fp": fp, "result": result}, allow_nan=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            scorer.new_entries.clear()
         atomic_write_json(self.file(CHECKPOINT), {
             "format": 1,
             "campaign": campaign.state_dict(),
-            "cache": scorer.cache,
+            "cache_entries": len(scorer.cache),
             "counters": counters,
         })
 
@@ -195,6 +239,7 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None, r
         counters = dict(state.get("counters", {}))
         rd.truncate_log(campaign.generation)
         cache = state["cache"]
+        rd.truncate_cache(cache)
     else:
         if config is None:
             raise ConfigError("a new campaign needs a config")
