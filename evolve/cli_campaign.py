@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from evolve.campaign import ALGORITHMS, EXECUTORS, CampaignConfig, ConfigError
-from evolve.errors import UserError
+from evolve.errors import RunError, UserError
 
 
 def _load_config_file(path: str | None) -> dict:
@@ -93,6 +93,9 @@ def _run_and_finish(out: str, config: CampaignConfig | None, resume: bool, valid
     progress = None if quiet else Progress(cfg.generations, start)
     try:
         campaign = run_campaign(out, config=config, resume=resume, progress=progress)
+    except OSError as err:
+        raise RunError(f"cannot write to {out}: {err.strerror or err}; the last checkpoint is "
+                       f"intact — free space or fix permissions, then `evolve resume {out}`") from None
     finally:
         if progress is not None:
             progress.close()

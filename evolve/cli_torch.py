@@ -101,6 +101,8 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, quick:
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the model")
 @click.option("--weight-decay", type=float, default=None,
               help="weight decay for every optimizer [each one's default]")
+@click.option("--threads", type=int, default=None,
+              help="torch threads while training [1 for digits, else torch's default]")
 @click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
 @click.option("--quiet", is_flag=True, help="no progress lines on stderr")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
@@ -108,7 +110,8 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, quick:
 def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
              subset: int | None, test_subset: int | None, seeds: int, lrs: str | None,
              width: int | None, batch_size: int | None, device: str, use_compile: bool,
-             weight_decay: float | None, as_json: bool, quiet: bool, out: str) -> None:
+             weight_decay: float | None, threads: int | None, as_json: bool, quiet: bool,
+             out: str) -> None:
     """Train a small ResNet on CIFAR-10 (or digits) with each optimizer; report test accuracy."""
     from evolve.validate import validate_rules
 
@@ -123,7 +126,8 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
         resolve_specs_entries(rules), dataset=dataset, data_dir=data_dir, epochs=epochs,
         subset=subset, test_subset=test_subset, seeds=seeds,
         lrs=parse_lrs(lrs) if lrs else None, width=width, batch_size=batch_size, device=device,
-        compile=use_compile, weight_decay=weight_decay, progress=_progress(quiet))
+        compile=use_compile, weight_decay=weight_decay,
+        threads=threads if threads is None or threads > 0 else None, progress=_progress(quiet))
     _finish(results, out, "validate", as_json, started)
 
 

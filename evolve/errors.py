@@ -14,4 +14,10 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-__all__ = ["UserError"]
+class RunError(click.ClickException):
+    """The environment stopped a run (disk full, permissions): one line, exit code 1."""
+
+    exit_code = 1
+
+
+__all__ = ["RunError", "UserError"]

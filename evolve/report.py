@@ -229,9 +229,16 @@ def _axes_grid(n: int):
     return plt, fig, list(axes.flat[:n])
 
 
+def _styles(results: dict) -> dict[str, str]:
+    """Exported rules dashed, torch baselines solid: a rule that matches its baseline exactly
+    (lion and rule:lion) then still shows as two lines."""
+    return {o["label"]: "--" if o["kind"] == "rule" else "-" for o in results.get("optimizers", [])}
+
+
 def plot_curves(results: dict, path: Path) -> None:
     """Training loss against step at each optimizer's best learning rate, one panel per task."""
     tasks = results["tasks"]
+    styles = _styles(results)
     plt, fig, axes = _axes_grid(len(tasks))
     for ax, (name, task) in zip(axes, tasks.items()):
         for label, s in task["results"].items():
@@ -239,7 +246,8 @@ def plot_curves(results: dict, path: Path) -> None:
                 ax.plot([], [], linestyle="none", label=f"{label}: diverged")
                 continue
             steps, losses = zip(*s["curve"])
-            ax.plot(steps, losses, label=f"{label} (lr {s['best_lr']:.3g})", linewidth=1.6)
+            ax.plot(steps, losses, label=f"{label} (lr {s['best_lr']:.3g})", linewidth=1.6,
+                    linestyle=styles.get(label, "-"))
         ax.set_yscale("log")
         ax.set_title(f"{name}: training loss at best lr")
         ax.set_xlabel(task.get("curve_unit", "step"))
@@ -253,6 +261,7 @@ def plot_curves(results: dict, path: Path) -> None:
 def plot_sensitivity(results: dict, path: Path) -> None:
     """Validation loss against learning rate, one panel per task; x marks a diverged rate."""
     tasks = results["tasks"]
+    styles = _styles(results)
     plt, fig, axes = _axes_grid(len(tasks))
     for ax, (name, task) in zip(axes, tasks.items()):
         finite = [r["val_loss"] for s in task["results"].values() for r in s["sweep"]
@@ -261,7 +270,8 @@ def plot_sensitivity(results: dict, path: Path) -> None:
         for label, s in task["results"].items():
             lrs = [r["lr"] for r in s["sweep"]]
             vals = [r["val_loss"] if r["val_loss"] is not None else np.nan for r in s["sweep"]]
-            (line,) = ax.plot(lrs, vals, marker="o", markersize=4, label=label, linewidth=1.4)
+            (line,) = ax.plot(lrs, vals, marker="o", markersize=4, label=label, linewidth=1.4,
+                              linestyle=styles.get(label, "-"))
             bad = [r["lr"] for r in s["sweep"] if r["val_loss"] is None]
             if bad:
                 ax.plot(bad, [top] * len(bad), linestyle="none", marker="x", markersize=8,

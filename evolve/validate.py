@@ -19,7 +19,7 @@ from evolve.optimizers import OptimizerSpec, log_grid, resolve_specs, split_rule
 from evolve.report import METHOD_SWEEP_THEN_SEEDS, pick_winner, summarize
 from fitness.cifar import CifarError, ImageData, digits_images, load_cifar10
 from fitness.image_train import Recipe, train_images
-from fitness.torch_tasks import RunResult
+from fitness.torch_tasks import RunResult, torch_threads
 
 DATASETS = ("cifar10", "digits")
 DEFAULT_LRS = log_grid(1e-4, 1.0, per_decade=2)
@@ -81,13 +81,16 @@ def validate_rules(
     device: str = "cpu",
     compile: bool = False,
     weight_decay: float | None = None,
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Validate optimizers on an image set and return the results dict of :mod:`evolve.report`.
 
     ``rules`` are --rules entries (rule text, known names, ``RUN:best``, baselines) as a list or
     one comma-separated string; ``baselines`` are prepended (e.g. ``("adam", "lion")`` when a
-    campaign validates its top-k rules). Raises UserError for bad input or a missing dataset.
+    campaign validates its top-k rules). ``threads`` sets torch's intra-op threads for the
+    runs (default: 1 for digits, whose convs are too small to share, else torch's setting).
+    Raises UserError for bad input or a missing dataset.
     """
     entries = [*baselines, *(split_rules(rules) if isinstance(rules, str) else rules)]
     specs = resolve_specs(entries)
@@ -109,7 +112,10 @@ def validate_rules(
         raise UserError("--subset must be at least 20 images")
     train_idx, val_idx = split_indices(len(data.x_train), subset)
     lrs = list(lrs) if lrs else list(DEFAULT_LRS)
-    results = run_validation(specs, data, recipe, lrs, seeds, train_idx, val_idx, progress)
+    if threads is None and dataset == "digits":
+        threads = 1
+    with torch_threads(threads):
+        results = run_validation(specs, data, recipe, lrs, seeds, train_idx, val_idx, progress)
     results["config"].update(dataset=dataset, subset=subset or len(data.x_train),
                              test_images=len(data.x_test))
     return results

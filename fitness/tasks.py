@@ -7,7 +7,8 @@ loop of its family (:mod:`fitness.kernels`). Families:
 
 * ``quadratic``  diagonal ill-conditioned quadratic, condition number drawn log-uniformly from
   ``cond`` (1e2 to 1e4), optionally with Gaussian gradient noise;
-* ``rosenbrock`` the n-dimensional Rosenbrock function from a perturbed (-1.2, 1, ...) start;
+* ``rosenbrock`` the n-dimensional Rosenbrock function from a perturbed (-1.2, 1, ...) start,
+  shifted so that the origin is not near the minimum;
 * ``logreg``     logistic regression with minibatch gradients on synthetic data whose features
   have very different scales;
 * ``mlp``        ReLU MLP classifiers with minibatches on scikit-learn's bundled digits, breast
@@ -31,7 +32,7 @@ from fitness import kernels
 from primitives.program import Program
 
 # Bump when a family's data or loss changes, so cached baselines are recomputed.
-TASKS_VERSION = 1
+TASKS_VERSION = 3
 # A run stops as "ascended" once its training loss exceeds this multiple of the start loss.
 ASCEND_FACTOR = 20.0
 
@@ -93,12 +94,14 @@ class TaskInstance:
         lrs = np.ascontiguousarray(lrs, dtype=np.float64)
         family = self.spec.family
         if family == "quadratic":
-            curvature, w0, noise = self.arrays
-            out = kernels.run_quadratic_task(*program.arrays(), curvature, w0, noise[:steps],
+            curvature, center, w0, noise = self.arrays
+            out = kernels.run_quadratic_task(*program.arrays(), curvature, center, w0,
+                                             noise[:steps],
                                              lrs, steps, ASCEND_FACTOR)
         elif family == "rosenbrock":
-            (w0,) = self.arrays
-            out = kernels.run_rosenbrock_task(*program.arrays(), w0, lrs, steps, ASCEND_FACTOR)
+            shift, w0 = self.arrays
+            out = kernels.run_rosenbrock_task(*program.arrays(), shift, w0, lrs, steps,
+                                              ASCEND_FACTOR)
         else:
             sizes, w_off, b_off, w0, x, y, batches, x_test, y_test, loss_kind = self.arrays
             out = kernels.run_mlp_task(*program.arrays(), sizes, w_off, b_off, w0, x, y,
@@ -116,11 +119,11 @@ class TaskInstance:
         grad = np.zeros_like(w)
         family = self.spec.family
         if family == "quadratic":
-            curvature = self.arrays[0]
-            grad[:] = curvature * w
-            return float(kernels.quadratic_loss(curvature, w)), grad
+            curvature, center = self.arrays[:2]
+            grad[:] = curvature * (w - center)
+            return float(kernels.quadratic_loss(curvature, center, w)), grad
         if family == "rosenbrock":
-            return float(kernels.rosenbrock_loss_grad(w, grad)), grad
+            return float(kernels.rosenbrock_loss_grad(w, self.arrays[0], grad)), grad
         sizes, w_off, b_off, _, x, y, batches, _, _, loss_kind = self.arrays
         loss = kernels.mlp_loss_grad(w, sizes, w_off, b_off, x, y, batches[step], loss_kind, grad)
         return float(loss), grad
@@ -151,21 +154,24 @@ def _quadratic(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     lo, hi = o.get("cond", (1e2, 1e4))
     cond = 10.0 ** rng.uniform(np.log10(lo), np.log10(hi))
     curvature = np.ascontiguousarray(rng.permutation(np.logspace(0.0, -np.log10(cond), p)))
-    w0 = rng.standard_normal(p)
+    center = rng.standard_normal(p)
+    w0 = center + rng.standard_normal(p)
     noise_scale = float(o.get("noise", 0.0))
     if noise_scale > 0.0:
         # noise relative to the gradient's size at the start, so it matters at every lr
-        sigma = noise_scale * float(np.sqrt(np.mean((curvature * w0) ** 2)))
+        sigma = noise_scale * float(np.sqrt(np.mean((curvature * (w0 - center)) ** 2)))
         noise = sigma * rng.standard_normal((spec.steps, p))
     else:
         noise = np.zeros((0, p))
-    return TaskInstance(spec, 0, p, 0.0, (curvature, w0, noise), w0)
+    return TaskInstance(spec, 0, p, 0.0, (curvature, center, w0, noise), w0)
 
 
 def _rosenbrock(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     p = int(spec.options["dim"])
-    w0 = np.tile([-1.2, 1.0], (p + 1) // 2)[:p] + 0.1 * rng.standard_normal(p)
-    return TaskInstance(spec, 0, p, 0.0, (np.ascontiguousarray(w0),), w0)
+    u0 = np.tile([-1.2, 1.0], (p + 1) // 2)[:p] + 0.1 * rng.standard_normal(p)
+    shift = np.full(p, -2.0)
+    w0 = np.ascontiguousarray(u0 - shift)
+    return TaskInstance(spec, 0, p, 0.0, (shift, w0), w0)
 
 
 def _layout(sizes: list[int]) -> tuple[np.ndarray, np.ndarray, int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from primitives.grammar import Node, RuleSyntaxError, check_types, parse, to_text
+from primitives.grammar import MAX_DEPTH, MAX_NODES, Node, RuleSyntaxError, check_types, parse, to_text
 from primitives.table import (
     CONST,
     ELEMENTWISE_INDEX,
@@ -88,6 +88,10 @@ def compile_rule(rule: str | Node) -> Program:
     if not isinstance(tree, Node):
         raise RuleSyntaxError(f"expected rule text or a Node, got {type(rule).__name__}")
     check_types(tree)
+    if tree.size() > MAX_NODES:
+        raise RuleSyntaxError(f"rule has more than {MAX_NODES} nodes")
+    if tree.height() > MAX_DEPTH:
+        raise RuleSyntaxError(f"rule nests deeper than {MAX_DEPTH} levels")
     return _Compiler().compile(tree)
 
 

@@ -1,0 +1,56 @@
+"""Functional-equivalence fingerprints: rules that act the same on fixed probes share a score.
+
+As in AutoML-Zero (Real et al. 2020, the functional equivalence cache), a rule is run for a few
+steps on fixed probe gradients (magnitudes from 1e-4 to 1e3, exact zeros, sign flips), with the
+weights moving under its own updates; its update directions are rounded to ``DIGITS``
+significant digits and hashed with sha256. ``add(g, g)`` and ``mul(g, 2.0)`` collide; so do rules
+that differ only below the rounding (``add(g, 1e-12)`` and ``g``), which is the point: the cache
+treats them as one rule. Fingerprints depend only on the rule, never on the task suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from fitness.interpreter import StepRunner
+from primitives.program import Program
+
+PROBE_SIZE = 24
+PROBE_STEPS = 6
+PROBE_LR = 0.01
+DIGITS = 6
+
+
+def _probes() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(20240601)
+    scales = rng.choice([1e-4, 1e-2, 1.0, 1e3], size=(PROBE_STEPS, PROBE_SIZE))
+    grads = rng.standard_normal((PROBE_STEPS, PROBE_SIZE)) * scales
+    grads[:, 0] = 0.0  # exact zeros exercise the protected operations
+    grads[::2, 1] *= -1.0
+    w0 = rng.standard_normal(PROBE_SIZE)
+    return grads, w0
+
+
+_GRADS, _W0 = _probes()
+
+
+def fingerprint(program: Program) -> str:
+    """sha256 (first 16 hex digits) of the rule's rounded directions on the probes."""
+    runner = StepRunner(program, _W0, total_steps=PROBE_STEPS)
+    rows = []
+    for t in range(PROBE_STEPS):
+        d = runner.direction(_GRADS[t])
+        rows.append(d)
+        # move the weights with this direction, so rules that read w are told apart
+        with np.errstate(all="ignore"):  # inf - inf in a diverging rule is expected here
+            runner.regs[1, :] -= PROBE_LR * d
+    # + 0.0 turns -0.0 into 0.0; NaN and inf print as themselves
+    values = np.concatenate(rows) + 0.0
+    text = ",".join(np.format_float_scientific(v, precision=DIGITS - 1, unique=False)
+                    if np.isfinite(v) else str(v) for v in values)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
+
+
+__all__ = ["fingerprint"]
