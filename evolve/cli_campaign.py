@@ -199,8 +199,8 @@ def show_cmd(run, as_json):
 @click.command("demo")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory [build/demo-run-<time>].")
-@click.option("--generations", type=int, default=12, show_default=True)
-@click.option("--population", type=int, default=24, show_default=True)
+@click.option("--generations", type=int, default=40, show_default=True)
+@click.option("--population", type=int, default=64, show_default=True)
 def demo_cmd(out, generations, population):
     """A short real campaign with the defaults, then the discovered rule beside adam and sgd."""
     from evolve.evaluation import make_evaluator

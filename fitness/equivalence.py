@@ -3,9 +3,10 @@
 As in AutoML-Zero (Real et al. 2020, the functional equivalence cache), a rule is run for a few
 steps on fixed probe gradients (magnitudes from 1e-4 to 1e3, exact zeros, sign flips), with the
 weights moving under its own updates; its update directions are rounded to ``DIGITS``
-significant digits and hashed with sha256. ``add(g, g)`` and ``mul(g, 2.0)`` collide; so do rules
-that differ only below the rounding (``add(g, 1e-12)`` and ``g``), which is the point: the cache
-treats them as one rule. Fingerprints depend only on the rule, never on the task suite.
+significant digits and hashed with sha256. ``add(g, g)`` and ``mul(g, 2.0)`` collide, as do
+rules whose outputs agree to that precision on every probe; an exact zero among the probe
+gradients keeps ``add(g, 1e-12)`` apart from ``g``. Fingerprints depend only on the rule, never
+on the task suite.
 """
 
 from __future__ import annotations
@@ -46,11 +47,18 @@ def fingerprint(program: Program) -> str:
         # move the weights with this direction, so rules that read w are told apart
         with np.errstate(all="ignore"):  # inf - inf in a diverging rule is expected here
             runner.regs[1, :] -= PROBE_LR * d
-    # + 0.0 turns -0.0 into 0.0; NaN and inf print as themselves
-    values = np.concatenate(rows) + 0.0
-    text = ",".join(np.format_float_scientific(v, precision=DIGITS - 1, unique=False)
-                    if np.isfinite(v) else str(v) for v in values)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
+    return hashlib.sha256(_rounded(np.concatenate(rows)).tobytes()).hexdigest()[:16]
+
+
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """Values rounded to DIGITS significant digits, vectorised; -0.0 becomes 0.0, every NaN
+    the same NaN, inf stays inf (so the bytes of equal-looking outputs are equal)."""
+    finite = np.isfinite(values) & (values != 0.0)
+    safe = np.where(finite, np.abs(values), 1.0)
+    scale = 10.0 ** (np.floor(np.log10(safe)) - (DIGITS - 1))
+    out = np.where(finite, np.round(values / scale) * scale, values) + 0.0
+    out[np.isnan(out)] = np.nan
+    return out
 
 
 __all__ = ["fingerprint"]
