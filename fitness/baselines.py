@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from fitness import kernels
 from fitness.tasks import RunOutcome, TaskInstance, config_hash
+from primitives.files import atomic_write_text
 from primitives.program import Program, compile_rule
 from primitives.rules import KNOWN_RULES
 
@@ -109,15 +109,7 @@ def aggregate(scores: list[float]) -> float:
 
 def _atomic_write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True))
 
 
 class BaselineStore:
