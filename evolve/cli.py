@@ -153,8 +153,9 @@ def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) ->
 
 from evolve.cli_campaign import demo_cmd, resume_cmd, run_cmd, show_cmd  # noqa: E402
 from evolve.cli_fitness import score, tasks  # noqa: E402
+from evolve.cli_torch import benchmark, validate  # noqa: E402
 
-for _command in (score, tasks, run_cmd, resume_cmd, show_cmd, demo_cmd):
+for _command in (score, tasks, run_cmd, resume_cmd, show_cmd, demo_cmd, benchmark, validate):
     main.add_command(_command)
 
 

@@ -141,7 +141,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, suite: str, seed: int, workers: int = 0, address: str | None = None):
+    def __init__(self, suite: str, seed: int, workers: int = 0, address: str | None = None,
+                 chunk_fn=None):
         try:
             import ray
         except ImportError as err:  # pragma: no cover - depends on the install
@@ -158,7 +159,8 @@ class RayExecutor:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=self.workers, **kwargs)
-        self._remote = ray.remote(max_retries=1)(_evaluate_chunk)
+        # a Ray task whose worker dies is retried once by Ray itself, then scored as failed
+        self._remote = ray.remote(max_retries=1)(chunk_fn or _evaluate_chunk)
 
     def map(self, rules: list[str]) -> list[dict]:
         if not rules:

@@ -99,7 +99,7 @@ def exported_class(rule: str) -> type:
     try:
         from primitives.codegen import load_optimizer_class
     except ImportError as err:  # the code generator is another module's job
-        raise UserError(f"cannot run rule {rule!r}: primitives.codegen is unavailable ({err})")
+        raise UserError(f"cannot run rule {rule!r}: primitives.codegen is unavailable ({err})") from None
     return load_optimizer_class(rule, "EvolvedRule")
 
 
@@ -137,7 +137,7 @@ def hall_of_fame_rule(run_dir: str, rank: int = 1) -> str:
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not readable JSON ({err}); is the run directory intact?")
+        raise UserError(f"{path} is not readable JSON ({err}); is the run directory intact?") from None
     if not isinstance(entries, list) or not entries:
         raise UserError(f"{path} holds no rules yet; let the campaign run longer")
     if rank > len(entries):
@@ -222,7 +222,7 @@ def parse_lrs(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise UserError(f"--lrs {text!r}: expected comma-separated numbers such as 1e-3,1e-2")
+        raise UserError(f"--lrs {text!r}: expected comma-separated numbers such as 1e-3,1e-2") from None
     if not values or any(not (math.isfinite(v) and v > 0) for v in values):
         raise UserError(f"--lrs {text!r}: learning rates must be positive finite numbers")
     return sorted(values)

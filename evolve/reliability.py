@@ -235,6 +235,47 @@ def process_worker_loss(n_rules: int = 300) -> dict:
             "process_worker_lost": sum(1 for r in got if r.get("reason", "") and "worker lost" in r["reason"])}
 
 
+_MARKER_ENV = "EVOLVE_RELIABILITY_MARKER"
+
+
+def _chunk_whose_worker_dies_once(suite: str, seed: int, rules: list[str]) -> list[dict]:
+    """Runs in a Ray worker: the first call kills its own process mid-evaluation."""
+    from evolve.executors import _evaluate_chunk
+
+    marker = os.environ.get(_MARKER_ENV)
+    if marker and not os.path.exists(marker):
+        Path(marker).write_text("killed")
+        _evaluate_chunk(suite, seed, rules[:1])  # mid-evaluation, not before it
+        os._exit(9)
+    return _evaluate_chunk(suite, seed, rules)
+
+
+def ray_worker_loss(workdir: Path, n_rules: int = 60) -> dict:
+    """A Ray worker dies mid-task: the task is re-run, results equal serial ones."""
+    import ray
+
+    from evolve.executors import RayExecutor, SerialExecutor
+    from primitives.grammar import to_text
+    from primitives.random_rules import random_population
+
+    rules = [to_text(t) for t in random_population(np.random.default_rng(6), n_rules, 2, 5)]
+    expected = SerialExecutor("hurdle", 0).map(rules)
+    marker = workdir / "ray-worker-killed"
+    was_running = ray.is_initialized()
+    if was_running:
+        ray.shutdown()  # workers must start with the marker in their environment
+    os.environ[_MARKER_ENV] = str(marker)
+    try:
+        executor = RayExecutor("hurdle", 0, workers=2, chunk_fn=_chunk_whose_worker_dies_once)
+        got = executor.map(rules)
+    finally:
+        os.environ.pop(_MARKER_ENV, None)
+        ray.shutdown()
+    mismatches = sum(_strip(a) != _strip(b) for a, b in zip(got, expected))
+    return {"ray_workers_killed": int(marker.exists()), "ray_worker_result_mismatches": mismatches,
+            "ray_worker_lost": sum(1 for r in got if "worker lost" in (r.get("reason") or ""))}
+
+
 def _strip(result: dict) -> dict:
     return {k: result.get(k) for k in ("aggregate", "reason", "tasks")}
 
@@ -277,6 +318,6 @@ def disk_full_during_checkpoint(workdir: Path) -> dict:
     return {"disk_full_failures": failures}
 
 
-__all__ = ["count_code_execution", "disk_full_during_checkpoint", "fuzz_parser",
+__all__ = ["count_code_execution", "disk_full_during_checkpoint", "ray_worker_loss", "fuzz_parser",
            "fuzz_parser_hypothesis", "kill_and_resume", "process_worker_loss",
            "random_rules_through_backends"]

@@ -27,7 +27,6 @@ import numpy as np
 
 from fitness.torch_tasks import RunResult
 
-
 METHOD_ALL_SEEDS = ("Each optimizer runs every learning rate of the same log grid with every seed; "
                     "the best rate is chosen on mean validation loss and its test loss and "
                     "accuracy are reported as mean ± std over seeds.")
@@ -155,7 +154,9 @@ def markdown(results: dict) -> str:
                 wins[label] = wins.get(label, 0) + 1
             if s["test_loss_mean"] == best_loss:
                 loss = f"**{loss}**"
-            lines.append(f"| {label} | {s['best_lr']:.3g} | {acc} | {loss} | "
+            lrs = task.get("lrs") or []
+            edge = " (grid edge)" if len(lrs) > 1 and s["best_lr"] in (min(lrs), max(lrs)) else ""
+            lines.append(f"| {label} | {s['best_lr']:.3g}{edge} | {acc} | {loss} | "
                          f"{s['seconds_mean']:.2f} | {s['step_share']:.0%} |")
         lines.append("")
     lines += ["## Wins", "", "| optimizer | tasks won |", "| --- | ---: |"]
@@ -163,16 +164,17 @@ def markdown(results: dict) -> str:
     lines.append("")
     proxy = results.get("proxy")
     if proxy:
-        lines += ["## Numba proxy suite", ""]
+        lines += ["## Numba proxy suites (score 1.0 = tuned Adam, higher is better)", ""]
         if proxy.get("note"):
             lines += [proxy["note"], ""]
         scores = proxy.get("scores") or {}
         if scores:
-            lines += ["| optimizer | rule | proxy score (1.0 = tuned Adam) |", "| --- | --- | ---: |"]
+            lines += ["| optimizer | search suite | held-out suite | rule |",
+                      "| --- | ---: | ---: | --- |"]
             for label, entry in scores.items():
-                score = entry.get("score")
-                shown = "failed" if score is None else f"{score:.3f}"
-                lines.append(f"| {label} | `{entry.get('rule', '')}` | {shown} |")
+                shown = ["failed" if entry.get(k) is None else f"{entry[k]:.3f}"
+                         for k in ("score", "heldout")]
+                lines.append(f"| {label} | {shown[0]} | {shown[1]} | `{entry.get('rule', '')}` |")
             lines.append("")
     lines += ["## Optimizers", "", "| label | runs as | rule / source |", "| --- | --- | --- |"]
     for o in results.get("optimizers", []):

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from primitives.grammar import MAX_DEPTH, MAX_NODES, Node, RuleSyntaxError, check_types, parse, to_text
+from primitives.grammar import (
+    MAX_DEPTH,
+    MAX_NODES,
+    Node,
+    RuleSyntaxError,
+    check_types,
+    parse,
+    to_text,
+)
 from primitives.table import (
     CONST,
     ELEMENTWISE_INDEX,

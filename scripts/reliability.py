@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             ("random_rules", lambda: rel.random_rules_through_backends(n)),
             ("kill", lambda: rel.kill_and_resume(Path(tmp) / "kill", kills)),
             ("worker", lambda: rel.process_worker_loss()),
+            ("ray_worker", lambda: rel.ray_worker_loss(Path(tmp))),
             ("disk_full", lambda: rel.disk_full_during_checkpoint(Path(tmp))),
         ]
         for name, fn in steps:

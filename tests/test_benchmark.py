@@ -1,0 +1,176 @@
+"""Benchmark: --rules parsing, optimizer specs, divergence handling, reports and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from evolve.benchmark import BenchmarkConfig, run_benchmark
+from evolve.cli_torch import benchmark
+from evolve.errors import UserError
+from evolve.optimizers import log_grid, parse_lrs, resolve_specs, split_rules
+from evolve.report import markdown, summarize
+from fitness.lion import Lion
+from fitness.torch_tasks import RunResult, make_tasks, train_task
+from primitives.rules import KNOWN_RULES
+
+
+def test_split_rules_splits_only_at_top_level_commas():
+    text = "adam, sign(interp(ema(g, 0.99), g, 0.1)) ,RUN:best,lion"
+    assert split_rules(text) == ["adam", "sign(interp(ema(g, 0.99), g, 0.1))", "RUN:best", "lion"]
+    with pytest.raises(UserError, match="unbalanced"):
+        split_rules("adam,sign(g")
+    with pytest.raises(UserError, match="empty"):
+        split_rules(" , ")
+
+
+def test_names_map_to_torch_baselines_and_the_rest_to_exported_rules(tmp_path):
+    run = tmp_path / "run7"
+    run.mkdir()
+    (run / "hall_of_fame.json").write_text(json.dumps(
+        [{"rule": "sign(ema(g, 0.9))", "score": 1.2}, {"rule": "g", "score": 0.5}]))
+    specs = resolve_specs(f"adam,adamw,sgd,momentum,nesterov,lion,rule:adam,rmsprop,"
+                          f"{run}:best,{run}:2,mul(g, 2.0)")
+    kinds = {s.label: s.kind for s in specs}
+    assert [k for k in kinds.values()][:6] == ["torch"] * 6
+    assert kinds["sgd_momentum"] == "torch"
+    assert kinds["adam (rule)"] == "rule" and kinds["rmsprop"] == "rule"
+    by_label = {s.label: s for s in specs}
+    assert by_label["run7:best"].rule == "sign(ema(g, 0.9))"
+    assert by_label["run7:2"].rule == "g"
+    assert by_label["mul(g, 2.0)"].rule == "mul(g, 2.0)"
+    assert by_label["adam (rule)"].rule == KNOWN_RULES["adam"].rule
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert isinstance(by_label["lion"].make(params, 1e-3), Lion)
+    assert isinstance(by_label["nesterov"].make(params, 1e-3), torch.optim.SGD)
+    assert type(by_label["mul(g, 2.0)"].make(params, 1e-3)).__name__ == "EvolvedRule"
+
+
+@pytest.mark.parametrize("entry,match", [
+    ("nosuchname", "neither a known name nor a rule"),
+    ("sign(g", "unbalanced"),
+    ("adam,adam", "twice"),
+    ("rule:nosuch", "unknown rule name"),
+    ("/nonexistent/run:best", "hall_of_fame.json not found"),
+    ("x:0", "RUN:best or RUN:N"),
+])
+def test_bad_rules_are_user_errors(entry, match):
+    with pytest.raises(UserError, match=match):
+        resolve_specs(entry)
+
+
+def test_lr_grid_and_parsing():
+    assert log_grid(1e-4, 1.0, 2) == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0]
+    assert parse_lrs("1e-2, 1e-3") == [1e-3, 1e-2]
+    for bad in ("abc", "-1", "0", "inf"):
+        with pytest.raises(UserError):
+            parse_lrs(bad)
+
+
+def test_lion_matches_algorithm_2_by_hand():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    w0 = w.detach().clone()
+    m = torch.zeros(5)
+    opt = Lion([w], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    for _ in range(3):
+        g = torch.randn(5)
+        w.grad = g.clone()
+        opt.step()
+        c = 0.9 * m + 0.1 * g
+        w0 = w0 - 0.1 * (torch.sign(c) + 0.5 * w0)
+        m = 0.99 * m + 0.01 * g
+        assert torch.allclose(w.detach(), w0, atol=1e-6)
+
+
+def test_exported_lion_rule_matches_torch_lion_on_a_task():
+    task = make_tasks(quick=True)["cancer_logreg"]
+    specs = {s.label: s for s in resolve_specs("lion,rule:lion")}
+    runs = [train_task(task, lambda p, lr, T, s=s: s.make(p, lr, None, T), 0.01, 0, steps=20)
+            for s in specs.values()]
+    assert math.isclose(runs[0].test_loss, runs[1].test_loss, rel_tol=1e-4)
+
+
+def test_a_diverging_rule_is_a_result_not_a_crash():
+    task = make_tasks(quick=True)["digits_mlp"]
+    spec = resolve_specs("exp(mul(g, 1000.0))")[0]
+    run = train_task(task, lambda p, lr, T: spec.make(p, lr, None, T), 1.0, 0, steps=30)
+    assert run.diverged and run.reason
+    summary = summarize({1.0: [run]})
+    assert summary["diverged"] and summary["best_lr"] is None
+    results = {"tasks": {"t": {"results": {"bad": summary}, "winner": None}},
+               "optimizers": [spec.to_json()]}
+    assert "| bad | — | diverged |" in markdown(results)
+
+
+def test_summary_picks_the_lr_with_lowest_validation_loss_and_skips_diverged():
+    def run(lr, val, seed=0, diverged=False):
+        return RunResult(lr=lr, seed=seed, diverged=diverged, val_loss=val, test_loss=val,
+                         test_acc=1 - val, curve=[(1, 1.0), (2, val)])
+    sweep = {0.1: [run(0.1, 0.2), run(0.1, math.inf, 1, True)],
+             0.01: [run(0.01, 0.4), run(0.01, 0.5, 1)],
+             0.001: [run(0.001, 0.9), run(0.001, 0.8, 1)]}
+    s = summarize(sweep)
+    assert s["best_lr"] == 0.01
+    assert s["test_loss_mean"] == pytest.approx(0.45)
+    assert s["sweep"][2]["n_diverged"] == 1 and s["sweep"][2]["val_loss"] is None
+
+
+def test_run_benchmark_on_one_tiny_task_gives_a_winner_and_proxy_scores():
+    specs = resolve_specs("adam,sgd,mul(g, 1e9)")
+    config = BenchmarkConfig(tasks=["cancer_logreg"], seeds=2, lrs=[1e-2, 1e-1], quick=True)
+    results = run_benchmark(specs, config)
+    task = results["tasks"]["cancer_logreg"]
+    assert task["winner"] in ("adam", "sgd")
+    assert task["results"][specs[2].label]["diverged"]
+    assert task["results"]["adam"]["test_acc_mean"] > 0.8
+    scores = results["proxy"]["scores"]
+    assert scores["adam"]["score"] == pytest.approx(1.0)
+    assert set(scores) == {"adam", "sgd", specs[2].label}
+
+
+def test_benchmark_cli_writes_markdown_json_and_plots(tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(benchmark, [
+        "--rules", "adam,lion,sign(ema(g, 0.9))", "--tasks", "cancer_logreg,digits_mlp",
+        "--seeds", "1", "--lrs", "1e-2,1e-1", "--quick", "--no-proxy", "--json", "--quiet",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data["tasks"]) == {"cancer_logreg", "digits_mlp"}
+    assert json.loads((out / "benchmark.json").read_text()) == data
+    md = (out / "benchmark.md").read_text()
+    assert "## digits_mlp" in md and "★" in md and "`sign(ema(g, 0.9))`" in md
+    for png in ("benchmark_curves.png", "benchmark_lr.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--rules", "adam,frobnicate(g)"], "unknown name"),
+    (["--tasks", "imagenet"], "unknown task"),
+    (["--lrs", "fast"], "--lrs"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_benchmark_cli_bad_input_is_one_line_exit_2(tmp_path, args, match):
+    result = CliRunner().invoke(benchmark, [*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert match in result.output and "Traceback" not in result.output
+    assert len([ln for ln in result.output.splitlines() if ln.strip()]) == 1
+
+
+def test_bench_step_builds_resnet18_parameter_shapes():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_step.py"
+    spec = importlib.util.spec_from_file_location("bench_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shapes = module.resnet18_shapes()
+    # torchvision.models.resnet18(): 11,689,512 parameters in 62 tensors
+    assert sum(math.prod(s) for s in shapes) == 11_689_512
+    assert len(shapes) == 62
