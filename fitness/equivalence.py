@@ -55,8 +55,9 @@ def _rounded(values: np.ndarray) -> np.ndarray:
     the same NaN, inf stays inf (so the bytes of equal-looking outputs are equal)."""
     finite = np.isfinite(values) & (values != 0.0)
     safe = np.where(finite, np.abs(values), 1.0)
-    scale = 10.0 ** (np.floor(np.log10(safe)) - (DIGITS - 1))
-    out = np.where(finite, np.round(values / scale) * scale, values) + 0.0
+    with np.errstate(all="ignore"):  # subnormals: the scale underflows, NaN is still equal bytes
+        scale = 10.0 ** (np.floor(np.log10(safe)) - (DIGITS - 1))
+        out = np.where(finite, np.round(values / scale) * scale, values) + 0.0
     out[np.isnan(out)] = np.nan
     return out
 
