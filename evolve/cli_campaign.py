@@ -199,7 +199,7 @@ def show_cmd(run, as_json):
 @click.command("demo")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory [build/demo-run-<time>].")
-@click.option("--generations", type=int, default=40, show_default=True)
+@click.option("--generations", type=int, default=150, show_default=True)
 @click.option("--population", type=int, default=64, show_default=True)
 def demo_cmd(out, generations, population):
     """A short real campaign with the defaults, then the discovered rule beside adam and sgd."""
@@ -215,15 +215,18 @@ def demo_cmd(out, generations, population):
 
     evaluator = make_evaluator(config.suite, config.seed)
     adam, sgd = evaluator.evaluate([KNOWN_RULES["adam"].rule, KNOWN_RULES["sgd"].rule])
+    heldout = json.loads((Path(out) / "heldout.json").read_text())
+    rows = [("discovered", best.score, summary.get("heldout_best"), best.rule),
+            ("adam", adam["aggregate"], heldout["baselines"]["adam"], KNOWN_RULES["adam"].rule),
+            ("sgd", sgd["aggregate"], heldout["baselines"]["sgd"], KNOWN_RULES["sgd"].rule)]
     click.echo("")
-    click.echo(f"{'optimizer':<12} {'score':>7}  rule   (score: 1.0 = tuned Adam, higher is better)")
-    click.echo(f"{'discovered':<12} {best.score:>7.3f}  {best.rule}")
-    click.echo(f"{'adam':<12} {adam['aggregate']:>7.3f}  {KNOWN_RULES['adam'].rule}")
-    click.echo(f"{'sgd':<12} {sgd['aggregate']:>7.3f}  {KNOWN_RULES['sgd'].rule}")
-    if summary.get("heldout_best"):
-        h = summary["heldout_best"]
-        click.echo(f"held-out score of the discovered rule: {h:.3f}")
-    click.echo(f"\nreport: {Path(out) / 'report.md'}")
+    click.echo("scores: 1.0 = tuned Adam, higher is better; held-out tasks were never searched on")
+    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9}  rule")
+    for name, search, held, rule in rows:
+        held_text = f"{held:>9.3f}" if held is not None else f"{'-':>9}"
+        click.echo(f"{name:<11} {search:>7.3f} {held_text}  {rule}")
+    click.echo(f"\nreport: {Path(out) / 'report.md'}   export: evolve export {out}:best "
+               "--name MyOptimizer -o my_optimizer.py")
 
 
 def _check_suite(name: str) -> None:
