@@ -80,14 +80,27 @@ def finalize(run_dir: str | Path, campaign: Campaign, *, validate: bool = False)
     return summary
 
 
-def _validate_top(run_dir: Path, heldout: dict, k: int = 2) -> dict | None:
-    try:
-        from evolve.validate import validate_rules
-    except ImportError:
-        return None
+def _validate_top(run_dir: Path, heldout: dict, k: int = 2) -> dict:
+    """The last funnel stage: the top-k held-out rules against adam and sgd in torch training.
+
+    On CIFAR-10 when ``CIFAR10_DIR`` points at the data (CPU-feasible subset), else on the
+    bundled digits; one seed per learning rate to keep a campaign's epilogue short.
+    """
+    import os
+
+    from evolve.report import write_report
+    from evolve.validate import validate_rules
+
     rules = [row["rule"] for row in heldout["ranking"][:k]]
-    return validate_rules(["adam", "sgd", *rules], dataset="digits", out=run_dir / "validation",
-                          quick=True)
+    data_dir = os.environ.get("CIFAR10_DIR")
+    if data_dir:
+        results = validate_rules(rules, dataset="cifar10", data_dir=data_dir,
+                                 baselines=("adam", "sgd"), subset=5000, epochs=4, seeds=1)
+    else:
+        results = validate_rules(rules, dataset="digits", baselines=("adam", "sgd"), seeds=1)
+    (run_dir / "validation").mkdir(exist_ok=True)
+    write_report(results, run_dir / "validation", "validate")
+    return results
 
 
 def _plots(run_dir: Path, campaign: Campaign) -> list[str]:
@@ -209,7 +222,9 @@ def _report(run_dir: Path, campaign: Campaign, hall: list[dict], heldout: dict, 
         flag = "**yes**: search up, held-out down" if c.get("meta_overfitting") else ""
         lines.append(f"| {c['generation']} | {c['score']:.3f} | {c['heldout_score']:.3f} | {flag} |")
     if validation:
-        lines += ["", "## Torch validation (digits)", "", "See `validation/` for the table and plots."]
+        lines += ["", "## Torch validation (the funnel's last stage)", "",
+                  "Top held-out rules against adam and sgd: `validation/validate.md` "
+                  "(table) and `validation/*.png` (curves)."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
