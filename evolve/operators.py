@@ -12,7 +12,7 @@ Operators (the Lion search and AutoML-Zero use the same families):
 * subtree replacement: a fresh random subtree at a random vec position;
 * constant perturbation: one literal times 2**N(0, 1) (decays move 1 - beta in log space), or a
   fresh draw;
-* one-point typed crossover (DEAP ``cxOnePoint``).
+* one-point typed crossover (as DEAP ``cxOnePoint``, with the type drawn from our Generator).
 """
 
 from __future__ import annotations
@@ -158,10 +158,28 @@ def mutate(tree: Node, rng: np.random.Generator, weights: dict[str, float] | Non
 
 
 def crossover(a: Node, b: Node, rng: np.random.Generator) -> tuple[Node, Node]:
-    ia, ib = to_deap(a), to_deap(b)
-    _seed_python_random(rng)
-    ia, ib = gp.cxOnePoint(ia, ib)
-    return from_deap(ia), from_deap(ib)
+    """Typed one-point crossover: swap a random subtree of ``a`` with one of the same type in ``b``.
+
+    The same operator as DEAP's ``cxOnePoint``, written here because that one draws the type
+    from a ``set`` of type classes, whose order follows their memory addresses and so differs
+    between processes — a resumed campaign would not repeat the uninterrupted one.
+    """
+    nodes_a = list(_typed_prefix(a))
+    nodes_b = list(_typed_prefix(b))
+    by_type_a: dict[str, list[int]] = {}
+    by_type_b: dict[str, list[int]] = {}
+    for i, (_, t) in enumerate(nodes_a[1:], 1):  # the roots are not swapped, as in DEAP
+        by_type_a.setdefault(t, []).append(i)
+    for i, (_, t) in enumerate(nodes_b[1:], 1):
+        by_type_b.setdefault(t, []).append(i)
+    common = sorted(set(by_type_a) & set(by_type_b))
+    if not common:
+        return a, b
+    typ = common[int(rng.integers(len(common)))]
+    ia = by_type_a[typ][int(rng.integers(len(by_type_a[typ])))]
+    ib = by_type_b[typ][int(rng.integers(len(by_type_b[typ])))]
+    sub_a, sub_b = nodes_a[ia][0], nodes_b[ib][0]
+    return replace_at(a, ia, sub_b), replace_at(b, ib, sub_a)
 
 
 def within(tree: Node, limits: Limits) -> bool:

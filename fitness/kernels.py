@@ -28,6 +28,17 @@ STATUS_ASCENDED = 2  # training loss rose above ascend * loss0
 # The quadratic's loss is checked for divergence every this many steps (and at the end).
 CHECK_EVERY = 8
 
+
+@njit(**_JIT)
+def loss_status(loss, limit):
+    """STATUS_NAN for a NaN/inf loss, STATUS_ASCENDED above ``limit``, else STATUS_OK."""
+    if not math.isfinite(loss):
+        return STATUS_NAN
+    if loss > limit:
+        return STATUS_ASCENDED
+    return STATUS_OK
+
+
 LOSS_SOFTMAX_CE = 0
 LOSS_LOGISTIC = 1
 LOSS_MSE = 2
@@ -76,11 +87,8 @@ def run_quadratic_task(code, consts, literal_registers, literal_values, n_regist
             # NaN and inf persist in w, so a divergence is still caught
             if t % CHECK_EVERY == 0:
                 loss = quadratic_loss(curvature, center, w)
-                if not math.isfinite(loss):
-                    st = STATUS_NAN
-                    break
-                if loss > limit:
-                    st = STATUS_ASCENDED
+                st = loss_status(loss, limit)
+                if st != STATUS_OK:
                     break
             if noisy:
                 row = noise[t]
@@ -91,10 +99,7 @@ def run_quadratic_task(code, consts, literal_registers, literal_values, n_regist
             t += 1
         loss = quadratic_loss(curvature, center, w)
         if st == STATUS_OK:
-            if not math.isfinite(loss):
-                st = STATUS_NAN
-            elif loss > limit:
-                st = STATUS_ASCENDED
+            st = loss_status(loss, limit)
         final[k] = loss if st == STATUS_OK else np.nan
         status[k] = st
         done[k] = t
@@ -140,21 +145,15 @@ def run_rosenbrock_task(code, consts, literal_registers, literal_values, n_regis
         t = 0
         while t < steps:
             loss = rosenbrock_loss_grad(w, shift, g)
-            if not math.isfinite(loss):
-                st = STATUS_NAN
-                break
-            if loss > limit:
-                st = STATUS_ASCENDED
+            st = loss_status(loss, limit)
+            if st != STATUS_OK:
                 break
             exec_step(code, consts, regs, t + 1, steps)
             apply_update(regs, output, lrs[k], 0.0)
             t += 1
         loss = rosenbrock_loss_grad(w, shift, scratch)
         if st == STATUS_OK:
-            if not math.isfinite(loss):
-                st = STATUS_NAN
-            elif loss > limit:
-                st = STATUS_ASCENDED
+            st = loss_status(loss, limit)
         final[k] = loss if st == STATUS_OK else np.nan
         status[k] = st
         done[k] = t
@@ -333,11 +332,8 @@ def run_mlp_task(code, consts, literal_registers, literal_values, n_registers, o
             _mlp_forward(w, sizes, w_off, b_off, x, rows, nb, acts, stride)
             logits = _block(acts, last, stride, nb, n_out)
             loss = _mlp_loss_delta(logits, y, rows, nb, n_out, loss_kind, delta)
-            if not math.isfinite(loss):
-                st = STATUS_NAN
-                break
-            if loss > limit:
-                st = STATUS_ASCENDED
+            st = loss_status(loss, limit)
+            if st != STATUS_OK:
                 break
             _mlp_backward(w, g, sizes, w_off, b_off, acts, stride, delta, nb)
             exec_step(code, consts, regs, t + 1, steps)
@@ -346,10 +342,7 @@ def run_mlp_task(code, consts, literal_registers, literal_values, n_registers, o
         loss = _mlp_eval(w, sizes, w_off, b_off, x_test, y_test, test_rows, loss_kind, acts,
                          stride)
         if st == STATUS_OK:
-            if not math.isfinite(loss):
-                st = STATUS_NAN
-            elif loss > limit:
-                st = STATUS_ASCENDED
+            st = loss_status(loss, limit)
         final[k] = loss if st == STATUS_OK else np.nan
         status[k] = st
         done[k] = t

@@ -134,3 +134,26 @@ def test_children_are_reproducible_from_rng_state():
         a, _ = vary(tree, rng_a, Limits(), other=tree, crossover_prob=0.3)
         b, _ = vary(tree, rng_b, Limits(), other=tree, crossover_prob=0.3)
         assert a == b
+
+
+def test_campaign_repeats_exactly_in_fresh_processes():
+    """Nothing may depend on process state (set order of classes, hash seeds, addresses)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, json, sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_campaign import Campaign, CampaignConfig, drive\n"
+        "cfg = CampaignConfig(population=12, generations=25, seed=9, crossover_prob=1.0,\n"
+        "                     executor='serial')\n"
+        "state = drive(Campaign(cfg)).state_dict()\n"
+        "print(hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest())\n"
+    )
+    digests = set()
+    for hash_seed in ("0", "1", "2", "3", "random", "random"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
