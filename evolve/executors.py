@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import signal
+import time
 from typing import Any
 
 from evolve.evaluation import failed_result, make_evaluator, warm_numba
@@ -77,10 +78,11 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, suite: str, seed: int, workers: int = 0):
+    def __init__(self, suite: str, seed: int, workers: int = 0, chunk_fn=None):
         self.suite, self.seed = suite, seed
         self.workers = workers or default_workers()
         self.lost_workers = 0
+        self._chunk_fn = chunk_fn or _evaluate_chunk
         warm_numba()
         self._pool: cf.ProcessPoolExecutor | None = None
 
@@ -95,7 +97,15 @@ class ProcessExecutor:
         return self._pool
 
     def _reset_pool(self) -> None:
+        """Throw away a broken pool, its surviving workers included.
+
+        A worker killed while it held the call queue's lock leaves its siblings blocked on that
+        lock for ever, and a plain shutdown would wait for them; so they are killed first.
+        """
         if self._pool is not None:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
@@ -109,7 +119,7 @@ class ProcessExecutor:
             pool = self._ensure_pool()
             futures = {}
             try:
-                futures = {pool.submit(_evaluate_chunk, self.suite, self.seed, chunks[i]): i
+                futures = {pool.submit(self._chunk_fn, self.suite, self.seed, chunks[i]): i
                            for i in todo}
             except cf.process.BrokenProcessPool:
                 self._reset_pool()
@@ -131,9 +141,17 @@ class ProcessExecutor:
         return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        # idle workers exit at once; one blocked on a lock a killed sibling held never would
+        deadline = time.monotonic() + 10.0
+        for proc in procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+        self._pool = None
 
 
 class RayExecutor:

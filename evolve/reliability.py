@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,35 +210,38 @@ def _final_state(run: Path):
 
 
 # -------------------------------------------------------------------------------- lost workers
-def process_worker_loss(n_rules: int = 300) -> dict:
-    """Kill one pool worker mid-evaluation: the chunk is re-run, results equal serial ones."""
-    from evolve.executors import ProcessExecutor, SerialExecutor
-    from primitives.grammar import to_text
-    from primitives.random_rules import random_population
+def _heavy_rules(n: int) -> list[str]:
+    """Adam variants: each passes the hurdle and runs the whole suite (a few seconds in all)."""
+    return [f"div(ema_bc(g, {b1!r}), add(sqrt(ema_bc(square(g), 0.999)), 1e-08))"
+            for b1 in np.round(np.linspace(0.5, 0.95, n), 6)]
 
-    rules = [to_text(t) for t in random_population(np.random.default_rng(5), n_rules, 2, 5)]
+
+def process_worker_loss(workdir: Path, n_rules: int = 40) -> dict:
+    """A pool worker dies mid-evaluation: the chunk is re-run, results equal serial ones."""
+    from evolve.executors import ProcessExecutor, SerialExecutor
+
+    rules = _heavy_rules(n_rules)
     expected = SerialExecutor("search", 0).map(rules)
-    executor = ProcessExecutor("search", 0, workers=2)
+    marker = workdir / "process-worker-killed"
+    os.environ[_MARKER_ENV] = str(marker)  # spawned workers inherit it
+    executor = ProcessExecutor("search", 0, workers=2, chunk_fn=_chunk_whose_worker_dies_once)
     try:
-        executor.map(rules[:2])  # start the workers
-        pids = list(executor._ensure_pool()._processes)
-        killer = threading.Timer(1.0, lambda: os.kill(pids[0], signal.SIGKILL))
-        killer.start()
         got = executor.map(rules)
-        killer.join()
     finally:
+        os.environ.pop(_MARKER_ENV, None)
         executor.close()
     mismatches = sum(_strip(a) != _strip(b) for a, b in zip(got, expected))
-    return {"process_workers_killed": 1, "process_worker_losses_seen": executor.lost_workers,
+    return {"process_workers_killed": int(marker.exists()),
+            "process_worker_losses_seen": executor.lost_workers,
             "process_worker_result_mismatches": mismatches,
-            "process_worker_lost": sum(1 for r in got if r.get("reason", "") and "worker lost" in r["reason"])}
+            "process_worker_lost": sum(1 for r in got if "worker lost" in (r.get("reason") or ""))}
 
 
 _MARKER_ENV = "EVOLVE_RELIABILITY_MARKER"
 
 
 def _chunk_whose_worker_dies_once(suite: str, seed: int, rules: list[str]) -> list[dict]:
-    """Runs in a Ray worker: the first call kills its own process mid-evaluation."""
+    """Runs in a worker: the first call anywhere kills its own process mid-evaluation."""
     from evolve.executors import _evaluate_chunk
 
     marker = os.environ.get(_MARKER_ENV)

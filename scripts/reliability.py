@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             ("hypothesis", lambda: rel.fuzz_parser_hypothesis(n // 10 if args.quick else n)),
             ("random_rules", lambda: rel.random_rules_through_backends(n)),
             ("kill", lambda: rel.kill_and_resume(Path(tmp) / "kill", kills)),
-            ("worker", lambda: rel.process_worker_loss()),
+            ("worker", lambda: rel.process_worker_loss(Path(tmp))),
             ("ray_worker", lambda: rel.ray_worker_loss(Path(tmp))),
             ("disk_full", lambda: rel.disk_full_during_checkpoint(Path(tmp))),
         ]
