@@ -320,6 +320,56 @@ def disk_full_during_checkpoint(workdir: Path) -> dict:
     return {"disk_full_failures": failures}
 
 
-__all__ = ["count_code_execution", "disk_full_during_checkpoint", "ray_worker_loss", "fuzz_parser",
+# -------------------------------------------------------------------------------- corrupt files
+def corrupt_files(workdir: Path) -> dict:
+    """Corrupt or truncated checkpoint, config and dataset files at the CLI: each must exit 2
+    with one line, no traceback, and leave every file as it was."""
+    from click.testing import CliRunner
+
+    from evolve.campaign import CampaignConfig
+    from evolve.cli import main
+    from evolve.runner import run_campaign
+    from fitness.cifar import write_cifar_format
+
+    runner = CliRunner()
+    failures = cases = 0
+
+    def check(args: list[str], watched: list[Path]) -> None:
+        nonlocal failures, cases
+        cases += 1
+        before = {p: p.read_bytes() for p in watched if p.exists()}
+        result = runner.invoke(main, args)
+        lines = [x for x in result.output.splitlines() if x.strip()]
+        bad = result.exit_code != 2 or len(lines) != 1 or "Traceback" in result.output
+        bad |= any(p.read_bytes() != data for p, data in before.items())
+        failures += bad
+
+    run = workdir / "corrupt-run"
+    cfg = CampaignConfig(population=6, generations=3, suite="hurdle", heldout_suite="hurdle",
+                         executor="serial", checkpoint_every=1)
+    run_campaign(run, config=cfg, stop_after=1)
+    checkpoint = run / "checkpoint.json"
+    good = checkpoint.read_text()
+    for corrupt in (good[: len(good) // 2], "", "[]", '{"format": 1}', "\x00\xff", good.replace(
+            '"rule": "', '"rule": "__import__(', 1)):
+        checkpoint.write_text(corrupt)
+        check(["resume", str(run)], list(run.iterdir()))
+    config = workdir / "config.json"
+    for text in ("{", "[]", '{"population": "many"}', '{"warm_start": "exec(1)"}', "\x00"):
+        config.write_text(text)
+        check(["run", "--config", str(config), "--out", str(workdir / "never")], [config])
+    data = workdir / "cifar"
+    write_cifar_format(data, n_train=20, n_test=10)
+    batch = data / "cifar-10-batches-py" / "data_batch_1"
+    original = batch.read_bytes()
+    for damaged in (original[: len(original) // 3], b"", b"not a pickle",
+                    b"cos\nsystem\n(S'echo pwned'\ntR."):
+        batch.write_bytes(damaged)
+        check(["validate", "--rules", "adam", "--data-dir", str(data), "--out",
+               str(workdir / "val")], [batch])
+    return {"corrupt_file_cases": cases, "corrupt_file_failures": failures}
+
+
+__all__ = ["corrupt_files", "count_code_execution", "disk_full_during_checkpoint", "ray_worker_loss", "fuzz_parser",
            "fuzz_parser_hypothesis", "kill_and_resume", "process_worker_loss",
            "random_rules_through_backends"]

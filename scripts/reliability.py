@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     kills = 3 if args.quick else 20
     figures: dict = {}
     timings: dict = {}
+    # Ray's raylet and the workers write to file descriptor 1: point it at stderr while
+    # measuring, so that stdout carries the figures alone
+    sys.stdout.flush()
+    saved_stdout = os.dup(1)
+    os.dup2(2, 1)
     with tempfile.TemporaryDirectory(prefix="evolve-reliability-") as tmp:
         steps = [
             ("parser", lambda: rel.fuzz_parser(n)),
@@ -39,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             ("worker", lambda: rel.process_worker_loss(Path(tmp))),
             ("ray_worker", lambda: rel.ray_worker_loss(Path(tmp))),
             ("disk_full", lambda: rel.disk_full_during_checkpoint(Path(tmp))),
+            ("corrupt_files", lambda: rel.corrupt_files(Path(tmp))),
         ]
         for name, fn in steps:
             start = time.perf_counter()
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = round(time.perf_counter() - start, 1)
             if not args.json:
                 print(f"[{name} done in {timings[name]} s]", file=sys.stderr)
+    sys.stdout.flush()
+    os.dup2(saved_stdout, 1)
+    os.close(saved_stdout)
     figures["seconds"] = timings
     bad = {k: v for k, v in figures.items()
            if k.endswith(("_failures", "_crashes", "_lost", "_mismatches", "_executed")) and v}

@@ -54,3 +54,9 @@ def test_reliability_script_documents_its_flags():
     proc = subprocess.run([sys.executable, "scripts/reliability.py", "--help"],
                           capture_output=True, text=True, check=True)
     assert "--quick" in proc.stdout and "--json" in proc.stdout
+
+
+def test_corrupt_checkpoint_config_and_dataset_files_exit_2_and_change_nothing(tmp_path):
+    figures = rel.corrupt_files(tmp_path)
+    assert figures["corrupt_file_cases"] == 15
+    assert figures["corrupt_file_failures"] == 0
