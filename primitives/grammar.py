@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from primitives.table import BETA, CONST, TABLE, VEC
+from primitives.table import BETA, TABLE, VEC
 
 MAX_TEXT = 100_000
 MAX_DEPTH = 64
@@ -279,4 +279,4 @@ def check_types(node: Node, expected: str = VEC) -> None:
         stack.extend(zip(cur.args, prim.args))
 
 
-__all__ = ["CONST", "MAX_DEPTH", "MAX_NODES", "Node", "RuleSyntaxError", "check_types", "lit", "parse", "to_text"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Node", "RuleSyntaxError", "check_types", "lit", "parse", "to_text"]

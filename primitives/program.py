@@ -107,12 +107,9 @@ class _Compiler:
     def __init__(self) -> None:
         self.code: list[tuple[int, int, int, int, int, int]] = []
         self.consts: list[float] = []
-        self.memo: dict[str, int] = {}
         self.states: list[StateBuffer] = []
         self.literals: list[tuple[int, float]] = []
         self.uses_schedule = False
-        # registers are numbered after the state/literal pass; temporaries get placeholders
-        self.temps = 0
 
     def const_index(self, value: float) -> int:
         self.consts.append(float(value))
@@ -139,7 +136,7 @@ class _Compiler:
                     seen_state.add(skey)
                     state_keys.append((skey, prim.update, beta, texts[id(node.args[0])]))
         # literals in vec positions
-        for node, typ in _typed_nodes(tree):
+        for node, typ in _typed_postorder(tree):
             if node.is_literal and typ == VEC and node.value not in seen_lit:
                 seen_lit.add(node.value)
                 literal_vals.append(node.value)
@@ -252,10 +249,6 @@ def _typed_postorder(tree: Node):
         stack.append((node, typ, True))
         prim = TABLE[node.name]
         stack.extend((a, t, False) for a, t in reversed(list(zip(node.args, prim.args))))
-
-
-def _typed_nodes(tree: Node):
-    yield from _typed_postorder(tree)
 
 
 __all__ = ["Program", "StateBuffer", "compile_rule", "rule_hash", "REG_GRAD", "REG_WEIGHT"]
