@@ -88,8 +88,8 @@ def _validate_top(run_dir: Path, heldout: dict, k: int = 2) -> dict:
     """
     import os
 
-    from evolve.report import write_report
-    from evolve.validate import validate_rules
+    from evolve.bench.report import write_report
+    from evolve.bench.validate import validate_rules
 
     rules = [row["rule"] for row in heldout["ranking"][:k]]
     data_dir = os.environ.get("CIFAR10_DIR")

@@ -7,7 +7,7 @@ and the Python overhead is one call per (rule, task). Runs stop early when the t
 NaN/inf or climbs above ``ascend * loss0`` (status codes below); a bad rule never raises.
 
 Numba's cache tracks only this file: after a change to :mod:`fitness.interpreter` or to the
-primitive table, clear ``$NUMBA_CACHE_DIR`` (``make clean``) so these loops are recompiled.
+primitive table, the cache folder changes by itself (:mod:`fitness.numba_cache`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Prints side by side, in one run:
 
 * candidate evaluations / s / core on the search suite (every task, every lr of the grid) for
   the Numba path and for the same rules and tasks in torch eager with autograd gradients
-  (:mod:`fitness.torch_proxy`, the rule as ``EvolvedOptimizer``), and their ratio;
+  (:mod:`scripts.torch_proxy`, the rule as ``EvolvedOptimizer``), and their ratio;
 * runs / s / core of the quadratic task at P=1000, T=200 (one run = one rule at one lr);
 * on a population of random rules: the equivalence-cache hit rate, the share of suite runs the
   hurdle avoided and the wall-clock saved by it, and any crashes (there must be none);
@@ -54,7 +54,7 @@ def numba_suite_rate(ev: Evaluator, rules: list[str]) -> float:
 def torch_suite_rate(ev: Evaluator, rules: list[str]) -> float:
     import torch
 
-    from fitness.torch_proxy import run_torch
+    from scripts.torch_proxy import run_torch
 
     torch.set_num_threads(1)
     lrs = np.asarray(ev.lrs, dtype=np.float64)

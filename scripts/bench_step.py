@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evolve.optimizers import resolve_spec  # noqa: E402
+from evolve.bench.optimizers import resolve_spec  # noqa: E402
 
 
 def resnet18_shapes(num_classes: int = 1000) -> list[tuple[int, ...]]:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    from evolve.optimizers import split_rules
+    from evolve.bench.optimizers import split_rules
 
     report = bench(split_rules(args.rules), args.steps, args.rounds, args.warmup,
                    torch.device(args.device))

@@ -4,7 +4,7 @@ For a machine with a GPU, no internet and no CIFAR-10: random uint8 images are w
 exact CIFAR-10 python format to a temp folder (50,000 train / 10,000 test), read back through the
 safe loader, and the validate recipe (SmallResNet width 64, batch 512, bf16 autocast and
 channels_last on CUDA) trains 8 epochs with each optimizer: torch Adam, SGD (momentum 0.9,
-nesterov), fitness.lion.Lion, and the exported classes of the adam and lion rules (the same code
+nesterov), evolve.bench.lion.Lion, and the exported classes of the adam and lion rules (the same code
 `evolve export` writes). A short warm-up run comes first. Printed per optimizer: seconds,
 images/s, the share of time inside optimizer.step() (CUDA synchronised around it) and test
 accuracy (random images: about chance, plus the class-dependent colour shift the writer adds).
@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evolve.optimizers import resolve_spec  # noqa: E402
-from fitness.cifar import load_cifar10, write_cifar_format  # noqa: E402
-from fitness.image_train import Recipe, train_images  # noqa: E402
+from evolve.bench.optimizers import resolve_spec  # noqa: E402
+from fitness.training.cifar import load_cifar10, write_cifar_format  # noqa: E402
+from fitness.training.image_train import Recipe, train_images  # noqa: E402
 
 SIZES = {
     # train, test, width, epochs, batch

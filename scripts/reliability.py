@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evolve import reliability as rel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts import reliability_checks as rel  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

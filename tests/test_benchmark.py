@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from evolve.benchmark import BenchmarkConfig, run_benchmark
-from evolve.cli_torch import benchmark
+from evolve.bench.benchmark import BenchmarkConfig, run_benchmark
+from evolve.bench.lion import Lion
+from evolve.bench.optimizers import log_grid, parse_lrs, resolve_specs, split_rules
+from evolve.bench.report import markdown, summarize
+from evolve.cli.bench import benchmark
 from evolve.errors import UserError
-from evolve.optimizers import log_grid, parse_lrs, resolve_specs, split_rules
-from evolve.report import markdown, summarize
-from fitness.lion import Lion
-from fitness.torch_tasks import RunResult, make_tasks, train_task
+from fitness.training.torch_tasks import RunResult, make_tasks, train_task
 from primitives.rules import KNOWN_RULES
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from evolve.cli_torch import validate
-from fitness.cifar import (
+from evolve.cli.bench import validate
+from fitness.training.cifar import (
     BATCHES_FOLDER,
     CifarError,
     RestrictedUnpickler,

@@ -80,7 +80,7 @@ def test_export_to_missing_folder_is_a_usage_error(tmp_path):
 
 
 def test_exported_schedule_rule_needs_and_uses_total_steps():
-    from primitives.codegen import load_optimizer_class
+    from primitives.export_torch import load_optimizer_class
 
     cls = load_optimizer_class("mul(cos_decay, g)", "Sched")
     w = torch.nn.Parameter(torch.ones(3))

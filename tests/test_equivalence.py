@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fitness.interpreter import StepRunner
-from primitives.codegen import load_optimizer_class
+from primitives.export_torch import load_optimizer_class
 from primitives.program import compile_rule
 from primitives.rules import KNOWN_RULES
 from primitives.torch_backend import EvolvedOptimizer

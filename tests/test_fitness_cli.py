@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from evolve.cli_fitness import score, tasks
+from evolve.cli.fitness import score, tasks
 from fitness.tasks import get_suite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -66,7 +66,7 @@ def test_generated_code_agrees_with_interpreter_on_random_rules():
     """The exporter's in-place and unmasked-division rewrites never change a result."""
     import sys
 
-    from primitives.codegen import load_optimizer_class
+    from primitives.export_torch import load_optimizer_class
 
     rng = np.random.default_rng(99)
     trees = random_population(rng, 300, 1, 6)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from evolve import reliability as rel
+from scripts import reliability_checks as rel
 
 
 def test_parser_fuzz_only_clean_errors_and_no_code_executed():

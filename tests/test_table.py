@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fitness.interpreter import StepRunner
-from primitives.codegen import load_optimizer_class
+from primitives.export_torch import load_optimizer_class
 from primitives.grammar import Node, lit, to_text
 from primitives.program import compile_rule
 from primitives.table import CONST, ELEMENTWISE, SCHEDULES, STATE, TABLE, VEC

@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from evolve.cli_torch import validate
+from evolve.bench.validate import split_indices, validate_rules
+from evolve.cli.bench import validate
 from evolve.errors import UserError
-from evolve.validate import split_indices, validate_rules
-from fitness.cifar import write_cifar_format
-from fitness.image_train import SmallResNet, augment
+from fitness.training.cifar import write_cifar_format
+from fitness.training.image_train import SmallResNet, augment
 
 
 def test_augment_flips_and_translates_without_changing_shape():

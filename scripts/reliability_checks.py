@@ -329,7 +329,7 @@ def corrupt_files(workdir: Path) -> dict:
     from evolve.campaign import CampaignConfig
     from evolve.cli import main
     from evolve.runner import run_campaign
-    from fitness.cifar import write_cifar_format
+    from fitness.training.cifar import write_cifar_format
 
     runner = CliRunner()
     failures = cases = 0

@@ -1,8 +1,8 @@
 """`evolve benchmark`: every optimizer on the torch tasks over one learning-rate grid and seeds.
 
 Every optimizer (torch baselines and exported rules alike) runs every learning rate of the same
-log grid with the same seeds on each task of :mod:`fitness.torch_tasks`; the best rate is chosen
-on validation loss and its test numbers are reported (:mod:`evolve.report`). Rules also get their
+log grid with the same seeds on each task of :mod:`fitness.training.torch_tasks`; the best rate is chosen
+on validation loss and its test numbers are reported (:mod:`evolve.bench.report`). Rules also get their
 score on the Numba proxy suite when that suite is importable (:func:`proxy_suite_scores`).
 """
 
@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from evolve.bench.optimizers import BASELINE_RULES, OptimizerSpec, log_grid
+from evolve.bench.report import pick_winner, summarize
 from evolve.errors import UserError
-from evolve.optimizers import BASELINE_RULES, OptimizerSpec, log_grid
-from evolve.report import pick_winner, summarize
-from fitness.torch_tasks import TASK_NAMES, RunResult, make_tasks, torch_threads, train_task
+from fitness.training.torch_tasks import (
+    TASK_NAMES,
+    RunResult,
+    make_tasks,
+    torch_threads,
+    train_task,
+)
 from primitives.rules import KNOWN_RULES
 
 # 1e-4 ... 1 in half decades: wide enough for SGD (large rates) and Lion (small ones).
@@ -49,7 +55,7 @@ def check_tasks(names: Sequence[str]) -> list[str]:
 
 def run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
                   progress: Progress | None = None) -> dict:
-    """Run the benchmark and return its results dict (see :mod:`evolve.report`)."""
+    """Run the benchmark and return its results dict (see :mod:`evolve.bench.report`)."""
     if config.seeds < 1:
         raise UserError("--seeds must be at least 1")
     with torch_threads(config.threads):

@@ -4,12 +4,12 @@ Entries of ``--rules`` (comma-separated at the top level only, since rule text h
 parentheses):
 
 * a torch baseline: ``adam``, ``adamw``, ``sgd``, ``sgd_momentum`` (or ``momentum``),
-  ``nesterov``, ``lion`` -> torch.optim's own class, or :class:`fitness.lion.Lion`;
+  ``nesterov``, ``lion`` -> torch.optim's own class, or :class:`evolve.bench.lion.Lion`;
 * ``RUN:best`` -> the first rule of ``RUN/hall_of_fame.json`` (``RUN:3`` the third);
 * ``rule:NAME`` -> the known rule NAME through the exported class (e.g. ``rule:adam`` to compare
   the generated Adam with torch's);
 * any other known rule name (``rmsprop``, ``signum``, ...) or rule text -> the exported class
-  from :func:`primitives.codegen.load_optimizer_class`, the same code ``evolve export`` writes.
+  from :func:`primitives.export_torch.load_optimizer_class`, the same code ``evolve export`` writes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _nesterov(params, lr, wd):
 
 
 def _lion(params, lr, wd):
-    from fitness.lion import Lion
+    from evolve.bench.lion import Lion
 
     return Lion(params, lr=lr, weight_decay=wd or 0.0)
 
@@ -63,7 +63,7 @@ BASELINES: dict[str, tuple[str, _Factory]] = {
     "sgd": ("torch.optim.SGD (no momentum)", _sgd),
     "sgd_momentum": ("torch.optim.SGD (momentum 0.9)", _sgd_momentum),
     "nesterov": ("torch.optim.SGD (momentum 0.9, nesterov)", _nesterov),
-    "lion": ("fitness.lion.Lion, Chen et al. 2023 Algorithm 2 (betas 0.9, 0.99)", _lion),
+    "lion": ("evolve.bench.lion.Lion, Chen et al. 2023 Algorithm 2 (betas 0.9, 0.99)", _lion),
 }
 ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov"}
 
@@ -97,9 +97,9 @@ class OptimizerSpec:
 def exported_class(rule: str) -> type:
     """The exported optimizer class for a rule (generated once per rule and process)."""
     try:
-        from primitives.codegen import load_optimizer_class
+        from primitives.export_torch import load_optimizer_class
     except ImportError as err:  # the code generator is another module's job
-        raise UserError(f"cannot run rule {rule!r}: primitives.codegen is unavailable ({err})") from None
+        raise UserError(f"cannot run rule {rule!r}: primitives.export_torch is unavailable ({err})") from None
     return load_optimizer_class(rule, "EvolvedRule")
 
 

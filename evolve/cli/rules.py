@@ -1,58 +1,19 @@
-"""The ``evolve`` command line: discover, score, export and benchmark optimizer update rules."""
+"""``evolve rules``, ``evolve primitives`` and ``evolve export``: the search space and its rules."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
+from evolve.cli import load_rule
 from evolve.errors import UserError
-from primitives.grammar import RuleSyntaxError
 
 FORMATS = ("torch", "json", "text", "latex", "sympy")
 
 
-def load_rule(rule: str):
-    """A known name, rule text or RUN:best → compiled Program; bad input is a UserError."""
-    from primitives.program import compile_rule
-    from primitives.rules import resolve
-
-    text = rule
-    if rule.endswith(":best") and "(" not in rule:
-        from evolve.runs import best_rule
-
-        text = best_rule(rule[: -len(":best")])
-    try:
-        return compile_rule(resolve(text))
-    except RuleSyntaxError as err:
-        raise UserError(f"{err} (rule text: {_short(text)!r})") from None
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="evolve-optim")
-def main() -> None:
-    """Discover optimizer update rules by evolution, and use them in torch.
-
-    \b
-    A rule is an update direction d built from the gradient g, the weights w,
-    EMAs of any expression (ema, ema_bc, mom) and elementwise primitives, e.g.
-        sign(interp(ema(g, 0.99), g, 0.0909))        (Lion)
-    Each step is  w <- w - lr * (d + weight_decay * w).
-
-    \b
-    Start with:  evolve rules          known optimizers written as rules
-                 evolve primitives     what rules are made of
-                 evolve export adam --format torch --name MyAdam -o my_adam.py
-    """
-
-
-@main.command("rules")
+@click.command("rules")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {name, rule, source}.")
 def rules_cmd(as_json: bool) -> None:
     """List the known optimizers written as rules (usable by name anywhere a rule is asked)."""
@@ -70,7 +31,7 @@ def rules_cmd(as_json: bool) -> None:
         click.echo(f"{'':<{width}}  source: {r.source}")
 
 
-@main.command("primitives")
+@click.command("primitives")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
 def primitives_cmd(as_json: bool) -> None:
     """List the primitive table: every name the rule grammar admits."""
@@ -88,7 +49,7 @@ def primitives_cmd(as_json: bool) -> None:
         click.echo(f"{sig:<26} {row['kind']:<12} {row['doc']}")
 
 
-@main.command("export")
+@click.command("export")
 @click.argument("rule")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="torch", show_default=True,
               help="torch: a standalone .py with one torch.optim.Optimizer class; text: the "
@@ -107,7 +68,7 @@ def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) ->
         evolve export "sign(interp(ema(g, 0.99), g, 0.0909))" --name MyLion -o my_lion.py
         # then in your script:  from my_lion import MyLion; opt = MyLion(model.parameters(), lr=1e-4)
     """
-    from primitives.codegen import check_class_name, export_torch, write_module
+    from primitives.export_torch import check_class_name, export_torch, write_module
 
     program = load_rule(rule)
     if fmt == "torch":
@@ -151,17 +112,4 @@ def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) ->
     click.echo(f"wrote {output}", err=True)
 
 
-from evolve.cli_campaign import demo_cmd, resume_cmd, run_cmd, show_cmd  # noqa: E402
-from evolve.cli_fitness import score, tasks  # noqa: E402
-from evolve.cli_torch import benchmark, validate  # noqa: E402
-
-for _command in (score, tasks, run_cmd, resume_cmd, show_cmd, demo_cmd, benchmark, validate):
-    main.add_command(_command)
-
-
-def run() -> None:  # pragma: no cover - console entry point wrapper
-    main(prog_name="evolve")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+__all__ = ["export_cmd", "primitives_cmd", "rules_cmd"]

@@ -7,17 +7,16 @@ missing dataset is one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from evolve.benchmark import DEFAULT_LRS, QUICK_LRS, BenchmarkConfig, run_benchmark
+from evolve.bench.benchmark import DEFAULT_LRS, QUICK_LRS, BenchmarkConfig, run_benchmark
+from evolve.bench.optimizers import parse_lrs, resolve_specs
+from evolve.bench.report import to_json, write_report
 from evolve.errors import UserError
-from evolve.optimizers import parse_lrs, resolve_specs
-from evolve.report import to_json, write_report
-from fitness.torch_tasks import TASK_NAMES
+from fitness.training.torch_tasks import TASK_NAMES
 
 DEFAULT_RULES = "adam,adamw,sgd_momentum,nesterov,lion"
 RULES_HELP = ("comma-separated optimizers: torch baselines (adam, adamw, sgd, sgd_momentum, "
@@ -113,7 +112,7 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
              weight_decay: float | None, threads: int | None, as_json: bool, quiet: bool,
              out: str) -> None:
     """Train a small ResNet on CIFAR-10 (or digits) with each optimizer; report test accuracy."""
-    from evolve.validate import validate_rules
+    from evolve.bench.validate import validate_rules
 
     started = time.perf_counter()
     if device != "cpu" and not device.startswith("cuda"):
@@ -133,23 +132,11 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
 
 def resolve_specs_entries(rules: str) -> list[str]:
     """Check --rules before any data is read, so a typo fails fast; returns the entries."""
-    from evolve.optimizers import split_rules
+    from evolve.bench.optimizers import split_rules
 
     entries = split_rules(rules)
     resolve_specs(entries)
     return entries
 
 
-COMMANDS = (benchmark, validate)
-
-
-def _standalone() -> None:  # pragma: no cover - `python -m evolve.cli_torch` while unregistered
-    group = click.Group("evolve", commands={c.name: c for c in COMMANDS})
-    group(sys.argv[1:])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _standalone()
-
-
-__all__ = ["COMMANDS", "benchmark", "validate"]
+__all__ = ["benchmark", "validate"]

@@ -9,7 +9,7 @@ airbench94's (64, 256, 256) network without its whitening layer, lookahead and T
 fixed testbed for comparing optimizers, not a record attempt.
 
 Hyperparameters live in :class:`Recipe` with their units; the learning rate is swept by the
-caller (:mod:`evolve.validate`), because each optimizer has its own best rate.
+caller (:mod:`evolve.bench.validate`), because each optimizer has its own best rate.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from fitness.cifar import ImageData
-from fitness.torch_tasks import EXPLODE, MakeOptimizer, RunResult
+from fitness.training.cifar import ImageData
+from fitness.training.torch_tasks import EXPLODE, MakeOptimizer, RunResult
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fitness.torch_tasks import RunResult
+from fitness.training.torch_tasks import RunResult
 
 METHOD_ALL_SEEDS = ("Each optimizer runs every learning rate of the same log grid with every seed; "
                     "the best rate is chosen on mean validation loss and its test loss and "

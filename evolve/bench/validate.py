@@ -2,7 +2,7 @@
 
 For each optimizer: a learning-rate sweep with seed 0 (chosen on a validation split held out of
 the training images), then the best rate with every seed; the report gives mean ± std test
-accuracy, time per run and curves through :mod:`evolve.report`, like the benchmark.
+accuracy, time per run and curves through :mod:`evolve.bench.report`, like the benchmark.
 :func:`validate_rules` is the entry point a campaign calls for its top-k rules.
 """
 
@@ -14,12 +14,12 @@ from dataclasses import replace
 
 import torch
 
+from evolve.bench.optimizers import OptimizerSpec, log_grid, resolve_specs, split_rules
+from evolve.bench.report import METHOD_SWEEP_THEN_SEEDS, pick_winner, summarize
 from evolve.errors import UserError
-from evolve.optimizers import OptimizerSpec, log_grid, resolve_specs, split_rules
-from evolve.report import METHOD_SWEEP_THEN_SEEDS, pick_winner, summarize
-from fitness.cifar import CifarError, ImageData, digits_images, load_cifar10
-from fitness.image_train import Recipe, train_images
-from fitness.torch_tasks import RunResult, torch_threads
+from fitness.training.cifar import CifarError, ImageData, digits_images, load_cifar10
+from fitness.training.image_train import Recipe, train_images
+from fitness.training.torch_tasks import RunResult, torch_threads
 
 DATASETS = ("cifar10", "digits")
 DEFAULT_LRS = log_grid(1e-4, 1.0, per_decade=2)
@@ -84,7 +84,7 @@ def validate_rules(
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Validate optimizers on an image set and return the results dict of :mod:`evolve.report`.
+    """Validate optimizers on an image set and return the results dict of :mod:`evolve.bench.report`.
 
     ``rules`` are --rules entries (rule text, known names, ``RUN:best``, baselines) as a list or
     one comma-separated string; ``baselines`` are prepended (e.g. ``("adam", "lion")`` when a

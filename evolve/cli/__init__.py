@@ -1,0 +1,102 @@
+"""The ``evolve`` command line: discover, score, export and benchmark optimizer update rules.
+
+Subcommands live in their own modules and are imported only when used (:class:`LazyGroup`), so
+``evolve --version`` is instant and no command pays for torch unless it trains with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from evolve.errors import UserError
+from primitives.grammar import RuleSyntaxError
+
+# name -> "module:attribute" of the click command
+COMMANDS = {
+    "rules": "evolve.cli.rules:rules_cmd",
+    "primitives": "evolve.cli.rules:primitives_cmd",
+    "export": "evolve.cli.rules:export_cmd",
+    "tasks": "evolve.cli.fitness:tasks",
+    "score": "evolve.cli.fitness:score",
+    "run": "evolve.cli.campaign:run_cmd",
+    "resume": "evolve.cli.campaign:resume_cmd",
+    "show": "evolve.cli.campaign:show_cmd",
+    "demo": "evolve.cli.campaign:demo_cmd",
+    "benchmark": "evolve.cli.bench:benchmark",
+    "validate": "evolve.cli.bench:validate",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use; Ctrl-C is one line, exit 130."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def load_rule(rule: str):
+    """A known name, rule text or RUN:best → compiled Program; bad input is a UserError."""
+    from primitives.program import compile_rule
+    from primitives.rules import resolve
+
+    text = rule
+    if rule.endswith(":best") and "(" not in rule:
+        from evolve.runs import best_rule
+
+        text = best_rule(rule[: -len(":best")])
+    try:
+        return compile_rule(resolve(text))
+    except RuleSyntaxError as err:
+        raise UserError(f"{err} (rule text: {_short(text)!r})") from None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evolve-optim")
+def main() -> None:
+    """Discover optimizer update rules by evolution, and use them in torch.
+
+    \b
+    A rule is an update direction d built from the gradient g, the weights w,
+    EMAs of any expression (ema, ema_bc, mom) and elementwise primitives, e.g.
+        sign(interp(ema(g, 0.99), g, 0.0909))        (Lion)
+    Each step is  w <- w - lr * (d + weight_decay * w).
+
+    \b
+    Start with:  evolve rules          known optimizers written as rules
+                 evolve primitives     what rules are made of
+                 evolve export adam --format torch --name MyAdam -o my_adam.py
+    """
+
+
+def run() -> None:  # pragma: no cover - console entry point wrapper
+    main(prog_name="evolve")
+
+
+__all__ = ["COMMANDS", "LazyGroup", "load_rule", "main", "run"]

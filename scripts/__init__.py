@@ -1,0 +1,1 @@
+"""Benchmarks, device checks and measurement harnesses (not part of the installed package)."""
