@@ -106,6 +106,21 @@ def test_tiles_and_segments_do_not_change_the_numbers():
         np.testing.assert_array_equal(single[0], batched[k])
 
 
+@pytest.mark.parametrize("name", ["quad_noisy", "mlp_digits_tanh", "teacher_deep", "rosenbrock_64"])
+def test_numba_loops_agree_with_torch_autograd_and_evolved_optimizer(name):
+    from scripts.torch_proxy import run_torch
+
+    inst = build(next(s for s in ALL_SPECS if s.name == name), 4)
+    lrs = np.array([1e-3, 1e-2])
+    for rule in ("adam", "lion"):
+        program = compile_rule(KNOWN_RULES[rule].rule)
+        ours = inst.run(program, lrs).final
+        theirs = run_torch(inst, KNOWN_RULES[rule].rule, lrs)
+        assert np.isfinite(ours).all()
+        # two libraries: equal to rounding, not to the bit
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
 def test_schedules():
     assert schedule.factor("cosine", 1, 100) == 1.0
     assert schedule.factor("cosine", 51, 100) == pytest.approx(0.5)
