@@ -20,9 +20,10 @@ Families:
 * ``autoencoder`` bottleneck MLP autoencoder (targets = inputs, MSE) on ``digits`` or on a
   synthetic ``manifold`` (a random 2-layer map of a few latent factors, plus noise).
 
-Suites: ``search`` (what evolution scores on; alias ``default``), ``heldout`` (the funnel's
-proxy check: tasks whose family and data never appear together in search) and ``hurdle``
-(one short quadratic). docs/scoring.md says which data the torch benchmark also uses.
+The data come from :mod:`fitness.datasets`. Suites: ``search`` (what evolution scores on;
+alias ``default``), ``heldout`` (the funnel's proxy check: every task differs from every search
+task in family or data) and ``hurdle`` (one short quadratic). docs/scoring.md says which data
+the torch benchmark also uses.
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-from fitness import kernels
+from fitness import datasets, kernels
 from fitness import schedule as lr_schedule
 from primitives.program import Program
 
@@ -206,58 +206,21 @@ def _init_mlp(sizes: list[int], rng: np.random.Generator, gain: float = 2.0) -> 
     return np.concatenate(parts)
 
 
-def _split(x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.Generator):
-    order = rng.permutation(x.shape[0])
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
-
-
-def _standardise(x_train: np.ndarray, x_test: np.ndarray):
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std == 0.0] = 1.0
-    return (x_train - mean) / std, (x_test - mean) / std
-
-
-def _one_hot(labels: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((labels.shape[0], n))
-    out[np.arange(labels.shape[0]), labels] = 1.0
-    return out
-
-
-@cache
-def _sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A dataset bundled with scikit-learn, read once per process (arrays are read-only)."""
-    from sklearn import datasets
-
-    loaders = {
-        "digits": datasets.load_digits,
-        "wine": datasets.load_wine,
-        "diabetes": datasets.load_diabetes,
-    }
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(loaders))}")
-    bunch = loaders[name]()
-    x = np.asarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target, dtype=np.float64 if name == "diabetes" else np.int64)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
-
-
 _ACTS = {"relu": kernels.ACT_RELU, "tanh": kernels.ACT_TANH}
 
 
-def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, sizes: list[int], x, y, x_test,
-                  y_test, loss_kind: int) -> TaskInstance:
+def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, data: datasets.Arrays,
+                  hidden: list[int], loss_kind: int) -> TaskInstance:
+    """An MLP from x's width through ``hidden`` to y's width, trained on minibatches of x."""
+    x, y, x_test, y_test = data
     act = spec.options.get("act", "relu")
+    sizes = [x.shape[1], *hidden, y.shape[1]]
     w_off, b_off, p = _layout(sizes)
-    w0 = _init_mlp(sizes, rng, 2.0 if act == "relu" else 1.0) if len(sizes) > 2 else np.zeros(p)
-    batch = int(spec.options["batch"])
-    batches = rng.integers(0, x.shape[0], size=(spec.steps, batch)).astype(np.int64)
+    w0 = _init_mlp(sizes, rng, 2.0 if act == "relu" else 1.0) if hidden else np.zeros(p)
+    batches = rng.integers(0, x.shape[0], size=(spec.steps, int(spec.options["batch"])))
     arrays = (
         np.array(sizes, dtype=np.int64), w_off, b_off, _ACTS[act], w0,
-        np.ascontiguousarray(x), np.ascontiguousarray(y), batches,
+        np.ascontiguousarray(x), np.ascontiguousarray(y), batches.astype(np.int64),
         np.ascontiguousarray(x_test), np.ascontiguousarray(y_test), loss_kind,
     )
     return TaskInstance(spec, 0, p, 0.0, arrays, w0)
@@ -265,93 +228,40 @@ def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, sizes: list[int], x,
 
 def _mlp(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    data, target = _sklearn_data(o["data"])
-    x, t, x_test, t_test = _split(data, target, int(o["test"]), rng)
-    x, x_test = _standardise(x, x_test)
-    if target.dtype.kind == "f":  # regression: standardised target, MSE
-        mean, std = t.mean(), t.std()
-        y, y_test = ((t - mean) / std)[:, None], ((t_test - mean) / std)[:, None]
-        return _mlp_instance(spec, rng, [data.shape[1], *o["hidden"], 1], x, y, x_test, y_test,
-                             kernels.LOSS_MSE)
-    n_classes = int(target.max()) + 1
-    sizes = [data.shape[1], *o["hidden"], n_classes]
-    return _mlp_instance(spec, rng, sizes, x, _one_hot(t, n_classes), x_test,
-                         _one_hot(t_test, n_classes), kernels.LOSS_SOFTMAX_CE)
-
-
-def _feature_scales(rng: np.random.Generator, d: int) -> np.ndarray:
-    # feature scales over two decades make the problem ill-conditioned, as raw features are
-    return 10.0 ** rng.uniform(-1.0, 1.0, d)
+    data = datasets.real(o["data"], int(o["test"]), rng)
+    loss = kernels.LOSS_MSE if data[1].shape[1] == 1 else kernels.LOSS_SOFTMAX_CE
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), loss)
 
 
 def _logreg(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    d, n, n_test = int(o["dim"]), int(o["train"]), int(o["test"])
-    scales = _feature_scales(rng, d)
-    w_true = rng.standard_normal(d) / np.sqrt(d)
-    x_all = rng.standard_normal((n + n_test, d)) * scales
-    logits = (x_all / scales) @ w_true * 3.0
-    y_all = (rng.random(n + n_test) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64)
-    return _mlp_instance(spec, rng, [d, 1], x_all[:n], y_all[:n, None], x_all[n:],
-                         y_all[n:, None], kernels.LOSS_LOGISTIC)
+    data = datasets.logistic(int(o["dim"]), int(o["train"]), int(o["test"]), rng)
+    return _mlp_instance(spec, rng, data, [], kernels.LOSS_LOGISTIC)
 
 
 def _blobs(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    d, k = int(o["dim"]), int(o["classes"])
-    informative = int(o.get("informative", 4))
-    per_class = int(o.get("clusters", 2))
-    n, n_test = int(o["train"]), int(o["test"])
-    centers = rng.standard_normal((k * per_class, informative)) * 2.0
-    cluster = rng.integers(0, k * per_class, n + n_test)
-    labels = cluster % k
-    x_all = rng.standard_normal((n + n_test, d))
-    x_all[:, :informative] += centers[cluster]
-    mixing = np.linalg.qr(rng.standard_normal((d, d)))[0]  # the clusters in no axis directions
-    x_all = (x_all @ mixing) * _feature_scales(rng, d)
-    flip = rng.random(n + n_test) < 0.05
-    labels = np.where(flip, rng.integers(0, k, n + n_test), labels)
-    y_all = _one_hot(labels, k)
-    x, x_test = x_all[:n], x_all[n:]
-    return _mlp_instance(spec, rng, [d, *o["hidden"], k], x, y_all[:n], x_test, y_all[n:],
-                         kernels.LOSS_SOFTMAX_CE)
+    data = datasets.blobs(int(o["dim"]), int(o["classes"]), int(o.get("informative", 4)),
+                          int(o.get("clusters", 2)), int(o["train"]), int(o["test"]), rng)
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_SOFTMAX_CE)
 
 
 def _teacher(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    d, n, n_test = int(o["dim"]), int(o["train"]), int(o["test"])
-    teacher_sizes = [d, *o["teacher"], 1]
-    teacher_w = _init_mlp(teacher_sizes, rng)
-    w_off, b_off, _ = _layout(teacher_sizes)
-    x_all = rng.standard_normal((n + n_test, d))
-    h = x_all
-    for layer, (nin, nout) in enumerate(zip(teacher_sizes[:-1], teacher_sizes[1:])):
-        weights = teacher_w[w_off[layer]:w_off[layer] + nin * nout].reshape(nin, nout)
-        h = h @ weights
-        if layer < len(teacher_sizes) - 2:
-            h = np.maximum(h, 0.0)
-    y_all = h / h.std() + 0.05 * rng.standard_normal(h.shape)
-    sizes = [d, *o["hidden"], 1]
-    return _mlp_instance(spec, rng, sizes, x_all[:n], y_all[:n], x_all[n:], y_all[n:],
-                         kernels.LOSS_MSE)
+    data = datasets.teacher(int(o["dim"]), list(o["teacher"]), int(o["train"]), int(o["test"]),
+                            rng)
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_MSE)
 
 
 def _autoencoder(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
     if o["data"] == "manifold":
-        d, latent = int(o["dim"]), int(o["latent"])
-        n, n_test = int(o["train"]), int(o["test"])
-        z = rng.standard_normal((n + n_test, latent))
-        hidden = np.tanh(z @ rng.standard_normal((latent, 2 * d)) / np.sqrt(latent))
-        x_all = hidden @ rng.standard_normal((2 * d, d)) / np.sqrt(2 * d)
-        x_all += 0.05 * rng.standard_normal(x_all.shape)
-        x, x_test = x_all[:n], x_all[n:]
+        data = datasets.manifold(int(o["dim"]), int(o["latent"]), int(o["train"]),
+                                 int(o["test"]), rng)
     else:
-        data, target = _sklearn_data(o["data"])
-        x, _, x_test, _ = _split(data, target, int(o["test"]), rng)
-    x, x_test = _standardise(x, x_test)
-    sizes = [x.shape[1], *o["hidden"], x.shape[1]]
-    return _mlp_instance(spec, rng, sizes, x, x, x_test, x_test, kernels.LOSS_MSE)
+        x, _, x_test, _ = datasets.real(o["data"], int(o["test"]), rng)
+        data = (x, x, x_test, x_test)
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_MSE)
 
 
 _BUILDERS = {
