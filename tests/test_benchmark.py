@@ -174,3 +174,22 @@ def test_bench_step_builds_resnet18_parameter_shapes():
     # torchvision.models.resnet18(): 11,689,512 parameters in 62 tensors
     assert sum(math.prod(s) for s in shapes) == 11_689_512
     assert len(shapes) == 62
+
+
+def test_the_summary_compares_every_optimizer_with_tuned_adam_over_all_tasks():
+    specs = resolve_specs("adam,sgd")
+    config = BenchmarkConfig(tasks=["cancer_logreg", "friedman_mlp"], seeds=1, quick=True,
+                             proxy=False)
+    results = run_benchmark(specs, config)  # no --lrs: the (quick) lr search
+    for task in results["tasks"].values():
+        tried = {row["lr"] for row in task["results"]["adam"]["sweep"]}
+        assert {1e-3, 1e-2, 1e-1} <= tried
+    assert results["tasks"]["friedman_mlp"]["results"]["adam"]["test_acc_mean"] is None
+    summary = results["summary"]["optimizers"]
+    assert summary["adam"]["loss_ratio"] == pytest.approx(1.0)
+    assert summary["adam"]["tasks_better"] == 0
+    ratios = [min(max(t["results"]["sgd"]["test_loss_mean"] / t["results"]["adam"]["test_loss_mean"],
+                      0.5), 2.0) for t in results["tasks"].values()]
+    assert summary["sgd"]["loss_ratio"] == pytest.approx(math.prod(ratios) ** 0.5, rel=1e-6)
+    text = markdown(results)
+    assert "## Against tuned adam" in text and "| adam | 1.000 | 0/2 | 0 |" in text

@@ -27,9 +27,10 @@ import numpy as np
 
 from fitness.training.torch_tasks import RunResult
 
-METHOD_ALL_SEEDS = ("Each optimizer runs every learning rate of the same log grid with every seed; "
-                    "the best rate is chosen on mean validation loss and its test loss and "
-                    "accuracy are reported as mean ± std over seeds.")
+METHOD_ALL_SEEDS = ("Each optimizer gets the same learning-rate search (or grid), schedule and "
+                    "seeds, every seed at every rate tried; the best rate is chosen on mean "
+                    "validation loss and its test loss and accuracy are reported as mean ± std "
+                    "over seeds.")
 METHOD_SWEEP_THEN_SEEDS = ("Each optimizer runs every learning rate of the same log grid with "
                            "seed 0; the best rate (lowest validation loss) is then run with "
                            "every seed and its test numbers are reported as mean ± std.")
@@ -77,8 +78,9 @@ def summarize(sweep: dict[float, list[RunResult]],
         runs = sweep[lr]
         n_div = sum(r.diverged for r in runs)
         val = float(np.mean([r.val_loss for r in runs])) if n_div == 0 else math.inf
+        accs = [r.test_acc for r in runs if r.test_acc is not None]
         rows.append({"lr": lr, "val_loss": _finite(val), "n_diverged": n_div,
-                     "test_acc": float(np.mean([r.test_acc for r in runs])),
+                     "test_acc": float(np.mean(accs)) if accs and n_div == 0 else None,
                      "reason": next((r.reason for r in runs if r.diverged), "")})
         if val < best_val:
             best_lr, best_val = lr, val
@@ -91,7 +93,7 @@ def summarize(sweep: dict[float, list[RunResult]],
     runs = final if final is not None else sweep[best_lr]
     ok = [r for r in runs if not r.diverged]
     loss_m, loss_s = _mean_std([r.test_loss for r in ok])
-    acc_m, acc_s = _mean_std([r.test_acc for r in ok])
+    acc_m, acc_s = _mean_std([r.test_acc for r in ok if r.test_acc is not None])
     seconds = [r.seconds for r in runs]
     summary.update(
         test_loss_mean=loss_m, test_loss_std=loss_s, test_acc_mean=acc_m, test_acc_std=acc_s,
@@ -106,21 +108,45 @@ def summarize(sweep: dict[float, list[RunResult]],
 
 
 def pick_winner(results: dict[str, dict]) -> str | None:
-    """Highest mean test accuracy; ties go to the lower test loss."""
+    """Highest mean test accuracy, ties to the lower test loss; the lowest test loss on tasks
+    without an accuracy (regression, reconstruction)."""
     ok = [(label, s) for label, s in results.items() if not s["diverged"]]
     if not ok:
         return None
-    return max(ok, key=lambda kv: (round(kv[1]["test_acc_mean"], 6), -kv[1]["test_loss_mean"]))[0]
+
+    def key(kv):
+        acc = kv[1].get("test_acc_mean")
+        return (round(acc, 6) if acc is not None else 0.0, -kv[1]["test_loss_mean"])
+
+    return max(ok, key=key)[0]
 
 
 # ----------------------------------------------------------------------------------------------
 # Markdown
 
 
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
+def _pm(mean: float | None, std: float | None, digits: int, missing: str = "diverged") -> str:
     if mean is None:
-        return "diverged"
+        return missing
     return f"{mean:.{digits}f} ± {std or 0.0:.{digits}f}"
+
+
+def summary_table(summary: dict) -> list[str]:
+    """The benchmark's headline: each optimizer against tuned Adam over all tasks."""
+    if not summary:
+        return []
+    ref = summary["reference"]
+    lines = [f"## Against tuned {ref}", "",
+             f"Geometric mean over tasks of the test-loss ratio to tuned {ref} (each task's ratio "
+             "clipped to [0.5, 2], a diverged task counted as 4x worse): below 1 is better than "
+             f"{ref}.", "",
+             f"| optimizer | test-loss ratio vs {ref} | tasks better than {ref} | diverged tasks |",
+             "| --- | ---: | ---: | ---: |"]
+    rows = sorted(summary["optimizers"].items(), key=lambda kv: kv[1]["loss_ratio"])
+    for label, row in rows:
+        lines.append(f"| {label} | {row['loss_ratio']:.3f} | {row['tasks_better']}/"
+                     f"{row['tasks']} | {row['diverged_tasks']} |")
+    return lines + [""]
 
 
 def markdown(results: dict) -> str:
@@ -132,8 +158,10 @@ def markdown(results: dict) -> str:
         lines.append("")
     if results.get("note"):
         lines += [f"Note: {results['note']}.", ""]
+    lines += summary_table(results.get("summary") or {})
     lines.append(results.get("method", METHOD_ALL_SEEDS)
-                 + " ★ marks the task's winner (highest accuracy); bold loss is the lowest.")
+                 + " ★ marks the task's winner (highest accuracy; lowest loss where there is "
+                 "no accuracy); bold loss is the lowest.")
     lines.append("")
     wins: dict[str, int] = {o["label"]: 0 for o in results.get("optimizers", [])}
     for name, task in results["tasks"].items():
@@ -147,7 +175,7 @@ def markdown(results: dict) -> str:
                 reason = s.get("reason") or "NaN/inf at every learning rate"
                 lines.append(f"| {label} | — | diverged | diverged ({reason[:60]}) | | |")
                 continue
-            acc = _pm(s["test_acc_mean"], s["test_acc_std"], 4)
+            acc = _pm(s["test_acc_mean"], s["test_acc_std"], 4, missing="—")
             loss = _pm(s["test_loss_mean"], s["test_loss_std"], 4)
             if label == task.get("winner"):
                 acc = f"**{acc}** ★"
