@@ -111,23 +111,46 @@ def _score(result) -> float:
 
 
 def stage_config(stage: str) -> dict:
-    """What a stage's numbers depend on (the cache key); changing a tier changes its key."""
+    """What a stage's numbers depend on (its cache key): for the torch stages the tasks' configs
+    (data checksums included), the training code and the search; so changing the real-data tier
+    does not invalidate the (expensive) reference, and the reverse."""
+    import inspect
+
     from fitness import lr_grid
-    from fitness.training import real_tier
+    from fitness.training import data, ensemble, real_tier, torch_tasks
 
     if stage in ("search", "heldout"):
-        import fitness.evaluate as ev
         import fitness.tasks as tk
 
         return {"stage": stage, "tasks": tk.TASKS_VERSION,
-                "evaluate": hashlib.sha256(Path(ev.__file__).read_bytes()).hexdigest()[:12],
-                "kernels": hashlib.sha256((ROOT / "fitness/kernels.py").read_bytes()).hexdigest()[:12]}
+                "evaluate": _hash_files(["fitness/evaluate.py"]),
+                "kernels": _hash_files(["fitness/kernels.py"])}
+    code = "".join(inspect.getsource(obj) for obj in (
+        real_tier.train_ensemble, real_tier.search_task, real_tier._eval, data.BatchOrder,
+        torch_tasks.task_loss, torch_tasks.schedule_factor, ensemble))
+    tasks = _stage_tasks(stage)
+    extra = _hash_files(["fitness/training/torch_tasks.py"]) if stage == "reference" \
+        else _hash_files(["fitness/training/real_tasks.py"])
     return {"stage": stage, "tier": real_tier.TIER_VERSION, "search": lr_grid.DEFAULT.to_dict(),
-            "seeds": 3 if stage == "reference" else list(real_tier.RealTierConfig().seeds),
-            "tasks": list(real_tier.RealTierConfig().tasks) if stage == "real" else "benchmark",
-            "code": _hash_files(["fitness/training/real_tier.py", "fitness/training/ensemble.py",
-                                 "fitness/training/torch_tasks.py", "fitness/training/data.py"]
-                                + (["fitness/training/real_tasks.py"] if stage == "real" else []))}
+            "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in tasks],
+            "code": hashlib.sha256(code.encode()).hexdigest()[:12], "models": extra}
+
+
+def _stage_tasks(stage: str) -> list:
+    from fitness.training.real_tasks import as_real_task, builtin_tasks
+    from fitness.training.real_tier import RealTierConfig
+    from fitness.training.torch_tasks import make_tasks
+
+    if stage == "reference":
+        return [as_real_task(t) for t in make_tasks().values()]
+    tasks = builtin_tasks()
+    return [tasks[name] for name in RealTierConfig().tasks]
+
+
+def _stage_seeds(stage: str) -> tuple[int, ...]:
+    from fitness.training.real_tier import RealTierConfig
+
+    return (0, 1, 2) if stage == "reference" else RealTierConfig().seeds
 
 
 def _hash_files(paths: list[str]) -> str:
@@ -150,15 +173,10 @@ def _stage_scorer(stage: str):
         ev = Evaluator(suite=stage, seed=0, hurdle=False, cache=False)
         scorer = lambda rule: _pack(ev.evaluate_one(rule))  # noqa: E731
     else:
-        from fitness.training.real_tasks import as_real_task
         from fitness.training.real_tier import RealTier, RealTierConfig
-        from fitness.training.torch_tasks import make_tasks
 
-        if stage == "real":
-            tier = RealTier(RealTierConfig(), cache_dir=cache)
-        else:
-            tier = RealTier(RealTierConfig(tasks=(), seeds=(0, 1, 2)), cache_dir=cache)
-            tier.tasks = [as_real_task(t) for t in make_tasks().values()]
+        tier = RealTier(RealTierConfig(seeds=_stage_seeds(stage)), cache_dir=cache,
+                        tasks=_stage_tasks(stage))
         scorer = lambda rule: _pack(tier.evaluate_one(rule))  # noqa: E731
     _WORKER[stage] = scorer
     return scorer

@@ -66,7 +66,7 @@ def test_every_builtin_task_learns_with_adam_and_counts_its_data():
         assert config["data"] and config["steps"] == task.steps
 
 
-def small_tier(tmp_path, tasks=("wine_mlp", "diabetes_mlp")) -> RealTier:
+def small_tier(tmp_path, tasks=("mixture_mlp", "diabetes_mlp")) -> RealTier:
     return RealTier(RealTierConfig(tasks=tasks, seeds=(0,), search=QUICK), cache_dir=tmp_path)
 
 
@@ -83,16 +83,16 @@ def test_adam_scores_one_against_itself_and_a_diverging_rule_gets_the_floor(tmp_
 
 
 def test_adams_runs_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
-    first = small_tier(tmp_path, tasks=("wine_mlp",))
+    first = small_tier(tmp_path, tasks=("diabetes_mlp",))
     expected = first.baseline(first.tasks[0])
-    files = list((tmp_path / "real-baselines").glob("wine_mlp-*.json"))
+    files = list((tmp_path / "real-baselines").glob("diabetes_mlp-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["result"]["best_lr"]
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the cached baseline was recomputed")
 
     monkeypatch.setattr("fitness.training.real_tier.search_task", must_not_run)
-    again = small_tier(tmp_path, tasks=("wine_mlp",))
+    again = small_tier(tmp_path, tasks=("diabetes_mlp",))
     assert again.baseline(again.tasks[0]) == expected
     # another search setting is another key: it would be computed afresh
     other = RealTier(replace(again.config, schedule="constant"), cache_dir=tmp_path)

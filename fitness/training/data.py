@@ -1,15 +1,14 @@
-"""Datasets of the torch tasks (benchmark and real-data tier), their splits, and minibatch order.
+"""Datasets of the benchmark's torch tasks, the split helpers, and the minibatch order of every
+torch task.
 
 Everything ships inside scikit-learn or is generated from a fixed seed; nothing is downloaded.
 Every loader returns :class:`Splits` (train for steps, validation to choose the learning rate,
 test to report) from a fixed split seed, and is cached per process.
 
-Which data serves which stage, so that ``evolve benchmark`` stays a test no search tier saw:
-
-* benchmark (:mod:`fitness.training.torch_tasks`): digits, breast cancer, Friedman #1 regression,
-  the majority-token and pointer sequences;
-* real-data tier (:mod:`fitness.training.real_tasks`): wine, diabetes, a random-teacher
-  regression, associative recall, bar images.
+The benchmark (:mod:`fitness.training.torch_tasks`) uses digits, breast cancer, Friedman #1
+regression, and the majority-token and pointer sequences; no search tier uses them, so the
+benchmark stays a test the search never saw (the real-data tier's data is in
+:mod:`fitness.training.real_data`).
 
 :class:`BatchOrder` gives the minibatch rows of one seed (a fresh permutation each epoch); the
 per-run training loop and the ensemble loop both draw from it, so an optimizer sees the same
@@ -19,7 +18,6 @@ minibatches at every learning rate and every optimizer sees the same ones.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -167,88 +165,6 @@ def pointer_data() -> Splits:
                      standardise_x=False, x_tokens=True)
 
 
-# -------------------------------------------------------------------------- real-data tier
-
-
-@lru_cache(maxsize=1)
-def wine_data() -> Splits:
-    """scikit-learn wine: 100 train / 38 validation / 40 test, standardised on train."""
-    from sklearn.datasets import load_wine
-
-    bunch = load_wine()
-    return to_splits(split(bunch.data, bunch.target, 40, 38, seed=11), y_float=False)
-
-
-@lru_cache(maxsize=1)
-def diabetes_data() -> Splits:
-    """scikit-learn diabetes: 292 train / 60 validation / 90 test; x and y standardised."""
-    from sklearn.datasets import load_diabetes
-
-    bunch = load_diabetes()
-    return to_splits(split(bunch.data, bunch.target.reshape(-1, 1), 90, 60, seed=12),
-                     y_float=True, standardise_y=True)
-
-
-@lru_cache(maxsize=1)
-def teacher_data() -> Splits:
-    """x ~ N(0, I_16); y = a random two-layer tanh teacher + 10% noise; 3000/500/500."""
-    rng = np.random.default_rng(13)
-    n, d = 4000, 16
-    x = rng.standard_normal((n, d))
-    w1 = rng.standard_normal((d, 32)) / math.sqrt(d)
-    w2 = rng.standard_normal((32, 1)) / math.sqrt(32)
-    y = np.tanh(x @ w1 * 1.5) @ w2
-    y = y / y.std() + 0.1 * rng.standard_normal(y.shape)
-    return to_splits(split(x, y, 500, 500, seed=13), y_float=True, standardise_x=False)
-
-
-RECALL_PAIRS, RECALL_KEYS = 4, 8  # tokens 0..7 are keys, 8..15 values
-
-
-@lru_cache(maxsize=1)
-def recall_data() -> Splits:
-    """Associative recall: k1 v1 ... k4 v4 q -> the value that followed key q (8 classes, 10%
-    of the labels redrawn at random)."""
-    rng = np.random.default_rng(14)
-    n = 5000
-    keys = np.stack([rng.permutation(RECALL_KEYS)[:RECALL_PAIRS] for _ in range(n)])
-    values = rng.integers(0, RECALL_KEYS, size=(n, RECALL_PAIRS))
-    pick = rng.integers(0, RECALL_PAIRS, size=n)
-    seq = np.empty((n, 2 * RECALL_PAIRS + 1), dtype=np.int64)
-    seq[:, 0:-1:2], seq[:, 1:-1:2] = keys, values + RECALL_KEYS
-    seq[:, -1] = keys[np.arange(n), pick]
-    label = values[np.arange(n), pick]
-    # 10% of the labels are redrawn at random: a floor under the test loss, as real data has,
-    # so a rule cannot win by driving an easy task's loss to zero
-    noisy = rng.random(n) < 0.1
-    label[noisy] = rng.integers(0, RECALL_KEYS, size=int(noisy.sum()))
-    return to_splits(split(seq, label, 500, 500, seed=14), y_float=False, standardise_x=False,
-                     x_tokens=True)
-
-
-@lru_cache(maxsize=1)
-def bars_data() -> Splits:
-    """Noisy 8x8 images of a bar (horizontal, vertical, two diagonals) at a random offset."""
-    rng = np.random.default_rng(15)
-    n, side = 2800, 8
-    labels = rng.integers(0, 4, size=n)
-    offsets = rng.integers(1, side - 1, size=n)
-    images = 0.6 * rng.standard_normal((n, 1, side, side))
-    idx = np.arange(side)
-    for i, (lab, off) in enumerate(zip(labels, offsets)):
-        if lab == 0:
-            images[i, 0, off, :] += 1.0
-        elif lab == 1:
-            images[i, 0, :, off] += 1.0
-        elif lab == 2:
-            images[i, 0, idx, (idx + off) % side] += 1.0
-        else:
-            images[i, 0, idx, (off - idx) % side] += 1.0
-    return to_splits(split(images, labels, 400, 400, seed=15), y_float=False,
-                     standardise_x=False)
-
-
-__all__ = ["BatchOrder", "POINTER_LEN", "POINTER_VOCAB", "RECALL_KEYS", "RECALL_PAIRS",
-           "SEQ_LEN", "SEQ_VOCAB", "Splits", "autoencoder_data", "bars_data", "cancer_data",
-           "diabetes_data", "digits_data", "friedman_data", "pointer_data", "recall_data",
-           "sequence_data", "split", "teacher_data", "to_splits", "wine_data"]
+__all__ = ["BatchOrder", "POINTER_LEN", "POINTER_VOCAB", "SEQ_LEN", "SEQ_VOCAB", "Splits",
+           "autoencoder_data", "cancer_data", "digits_data", "friedman_data", "pointer_data",
+           "sequence_data", "split", "to_splits"]

@@ -2,14 +2,15 @@
 and a user's own model and data (``evolve run --task FILE.py:make_task``).
 
 Built-in tasks (tier 2 of the search; none of them uses the data of ``evolve benchmark``, which
-stays a test no tier has seen):
+stays a test no tier has seen; the data is in :mod:`fitness.training.real_data`):
 
-* ``wine_mlp``          13-32-32-3 ReLU MLP on scikit-learn's wine (178 samples, 3 classes);
-* ``diabetes_mlp``      10-64-64-1 ReLU MLP regression on scikit-learn's diabetes (442 samples);
-* ``teacher_resmlp``    a residual MLP with LayerNorm (two blocks) learning a random tanh teacher;
-* ``recall_attention``  one self-attention layer on associative recall: four key-value pairs,
-                        then a key; name its value;
-* ``bars_cnn``          a two-layer CNN on noisy 8x8 images of bars in four orientations.
+* ``mixture_mlp``          20-64-64-64-6 ReLU MLP classifying a random teacher's labels;
+* ``diabetes_mlp``         10-64-64-1 ReLU MLP regression on scikit-learn's diabetes (real data);
+* ``teacher_resmlp``       a residual MLP with LayerNorm (two blocks) learning a tanh teacher;
+* ``manifold_autoencoder`` a 32-16-4-16-32 autoencoder of points on a curved 4-D manifold;
+* ``recall_attention``     one attention head on associative recall: four key-value pairs,
+                           then a key; name its value;
+* ``bars_cnn``             a two-layer CNN on noisy 8x8 images of bars in four orientations.
 
 Each task gives its data splits (train for steps, validation to choose the learning rate, test
 to score), a parameter :class:`~fitness.training.ensemble.Layout`, a seeded initialisation
@@ -34,15 +35,16 @@ import torch
 from torch import Tensor, nn
 
 from fitness.training import ensemble as E
-from fitness.training.data import (
+from fitness.training.data import Splits
+from fitness.training.real_data import (
     RECALL_KEYS,
     RECALL_PAIRS,
-    Splits,
     bars_data,
     diabetes_data,
+    manifold_data,
+    mixture_data,
     recall_data,
     teacher_data,
-    wine_data,
 )
 from fitness.training.torch_tasks import TorchTask, seeded_model
 
@@ -133,7 +135,7 @@ def _resmlp_task() -> RealTask:
 
     return RealTask("teacher_resmlp", "residual MLP with LayerNorm (2 blocks, width 32) "
                     "regressing a random tanh teacher", layout,
-                    lambda seed: E.he_init(layout, seed), forward, "mse", teacher_data, 400, 64)
+                    lambda seed: E.he_init(layout, seed), forward, "mse", teacher_data, 250, 32)
 
 
 ATT_DIM = 16
@@ -168,7 +170,7 @@ def _attention_task() -> RealTask:
 
     return RealTask("recall_attention", "one attention head (width 16) on associative recall "
                     "of 4 key-value pairs", layout,
-                    lambda seed: E.he_init(layout, seed, std), forward, "ce", recall_data, 300,
+                    lambda seed: E.he_init(layout, seed, std), forward, "ce", recall_data, 250,
                     32)
 
 
@@ -200,18 +202,21 @@ def as_real_task(task: TorchTask) -> RealTask:
 def builtin_tasks() -> dict[str, RealTask]:
     """The built-in tasks of the real-data tier, by name."""
     tasks = [
-        _mlp_task("wine_mlp", "13-32-32-3 ReLU MLP on scikit-learn wine", [13, 32, 32, 3], "ce",
-                  wine_data, 300, 16),
+        _mlp_task("mixture_mlp", "20-64-64-64-6 ReLU MLP on a random teacher's classes",
+                  [20, 64, 64, 64, 6], "ce", mixture_data, 250, 32),
         _mlp_task("diabetes_mlp", "10-64-64-1 ReLU MLP regression on scikit-learn diabetes",
-                  [10, 64, 64, 1], "mse", diabetes_data, 300, 32),
+                  [10, 64, 64, 1], "mse", diabetes_data, 250, 32),
         _resmlp_task(),
+        _mlp_task("manifold_autoencoder", "32-16-4-16-32 autoencoder of a curved 4-D manifold",
+                  [32, 16, 4, 16, 32], "mse", manifold_data, 250, 32),
         _attention_task(),
         _cnn_task(),
     ]
     return {t.name: t for t in tasks}
 
 
-BUILTIN_NAMES = ("wine_mlp", "diabetes_mlp", "teacher_resmlp", "recall_attention", "bars_cnn")
+BUILTIN_NAMES = ("mixture_mlp", "diabetes_mlp", "teacher_resmlp", "manifold_autoencoder",
+                 "recall_attention", "bars_cnn")
 
 
 # -------------------------------------------------------------------------------- user tasks

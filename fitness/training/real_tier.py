@@ -190,11 +190,13 @@ class RealTier:
     """Scores rules on the real-data tier; build once per worker (tasks, cached Adam runs)."""
 
     def __init__(self, config: RealTierConfig = RealTierConfig(),
-                 cache_dir: str | Path | None = None):
+                 cache_dir: str | Path | None = None, tasks: Sequence[RealTask] | None = None):
+        """``tasks`` replaces the configured ones (measurements on other tasks, such as the
+        benchmark's in ``scripts/fidelity.py``)."""
         if config.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {config.schedule!r}")
         self.config = config
-        self.tasks = resolve_tasks(config.tasks)
+        self.tasks = list(tasks) if tasks is not None else resolve_tasks(config.tasks)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._adam = compile_rule(KNOWN_RULES["adam"].rule)
         self._baselines: dict[str, TaskResult] = {}
