@@ -9,7 +9,7 @@ it)::
 is accepted too. Nothing is ever downloaded: a missing, truncated or corrupt folder is a
 :class:`CifarError` whose one-line message names the layout and says to copy the files there.
 
-The batches are pickles, and DESIGN.md forbids unpickling outside data: they are read with
+The batches are pickles, and docs/architecture.md forbids unpickling outside data: they are read with
 :class:`RestrictedUnpickler`, which resolves exactly the three globals a numpy array needs and
 refuses every other one, so a crafted file cannot run code. Shapes, label range and dtype are
 then checked, and each file's md5 is compared with the official one (a mismatch with valid
