@@ -23,7 +23,7 @@ from typing import Any
 from evolve.config import CampaignConfig, ConfigError
 from evolve.errors import RunError, UserError
 from evolve.executors import Executor, LostEvaluations, make_executor
-from evolve.rundir import CONFIG, RunDirectory
+from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
 from evolve.worker import fingerprint
 from fitness.score import Result
@@ -152,6 +152,10 @@ def _reopen(rd: RunDirectory, generations: int | None, notify: Notify) -> _Sessi
     """The session a resume continues: from the checkpoint, or from the config alone."""
     if not rd.has_checkpoint():
         config = rd.read_config()  # a UserError that says what to do when there is none
+        if rd.has_results():
+            raise UserError(f"{rd.path} holds results but no {CHECKPOINT} (a copy without "
+                            "it, or a run of an older evolve-optim), so it cannot be resumed; "
+                            "`evolve show` reads it, `evolve run` starts a new one")
         notify(f"{rd.path} stopped before its first checkpoint: starting it from {CONFIG}")
         strategy = Strategy.create(config)
         rd.create(strategy)
@@ -168,6 +172,8 @@ def _reopen(rd: RunDirectory, generations: int | None, notify: Notify) -> _Sessi
             raise UserError(f"--generations {generations} is below the {strategy.generation} "
                             f"generations {rd.path} has already run")
         strategy.config = replace(strategy.config, generations=generations)
+        # the checkpoint first: it is what a later resume reads
+        rd.save_checkpoint(strategy, [], len(session.cache), session.counters, session.log)
         rd.write_config(strategy.config)
         if not type(strategy).exact_extension:
             notify(f"the {strategy.name} strategy depends on the number of generations: the "
@@ -209,9 +215,6 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
             if strategy.done:
                 notify(f"{rd.path}: its generations are done; running the funnel and the report")
             executor = executor or _executor_for(strategy.config)
-            if generations is not None:
-                session.scorer = CachedScorer(executor, session.cache)
-                session.save()  # the new total, before any generation runs
             _drive(session, executor, own_executor, progress, stop_after, finish, validate)
         return strategy
     if config is None:

@@ -288,6 +288,12 @@ def test_run_killed_before_its_first_checkpoint_resumes_from_its_config(tmp_path
     assert result.exit_code == 0, result.output
     assert "starting it from config.json" in result.output
     assert final_state(run) == final_state(tmp_path / "straight")
+    # a finished run copied without its checkpoint (docs/results/) is never restarted over
+    (run / "checkpoint.json").unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = CliRunner().invoke(main, ["resume", str(run)])
+    assert result.exit_code == 2 and "holds results but no checkpoint.json" in result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 class FlakyExecutor(SerialExecutor):

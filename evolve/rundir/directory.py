@@ -115,6 +115,11 @@ class RunDirectory:
     def has_checkpoint(self) -> bool:
         return self.file(CHECKPOINT).is_file()
 
+    def has_results(self) -> bool:
+        """Whether a generation has left anything here (a hall of fame, a log row)."""
+        log = self.file(LOG)
+        return self.file(HALL).exists() or (log.is_file() and log.stat().st_size > 0)
+
     def read_config(self) -> CampaignConfig:
         path = self._existing(CONFIG, f"{self.path} holds no campaign; start one with "
                                       f"`evolve run --out {self.path}`")
