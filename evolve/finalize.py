@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from evolve.rundir import VALIDATION, RunDirectory
+from evolve.rundir import LOSS_PLOT, SCORE_PLOT, VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
 from evolve.worker import fingerprint, score_rules
@@ -125,9 +125,9 @@ def _plots(rd: RunDirectory, strategy: Strategy) -> list[str]:
         ax.legend(fontsize=8)
         ax.set_title("score over generations")
         fig.tight_layout()
-        rd.save_figure(fig, "score.png")
+        rd.save_figure(fig, SCORE_PLOT)
         plt.close(fig)
-        names.append("score.png")
+        names.append(SCORE_PLOT)
     curves = _loss_curves(strategy)
     if curves:
         task, series = curves
@@ -139,9 +139,9 @@ def _plots(rd: RunDirectory, strategy: Strategy) -> list[str]:
         ax.set_title(f"{task}: best rule against tuned Adam and SGD")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        rd.save_figure(fig, "loss_curves.png")
+        rd.save_figure(fig, LOSS_PLOT)
         plt.close(fig)
-        names.append("loss_curves.png")
+        names.append(LOSS_PLOT)
     return names
 
 
@@ -227,8 +227,8 @@ def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dic
         lines.append(f"| {c['generation']} | {c['score']:.3f} | {c['heldout_score']:.3f} | {flag} |")
     if validation:
         lines += ["", "## Torch validation (the funnel's last stage)", "",
-                  "Top held-out rules against adam and sgd: `validation/validate.md` "
-                  "(table) and `validation/*.png` (curves)."]
+                  f"Top held-out rules against adam and sgd: `{VALIDATION}/validate.md` "
+                  f"(table) and `{VALIDATION}/*.png` (curves)."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -225,7 +225,7 @@ def show_cmd(run, as_json):
 def demo_cmd(out, generations, population):
     """A short real campaign with the defaults, then the discovered rule beside adam and sgd."""
     from evolve.finalize import needs_total_steps
-    from evolve.rundir import RunDirectory
+    from evolve.rundir import REPORT, RunDirectory
     from evolve.worker import score_rules
     from primitives.rules import KNOWN_RULES
 
@@ -257,7 +257,7 @@ def demo_cmd(out, generations, population):
     if needs_total_steps(chosen):
         click.echo("the discovered rule reads a schedule: its exported optimizer needs "
                    "total_steps=N (the number of steps it will take)")
-    click.echo(f"\nreport: {Path(out) / 'report.md'}   export: {_evolve_command()} export "
+    click.echo(f"\nreport: {rd.file(REPORT)}   export: {_evolve_command()} export "
                f"{out}:best --name MyOptimizer -o my_optimizer.py")
 
 

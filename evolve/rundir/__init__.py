@@ -13,7 +13,8 @@ Layout (everything JSON / JSONL / Markdown / PNG; see :mod:`evolve.rundir.direct
                             hurdle rejections, lost and retried evaluations, timing)
     RUN/hall_of_fame.json   best rules first: rule, score, per-task scores (+ pruned, sympy forms)
     RUN/heldout.json        the funnel: hall of fame and champions re-scored on held-out tasks
-    RUN/report.md, RUN/score.png, RUN/loss_curves.png, RUN/validation/ (with --validate)
+    RUN/report.md           the campaign report (Markdown), with RUN/score.png, RUN/loss_curves.png
+    RUN/validation/         torch validation of the top held-out rules (with --validate)
     RUN/.lock               the holder's pid while a process runs, resumes or finishes the run
 
 A checkpoint is written after its generation's log line, so a resume cuts the log and the cache
@@ -28,7 +29,9 @@ from evolve.rundir.directory import (
     HALL,
     HELDOUT,
     LOG,
+    LOSS_PLOT,
     REPORT,
+    SCORE_PLOT,
     VALIDATION,
     Checkpoint,
     RunDirectory,
@@ -39,5 +42,5 @@ from evolve.rundir.lock import LOCK, RunLock
 from evolve.rundir.refs import RuleRef, resolve_rule
 
 __all__ = ["CACHE", "CHECKPOINT", "CONFIG", "Checkpoint", "HALL", "HELDOUT", "LOCK", "LOG",
-           "REPORT", "RuleRef", "RunDirectory", "RunLock", "VALIDATION", "check_writable_file",
+           "LOSS_PLOT", "REPORT", "RuleRef", "SCORE_PLOT", "RunDirectory", "RunLock", "VALIDATION", "check_writable_file",
            "check_writable_folder", "resolve_rule"]

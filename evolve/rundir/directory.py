@@ -29,6 +29,8 @@ LOG = "log.jsonl"
 HALL = "hall_of_fame.json"
 HELDOUT = "heldout.json"
 REPORT = "report.md"
+SCORE_PLOT = "score.png"
+LOSS_PLOT = "loss_curves.png"
 VALIDATION = "validation"
 CHECKPOINT_FORMAT = 2
 
@@ -365,5 +367,5 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
 
 
 __all__ = ["CACHE", "CHECKPOINT", "CHECKPOINT_FORMAT", "CONFIG", "Checkpoint", "HALL", "HELDOUT",
-           "LOG", "REPORT", "RunDirectory", "VALIDATION", "check_writable_file",
+           "LOG", "LOSS_PLOT", "REPORT", "RunDirectory", "SCORE_PLOT", "VALIDATION", "check_writable_file",
            "check_writable_folder"]

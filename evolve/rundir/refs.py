@@ -21,8 +21,6 @@ from evolve.rundir.directory import RunDirectory
 from primitives.grammar import RuleSyntaxError, parse, to_text
 from primitives.rules import KNOWN_RULES
 
-SELECTORS = ("best", "search", "heldout", "N")
-
 
 @dataclass(frozen=True)
 class RuleRef:
@@ -74,4 +72,4 @@ def resolve_rule(ref: str) -> RuleRef:
     return RuleRef(text, _short(text, 32), "rule text")
 
 
-__all__ = ["RuleRef", "SELECTORS", "canonical", "resolve_rule", "split_run_ref"]
+__all__ = ["RuleRef", "canonical", "resolve_rule", "split_run_ref"]
