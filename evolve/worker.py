@@ -13,7 +13,10 @@ candidates were split across workers.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -45,10 +48,25 @@ def evaluate_chunk(suite: str, seed: int, rules: list[str]) -> list[Result]:
 
 
 def init_worker(suite: str, seed: int) -> None:
-    """A pool worker's first call: ignore Ctrl-C (the driver decides when to stop), build the
-    evaluator before the first chunk arrives."""
+    """A pool worker's first call: ignore Ctrl-C (the driver decides when to stop), leave when
+    the driver dies, build the evaluator before the first chunk arrives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     evaluator(suite, seed)
+
+
+def _exit_with_parent(every: float = 1.0) -> None:
+    """Exit when the driver is gone (killed with -9, say). A pool worker would otherwise wait on
+    its task queue for ever: every worker holds that queue's write end too, so the queue never
+    reports that the driver has closed it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _as_result(ev: Any, raw: Any, suite: str, seed: int) -> Result:

@@ -209,7 +209,7 @@ def ray_worker_loss(workdir: Path, n_rules: int = 60) -> dict:
             "ray_worker_result_mismatches": mismatches, "ray_worker_lost": len(rules) - len(got)}
 
 
-def _pool_workers(pid: int) -> list[int]:
+def pool_workers(pid: int) -> list[int]:
     """The spawned worker processes among the children of ``pid`` (Linux /proc); not
     multiprocessing's resource tracker, which is a child too."""
     out = []
@@ -249,7 +249,7 @@ def worker_kill_storm(workdir: Path, seconds: float = 6.0, interval: float = 0.2
         time.sleep(0.05)
     end = time.monotonic() + seconds
     while time.monotonic() < end and proc.poll() is None:
-        for child in _pool_workers(proc.pid):
+        for child in pool_workers(proc.pid):
             try:
                 os.kill(child, signal.SIGKILL)
                 kills += 1
@@ -314,5 +314,6 @@ def disk_full_during_checkpoint(workdir: Path) -> dict:
 
 
 __all__ = ["chunk_whose_worker_always_dies", "chunk_whose_worker_dies_once",
-           "disk_full_during_checkpoint", "final_state", "kill_and_resume", "process_worker_loss",
+           "disk_full_during_checkpoint", "final_state", "kill_and_resume", "pool_workers",
+           "process_worker_loss",
            "ray_worker_loss", "worker_kill_storm", "worker_main_file", "worker_modules"]

@@ -368,6 +368,42 @@ def test_workers_import_only_what_scoring_needs():
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("processes")
+def test_workers_leave_when_the_driver_is_killed(tmp_path):
+    from scripts.reliability_runs import pool_workers
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**SMALL, "generations": 4000, "executor": "process",
+                                  "workers": 2}))
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_evolve("run", "--config", str(config), "--out", str(run)),
+                            env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _rows(run) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = pool_workers(proc.pid)
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in workers if _running(pid)]
+    for pid in alive:  # leave no orphan behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "orphaned workers must exit"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (now init) can reap it
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_a_script_without_a_main_guard_runs_on_processes_like_serial(tmp_path):
     """The obvious first script: no `if __name__ == "__main__":`, process executor."""
     script = tmp_path / "first.py"
