@@ -40,8 +40,9 @@ def test_names_map_to_torch_baselines_and_the_rest_to_exported_rules(tmp_path):
     assert kinds["sgd_momentum"] == "torch"
     assert kinds["adam (rule)"] == "rule" and kinds["rmsprop"] == "rule"
     by_label = {s.label: s for s in specs}
-    assert by_label["run7:best"].rule == "sign(ema(g, 0.9))"
-    assert by_label["run7:2"].rule == "g"
+    # a run's rule is labelled as it was given, so runs/a:best and runs/b:best stay apart
+    assert by_label[f"{run}:best"].rule == "sign(ema(g, 0.9))"
+    assert by_label[f"{run}:2"].rule == "g"
     assert by_label["mul(g, 2.0)"].rule == "mul(g, 2.0)"
     assert by_label["adam (rule)"].rule == KNOWN_RULES["adam"].rule
     params = [torch.nn.Parameter(torch.zeros(3))]
@@ -55,8 +56,9 @@ def test_names_map_to_torch_baselines_and_the_rest_to_exported_rules(tmp_path):
     ("sign(g", "unbalanced"),
     ("adam,adam", "twice"),
     ("rule:nosuch", "unknown rule name"),
-    ("/nonexistent/run:best", "hall_of_fame.json not found"),
-    ("x:0", "RUN:best or RUN:N"),
+    ("/nonexistent/run:best", "does not exist"),
+    ("x:0", "RUN:best, RUN:search, RUN:heldout or RUN:N"),
+    ("adam,momentum,sgd_momentum", "'momentum' and 'sgd_momentum' are the same optimizer"),
 ])
 def test_bad_rules_are_user_errors(entry, match):
     with pytest.raises(UserError, match=match):

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fitness.training.torch_tasks import RunResult
+from primitives.files import atomic_write, atomic_write_text
 
 METHOD_ALL_SEEDS = ("Each optimizer gets the same learning-rate search (or grid), schedule and "
                     "seeds, every seed at every rate tried; the best rate is chosen on mean "
@@ -232,19 +231,6 @@ def to_json(results: dict) -> str:
     return json.dumps(_clean(results), indent=2, allow_nan=False)
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file by temp file + rename, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _axes_grid(n: int):
     import matplotlib
 
@@ -319,10 +305,10 @@ def plot_sensitivity(results: dict, path: Path) -> None:
 
 def _save(plt, fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def write_report(results: dict, out: Path, stem: str) -> dict[str, str]:
@@ -331,12 +317,12 @@ def write_report(results: dict, out: Path, stem: str) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json",
              "curves": out / f"{stem}_curves.png", "lr_sensitivity": out / f"{stem}_lr.png"}
-    write_atomic(paths["markdown"], markdown(results))
-    write_atomic(paths["json"], to_json(results))
+    atomic_write_text(paths["markdown"], markdown(results))
+    atomic_write_text(paths["json"], to_json(results))
     plot_curves(results, paths["curves"])
     plot_sensitivity(results, paths["lr_sensitivity"])
     return {k: str(v) for k, v in paths.items()}
 
 
 __all__ = ["METHOD_ALL_SEEDS", "METHOD_SWEEP_THEN_SEEDS", "markdown", "mean_curve", "pick_winner", "plot_curves", "plot_sensitivity",
-           "run_to_json", "summarize", "to_json", "write_atomic", "write_report"]
+           "run_to_json", "summarize", "to_json", "write_report"]

@@ -16,12 +16,13 @@ from evolve.bench.benchmark import BenchmarkConfig, run_benchmark
 from evolve.bench.optimizers import parse_lrs, resolve_specs
 from evolve.bench.report import to_json, write_report
 from evolve.errors import UserError
+from evolve.rundir import check_writable_folder
 from fitness.training.torch_tasks import SCHEDULES, TASK_NAMES
 
 DEFAULT_RULES = "adam,adamw,sgd_momentum,nesterov,lion"
 RULES_HELP = ("comma-separated optimizers: torch baselines (adam, adamw, sgd, sgd_momentum, "
-              "nesterov, lion), RUN:best for a campaign's best rule, rule:NAME or any other "
-              "known rule name, or rule text such as 'sign(ema(g, 0.9))'")
+              "nesterov, lion), a campaign's rule (RUN:best, RUN:search, RUN:heldout, RUN:N), "
+              "rule:NAME or any other known rule name, or rule text such as 'sign(ema(g, 0.9))'")
 
 
 def _progress(quiet: bool):
@@ -74,6 +75,7 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedu
               as_json: bool, quiet: bool, out: str) -> None:
     """Benchmark optimizers and evolved rules on torch tasks with bundled real data."""
     started = time.perf_counter()
+    check_writable_folder(out, "--out")
     specs = resolve_specs(rules)
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
     config = BenchmarkConfig(tasks=task_names, seeds=_seeds(seeds, 2 if quick else 3),
@@ -92,7 +94,7 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedu
               help="folder holding cifar-10-batches-py/ (or that folder) [$CIFAR10_DIR]")
 @click.option("--epochs", type=int, default=None, help="epochs per run [8 cifar10, 12 digits]")
 @click.option("--subset", type=int, default=None,
-              help="use N random training images (10%% held out to choose the lr) [all]")
+              help="use N random training images (a tenth held out to choose the lr) [all]")
 @click.option("--test-subset", type=int, default=None, help="use the first N test images [all]")
 @click.option("--seeds", type=int, default=3, show_default=True,
               help="seeds at each optimizer's best lr")
@@ -119,6 +121,7 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
     from evolve.bench.validate import validate_rules
 
     started = time.perf_counter()
+    check_writable_folder(out, "--out")
     if device != "cpu" and not device.startswith("cuda"):
         raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     for name, value in (("--epochs", epochs), ("--width", width), ("--batch-size", batch_size),
