@@ -1,9 +1,15 @@
-"""After a campaign: simplify the hall of fame, run the funnel, write the report and plots.
+"""After a campaign: the final selection, simplify the hall of fame, the funnel, report, plots.
 
-Funnel (Lion search): the hall of fame and every best-so-far champion are re-scored on the
-held-out suite, whose task families were never used in search. The report ranks by held-out
-score and flags meta-overfitting: generations where the champion's search score went up while
-its held-out score went down.
+Selection (:mod:`evolve.tiers`): the real-data tier's best rules are re-scored on fresh seeds and
+the best confirmed one is the campaign's answer (``selection.json``, ``RUN:best``). The hall of
+fame is simplified (pruned on probe inputs, sympy) and deduplicated by simplified form; the
+Pareto front of tier-2 score against rule size is listed as PySR does.
+
+Funnel (Lion search): the hall of fame and every best-so-far champion are also re-scored on the
+held-out proxy suite, whose task families were never used in search; the report flags
+meta-overfitting: generations where the champion's search score went up while its held-out
+score went down. (How well each stage predicts real training is measured by
+``scripts/fidelity.py``.)
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from evolve.executors import Executor
 from evolve.rundir import LOSS_PLOT, SCORE_PLOT, VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
-from evolve.worker import fingerprint, score_rules
+from evolve.tiers import confirm_seeds, real_suite, select
+from evolve.worker import fingerprint, score_rules, warm_real_tier
 from primitives.program import compile_rule
 from primitives.rules import KNOWN_RULES
 
@@ -63,24 +71,75 @@ def funnel(strategy: Strategy) -> dict[str, Any]:
 
 
 def finalize(rd: RunDirectory, strategy: Strategy, *, validate: bool = False,
-             counters: dict[str, int] | None = None) -> dict[str, Any]:
-    """Simplify the hall of fame, run the funnel (and torch validation), write plots and report.
+             counters: dict[str, int] | None = None,
+             executor: Executor | None = None) -> dict[str, Any]:
+    """The final selection, the simplified hall of fame, the funnel (and torch validation),
+    plots and report. ``executor`` scores the confirmations (default: in this process).
 
     ``counters`` are the run's totals (lost and retried evaluations, which the log cannot
     hold when a generation was cut short by lost workers)."""
-    hall = rd.read_hall_of_fame()
-    for entry in hall:
-        entry["simplified"] = prune(entry["rule"], fingerprint)
-        entry["sympy"] = sympy_form(entry["simplified"])
-        entry["needs_total_steps"] = needs_total_steps(entry["rule"])
+    selection = confirm_and_select(rd, strategy, executor)
+    hall = simplified_hall(rd.read_hall_of_fame())
     rd.write_hall_of_fame(hall)
     heldout = funnel(strategy)
     rd.write_heldout(heldout)
     validation = _validate_top(rd, heldout) if validate else None
     plots = _plots(rd, strategy)
     report = rd.write_report(_report(rd, strategy, hall, heldout, plots, validation,
-                                     counters or {}))
-    return {"heldout": heldout, "report": str(report)}
+                                     counters or {}, selection))
+    return {"heldout": heldout, "selection": selection, "report": str(report)}
+
+
+def simplified_hall(hall: list[dict]) -> list[dict]:
+    """Each entry with its pruned and sympy forms; one entry per simplified form (the first,
+    which is the better: the hall is best first)."""
+    out, seen = [], set()
+    for entry in hall:
+        entry["simplified"] = prune(entry["rule"], fingerprint)
+        if entry["simplified"] in seen:
+            continue
+        seen.add(entry["simplified"])
+        entry["sympy"] = sympy_form(entry["simplified"])
+        entry["needs_total_steps"] = needs_total_steps(entry["rule"])
+        out.append(entry)
+    return out
+
+
+def pareto_front(points: list[dict], key: str = "score") -> list[dict]:
+    """The entries no other entry beats on both ``key`` (higher) and size (smaller), by size."""
+    front = []
+    for p in sorted(points, key=lambda p: (p["size"], -p[key])):
+        if not front or p[key] > front[-1][key]:
+            front.append(p)
+    return front
+
+
+def confirm_and_select(rd: RunDirectory, strategy: Strategy,
+                       executor: Executor | None = None) -> dict[str, Any] | None:
+    """Re-score tier 2's top ``confirm`` rules on fresh seeds and write ``selection.json``:
+    the ranking by the geometric mean of both tier-2 scores, its first rule the answer."""
+    cfg = strategy.config
+    board = strategy.real.leaderboard()
+    if not board:
+        return None
+    top = board[: cfg.confirm]
+    confirmations = {}
+    if top:
+        suite = real_suite(cfg, confirm_seeds(cfg))
+        warm_real_tier(suite)
+        rules = [e.rule for e in top]
+        results = executor.map(rules, suite) if executor is not None \
+            else score_rules(suite, cfg.seed, rules)
+        confirmations = {e.fingerprint: r for e, r in zip(top, results)}
+    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations)
+    front = pareto_front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
+    how = (f"the real-data tier's best of {len(board)} rules, confirmed on fresh seeds "
+           f"{confirm_seeds(cfg)}" if top else "the real-data tier's best rule")
+    selection = {"rule": ranking[0]["rule"], "how": how, "confirm_seeds": confirm_seeds(cfg),
+                 "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
+                 "schedule": cfg.schedule, "ranking": ranking, "pareto": front}
+    rd.write_selection(selection)
+    return selection
 
 
 def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
@@ -173,8 +232,32 @@ def _loss_curves(strategy: Strategy):
     return (spec.name, series) if series else None
 
 
+def _selection_lines(selection: dict | None) -> list[str]:
+    if not selection:
+        return ["## Real-data tier", "", "Tier 2 scored no rule (it is off, or no candidate "
+                "reached `real_min_score`); `RUN:best` is the held-out funnel's first rule.", ""]
+    lines = ["## The campaign's answer: the real-data tier (tier 2)", "",
+             f"`RUN:best` = `{selection['rule']}` — {selection['how']}. Tier-2 tasks: "
+             + ", ".join(selection["tasks"]) + f"; {selection['schedule']} schedule. Scores are "
+             "geometric-mean test-loss ratios against tuned Adam (1.0 = Adam, higher is "
+             "better); final = geometric mean of the tier-2 and confirmation scores.", "",
+             "| rank | final | tier 2 | confirmation | proxy | size | rule |",
+             "|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(selection["ranking"], 1):
+        def fmt(v):
+            return f"{v:.3f}" if v is not None else "—"
+        lines.append(f"| {i} | {fmt(row['final_score'])} | {fmt(row['real_score'])} | "
+                     f"{fmt(row['confirm_score'])} | {fmt(row['proxy_score'])} | {row['size']} | "
+                     f"`{row['rule']}` |")
+    lines += ["", "### Pareto front: tier-2 score against rule size", "",
+              "| size | tier 2 | rule |", "|---|---|---|"]
+    lines += [f"| {p['size']} | {p['score']:.3f} | `{p['rule']}` |" for p in selection["pareto"]]
+    return lines + [""]
+
+
 def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dict,
-            plots: list[str], validation: dict | None, counters: dict[str, int]) -> str:
+            plots: list[str], validation: dict | None, counters: dict[str, int],
+            selection: dict | None = None) -> str:
     cfg = strategy.config
     log = rd.read_log()
     evaluated = sum(r.get("evaluated", 0) for r in log)
@@ -196,15 +279,21 @@ def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dic
         f"({strategy.evaluations / seconds if seconds else 0:.0f} candidates/s)",
         f"- workers: {lost} evaluations lost with a worker, {retried} retried (a lost "
         "evaluation is never a score)",
+        f"- real-data tier: {len(strategy.real.entries)} rules trained (the best "
+        f"{cfg.real_k} new ones of each generation with a proxy score of at least "
+        f"{cfg.real_min_score:g}); proxy instances redrawn every {cfg.redraw_every or 'never'} "
+        "generations",
         "",
-        "## Hall of fame (search suite)",
+        *_selection_lines(selection),
+        "## Hall of fame (tier-2 rules first by tier-2 score, then the proxy's best)",
         "",
-        "| # | score | rule | pruned | sympy |",
-        "|---|---|---|---|---|",
+        "| # | tier | score | proxy | rule | pruned | sympy |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, e in enumerate(hall, 1):
-        lines.append(f"| {i} | {e['score']:.3f} | `{e['rule']}` | `{e['simplified']}` | "
-                     f"`{e['sympy']}` |")
+        proxy = e.get("proxy_score", e["score"])
+        lines.append(f"| {i} | {e.get('tier', 'proxy')} | {e['score']:.3f} | {proxy:.3f} | "
+                     f"`{e['rule']}` | `{e['simplified']}` | `{e['sympy']}` |")
     if any(e.get("needs_total_steps") for e in hall):
         lines += ["", "Rules that read `cos_decay` or `lin_decay` need `total_steps` when "
                   "exported (`MyOpt(params, lr=..., total_steps=N)`)."]

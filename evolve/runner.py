@@ -10,13 +10,12 @@ with a checkpoint from which ``evolve resume`` continues exactly. The layout it 
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,10 @@ from evolve.errors import RunError, UserError
 from evolve.executors import Executor, LostEvaluations, make_executor
 from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
-from evolve.worker import fingerprint
-from fitness.score import Result
+from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, real_suite
+from evolve.worker import fingerprint, warm_real_tier
+from fitness.score import Result, json_safe
+from primitives.grammar import parse
 
 Progress = Callable[[dict, int], None]  # (log row, total generations)
 Notify = Callable[[str], None]
@@ -49,8 +50,11 @@ class CachedScorer:
         self.misses = 0
         self.new_entries: list[tuple[str, Result]] = []  # not yet appended to cache.jsonl
 
-    def score(self, rules: Sequence[str]) -> list[Result]:
-        prints = [fingerprint(r) for r in rules]
+    def score(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
+              namespace: str = "") -> list[Result]:
+        """Results for ``rules`` on the executor's suite and seed (or the ones named); keys of
+        other suites and instance seeds carry a ``namespace`` so their results never mix."""
+        prints = [namespace + fingerprint(r) for r in rules]
         todo: list[str] = []
         todo_prints: list[str] = []
         for rule, fp in zip(rules, prints):
@@ -59,7 +63,7 @@ class CachedScorer:
             else:
                 todo.append(rule)
                 todo_prints.append(fp)
-        results = self.executor.map(todo)
+        results = self.executor.map(todo, suite, seed)
         self.misses += len(todo)
         for fp, result in zip(todo_prints, results):
             # timing is not part of a result's value: a resumed run must store the same bytes
@@ -73,16 +77,26 @@ class CachedScorer:
         return out
 
 
-def _json_safe(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-
-
 def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
-    """The hall of fame as ``hall_of_fame.json`` stores it (``generation`` = birth)."""
-    entries = []
+    """The hall of fame as ``hall_of_fame.json`` stores it: the rules the real-data tier scored,
+    best first (``score`` is their tier-2 score: the campaign's answer), then the proxy suite's
+    best that tier 2 has not scored (``score`` is their proxy score); one rule per behaviour
+    (fingerprint), ``hall_of_fame`` of each kind at most."""
+    entries, seen = [], set()
+    for e in strategy.real.leaderboard()[: strategy.config.hall_of_fame]:
+        seen.add(e.fingerprint)
+        entries.append(json_safe({
+            "rule": e.rule, "tier": "real", "score": e.score, "real_score": e.score,
+            "proxy_score": e.proxy_score, "size": e.size, "generation": e.generation,
+            "tasks": [asdict(t) for t in e.tasks], "reason": e.reason}))
     for ind in strategy.hall_of_fame:
+        fp = fingerprint(ind.rule)
+        if fp in seen:
+            continue
+        seen.add(fp)
         d = ind.to_dict()
-        entries.append({"rule": d["rule"], "score": d["score"], "size": d["size"],
+        entries.append({"rule": d["rule"], "tier": "proxy", "score": d["score"],
+                        "real_score": None, "proxy_score": d["score"], "size": d["size"],
                         "generation": d["birth"], "tasks": d["tasks"], "reason": d["reason"]})
     return entries
 
@@ -252,8 +266,19 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
 
 
 def _executor_for(config: CampaignConfig) -> Executor:
-    return make_executor(config.executor, config.suite, config.seed, config.workers,
-                         config.ray_address)
+    executor = make_executor(config.executor, config.suite, config.seed, config.workers,
+                             config.ray_address)
+    if RealTierStage(config).enabled:
+        try:
+            warm_real_tier(real_suite(config))  # tuned Adam's runs, once, before the workers
+        except BaseException as err:
+            executor.close()
+            from fitness.training.real_tasks import TaskError
+
+            if isinstance(err, TaskError | KeyError):  # a user task, or a task name, is wrong
+                raise UserError(str(err).strip("'\"")) from None
+            raise
+    return executor
 
 
 def _drive(session: _Session, executor: Executor, own_executor: bool,
@@ -270,7 +295,7 @@ def _drive(session: _Session, executor: Executor, own_executor: bool,
 
             with session.writing():
                 finalize(session.rd, session.strategy, validate=validate,
-                         counters=session.counters)
+                         counters=session.counters, executor=executor)
     finally:
         if own_executor:
             executor.close()
@@ -287,9 +312,15 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
             started = time.perf_counter()
             hits0, misses0 = scorer.hits, scorer.misses
             lost0, retried0 = executor.stats.lost, executor.stats.retried
-            rules = strategy.ask()
+            seed = cfg.proxy_seed(strategy.generation + 1 if strategy.started else 0)
             try:
-                results = scorer.score(rules)
+                rescored = _redraw(strategy, scorer, seed)
+                rules = strategy.ask()
+                results = scorer.score(rules, seed=seed, namespace=_namespace(cfg, seed))
+                promoted = strategy.real.promote(rules, results, [fingerprint(r) for r in rules],
+                                                 [parse(r).size() for r in rules])
+                real = scorer.score([c[0] for c in promoted], suite=real_suite(cfg),
+                                    namespace=REAL_SUITE_PREFIX) if promoted else []
             except LostEvaluations as err:
                 _count(session, executor, lost0, retried0)
                 session.save()  # the pending batch is in it: a resume asks it again
@@ -299,6 +330,8 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                                f"cached, and the checkpoint is saved — check the machine's "
                                f"memory and load, then `evolve resume {rd.path}`") from None
             strategy.tell(rules, results)
+            for candidate, result in zip(promoted, real):
+                strategy.real.record(candidate, strategy.generation, result)
             elapsed = time.perf_counter() - started
             lost, retried = _count(session, executor, lost0, retried0)
             row = strategy.stats()
@@ -310,10 +343,13 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                                          if r.hurdle == "rejected" and not r.cached),
                 "lost_evaluations": lost,
                 "retried_evaluations": retried,
+                "proxy_seed": seed,
+                "rescored": rescored,
+                **_real_columns(strategy, len(promoted)),
                 "seconds": round(elapsed, 4),
                 "candidates_per_s": round(len(rules) / elapsed, 2) if elapsed > 0 else None,
             })
-            row = _json_safe(row)
+            row = json_safe(row)
             session.log.append(row)
             with session.writing():
                 rd.append_log(row)
@@ -332,6 +368,28 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                 raise SystemExit(130 if stop.signal == signal.SIGINT else 143)
             if stop_after and steps >= stop_after:
                 break
+
+
+def _namespace(config: CampaignConfig, seed: int) -> str:
+    """Cache keys of redrawn proxy instances carry their seed (the first ones need none)."""
+    return "" if seed == config.seed else f"proxy{seed}:"
+
+
+def _redraw(strategy: Strategy, scorer: CachedScorer, seed: int) -> int:
+    """New proxy instances from this generation on: the survivors are scored on them before
+    the strategy proposes again (what they scored on the old ones no longer counts)."""
+    if strategy.instance_seed == seed:
+        return 0
+    cfg = strategy.config
+    return strategy.rescore(lambda rules: scorer.score(rules, seed=seed,
+                                                       namespace=_namespace(cfg, seed)), seed)
+
+
+def _real_columns(strategy: Strategy, evaluated: int) -> dict[str, Any]:
+    best = strategy.real.best()
+    return {"real_evaluated": evaluated, "real_scored": len(strategy.real.entries),
+            "real_best": best.score if best else None,
+            "real_best_rule": best.rule if best else None}
 
 
 def _count(session: _Session, executor: Executor, lost0: int, retried0: int) -> tuple[int, int]:

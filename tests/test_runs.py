@@ -31,9 +31,10 @@ from fitness.score import Result
 from scripts.reliability_runs import final_state
 
 ROOT = Path(__file__).resolve().parents[1]
-# A small real campaign: the hurdle suite (one short quadratic) keeps each generation fast.
+# A small real campaign: the hurdle suite (one short quadratic) keeps each generation fast; the
+# real-data tier is off here (tests/test_tiers.py runs campaigns with it).
 SMALL = dict(population=10, generations=6, seed=4, suite="hurdle", heldout_suite="hurdle",
-             crossover_prob=0.2)
+             crossover_prob=0.2, real_k=0)
 
 
 def _value(result: Result) -> dict:
@@ -303,13 +304,13 @@ class FlakyExecutor(SerialExecutor):
         super().__init__(suite, seed)
         self.calls, self.lose_on_call = 0, lose_on_call
 
-    def map(self, rules):
+    def map(self, rules, suite=None, seed=None):
         self.calls += 1
         if self.calls == self.lose_on_call and rules:
             self.stats.lost += 3 * len(rules)
             self.stats.retried += 2 * len(rules)
             raise LostEvaluations(len(rules), 3, "killed")
-        return super().map(rules)
+        return super().map(rules, suite, seed)
 
 
 def test_lost_evaluations_stop_the_run_are_never_cached_and_resume_exactly(tmp_path):

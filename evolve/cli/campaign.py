@@ -125,6 +125,11 @@ RUN_OPTIONS = [
     click.option("--workers", type=int, default=None, help="Worker processes (0 = one per core)."),
     click.option("--address", "ray_address", default=None, help="Ray cluster address (with --executor ray)."),
     click.option("--suite", default=None, help="Proxy-task suite to search on [default]."),
+    click.option("--task", "tasks", multiple=True, metavar="FILE.py:FUNCTION",
+                 help="Add your own model and data to the real-data tier (repeatable); FUNCTION "
+                      "returns an evolve.UserTask (README: 'Bring your own task')."),
+    click.option("--real-k", type=int, default=None,
+                 help="New candidates per generation trained on the real-data tier (0: off) [2]."),
 ]
 
 
@@ -140,19 +145,24 @@ def run_options(fn):
 @click.option("--validate/--no-validate", default=False,
               help="Send the top held-out rules through torch validation (digits) at the end.")
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
-            workers, ray_address, suite, out, validate):
+            workers, ray_address, suite, tasks, real_k, out, validate):
     """Run an evolution campaign and write it to the run directory OUT.
 
     \b
     Examples:
         evolve run --generations 30 --out runs/first
         evolve run --warm-start adam --executor ray --out runs/from-adam
+        evolve run --task my_task.py:make_task --out runs/mine
+    Every candidate is scored on the proxy suite; the best new ones of each generation train
+    on the real-data tier, whose confirmed best rule is the answer (RUN:best).
     Interrupt with Ctrl-C: a checkpoint is saved; continue with `evolve resume RUN`.
     """
     config = _config_from_options(config_file, dict(
         generations=generations, population=population, seed=seed, strategy=strategy,
         warm_start=warm_start, algorithm=algorithm, executor=executor, workers=workers,
-        ray_address=ray_address, suite=suite))
+        ray_address=ray_address, suite=suite, real_k=real_k))
+    if tasks:
+        config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)
     _run_and_finish(out, config, validate=validate)
     _print_summary(out)
@@ -195,13 +205,17 @@ def show_cmd(run, as_json):
         click.echo(json.dumps({
             "hall_of_fame": hall,
             "curves": {k: [r.get(k) for r in log] for k in
-                       ("generation", "best_score", "median_score", "mean_size", "candidates_per_s")},
+                       ("generation", "best_score", "median_score", "mean_size", "candidates_per_s",
+                        "real_best")},
             "heldout": heldout,
+            "selection": rd.read_selection(),
         }, indent=2))
         return
-    click.echo(f"hall of fame of {run} (search score; 1.0 = tuned Adam)")
+    click.echo(f"hall of fame of {run} (1.0 = tuned Adam; real-data tier first, then the "
+               "proxy suite's best)")
     for i, entry in enumerate(hall, 1):
-        click.echo(f"{i:>2}. {entry['score']:+.3f}  {entry['rule']}")
+        tier = entry.get("tier", "proxy")
+        click.echo(f"{i:>2}. {tier:<5} {entry['score']:.3f}  {entry['rule']}")
         if entry.get("simplified") and entry["simplified"] != entry["rule"]:
             click.echo(f"           pruned: {entry['simplified']}")
         if entry["needs_total_steps"]:
@@ -220,39 +234,38 @@ def show_cmd(run, as_json):
 @click.command("demo")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory [build/demo-run-<time>].")
-@click.option("--generations", type=int, default=150, show_default=True)
-@click.option("--population", type=int, default=64, show_default=True)
+@click.option("--generations", type=int, default=40, show_default=True)
+@click.option("--population", type=int, default=32, show_default=True)
 def demo_cmd(out, generations, population):
-    """A short real campaign with the defaults, then the discovered rule beside adam and sgd."""
+    """A short real campaign (proxy suite and real-data tier), then the discovered rule beside
+    adam and sgd."""
     from evolve.finalize import needs_total_steps
     from evolve.rundir import REPORT, RunDirectory
     from evolve.worker import score_rules
     from primitives.rules import KNOWN_RULES
 
     out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = CampaignConfig(generations=generations, population=population, warm_start="random")
+    config = CampaignConfig(generations=generations, population=population, warm_start="random",
+                            real_k=1, confirm=3)
     click.echo(f"evolving {population} rules for {generations} generations on the "
-               f"'{config.suite}' proxy suite -> {out}", err=True)
-    strategy = _run_and_finish(out, config)
+               f"'{config.suite}' proxy suite, the best new one of each generation trained on "
+               f"the real-data tier -> {out}", err=True)
+    _run_and_finish(out, config)
     rd = RunDirectory(out)
-    heldout = rd.read_heldout() or {}
     chosen, how = rd.final_selection()
-    held = {row["rule"]: row["heldout_score"] for row in heldout.get("ranking", [])}
-    search = {ind.rule: ind.score for ind in strategy.hall_of_fame}
-    search.update({c["rule"]: c["score"] for c in strategy.champions})
-    adam, sgd = score_rules(config.suite, config.seed, [KNOWN_RULES["adam"].rule,
-                                                      KNOWN_RULES["sgd"].rule])
-    baselines = heldout.get("baselines", {})
-    rows = [("discovered", search.get(chosen), held.get(chosen), chosen),
-            ("adam", adam.score, baselines.get("adam"), KNOWN_RULES["adam"].rule),
-            ("sgd", sgd.score, baselines.get("sgd"), KNOWN_RULES["sgd"].rule)]
+    from evolve.tiers import real_suite
+
+    rules = [chosen, KNOWN_RULES["adam"].rule, KNOWN_RULES["sgd"].rule]
+    search = score_rules(config.suite, config.seed, rules)
+    held_out = score_rules(config.heldout_suite, config.seed, rules)
+    click.echo("training adam and sgd on the real-data tier for the comparison...", err=True)
+    real = score_rules(real_suite(config), config.seed, rules)
     click.echo("")
-    click.echo("scores: 1.0 = tuned Adam, higher is better; held-out tasks were never searched on")
-    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9}  rule")
-    for name, search_score, held_score, rule in rows:
-        cells = [f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}"
-                 for v, w in ((search_score, 7), (held_score, 9))]
-        click.echo(f"{name:<11} {cells[0]} {cells[1]}  {rule}")
+    click.echo("scores: geometric-mean loss ratio against tuned Adam (1.0 = Adam, higher is "
+               "better); the held-out proxy tasks were never searched on")
+    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9} {'real tier':>10}  rule")
+    for name, rule, s, h, r in zip(("discovered", "adam", "sgd"), rules, search, held_out, real):
+        click.echo(f"{name:<11} {s.score:>7.3f} {h.score:>9.3f} {r.score:>10.3f}  {rule}")
     click.echo(f"(discovered: {how})")
     if needs_total_steps(chosen):
         click.echo("the discovered rule reads a schedule: its exported optimizer needs "
@@ -269,6 +282,25 @@ def _evolve_command() -> str:
     return str(script) if script.exists() else f"{sys.executable} -m evolve.cli"
 
 
+def _with_user_tasks(config: CampaignConfig, specs: tuple[str, ...]) -> CampaignConfig:
+    """The config with the user's tasks added to the real-data tier, each checked first (it
+    is imported, built and run once on its data), so a bad one stops before anything is
+    written."""
+
+    from fitness.training.real_tasks import TaskError, load_user_task
+
+    for spec in specs:
+        try:
+            load_user_task(spec)
+        except TaskError as err:
+            raise UserError(str(err)) from None
+    try:
+        return CampaignConfig.from_dict({**config.to_dict(),
+                                         "real_tasks": [*config.real_tasks, *specs]})
+    except ConfigError as err:
+        raise UserError(f"--task: {err}") from None
+
+
 def _check_suite(name: str) -> None:
     from evolve.worker import suite_names
 
@@ -281,12 +313,18 @@ def _print_summary(run: str) -> None:
 
     rd = RunDirectory(run)
     hall = rd.read_hall_of_fame()
-    click.echo(f"search champion (score {hall[0]['score']:.3f}): {hall[0]['rule']}")
-    heldout = rd.read_heldout()
-    if heldout and heldout["ranking"]:
-        top = heldout["ranking"][0]
-        click.echo(f"final selection, {run}:best (held-out {top['heldout_score']:.3f}, search "
-                   f"{top['search_score']:.3f}): {top['rule']}")
+    best = max(hall, key=lambda e: e.get("proxy_score", e["score"]))
+    click.echo(f"search champion (proxy score {best.get('proxy_score', best['score']):.3f}): "
+               f"{best['rule']}")
+    selection = rd.read_selection()
+    if selection:
+        top = selection["ranking"][0]
+        shown = top["final_score"] if top["final_score"] is not None else top["real_score"]
+        click.echo(f"final selection, {run}:best (real-data tier {shown:.3f}, tuned Adam = 1; "
+                   f"proxy {top['proxy_score']:.3f}): {top['rule']}")
+    else:
+        rule, how = rd.final_selection()
+        click.echo(f"final selection, {run}:best ({how}): {rule}")
     if rd.has_report():
         click.echo(f"report: {rd.file(REPORT)}")
 

@@ -13,6 +13,8 @@ Layout (everything JSON / JSONL / Markdown / PNG; see :mod:`evolve.rundir.direct
                             hurdle rejections, lost and retried evaluations, timing)
     RUN/hall_of_fame.json   best rules first: rule, score, per-task scores (+ pruned, sympy forms)
     RUN/heldout.json        the funnel: hall of fame and champions re-scored on held-out tasks
+    RUN/selection.json      the final selection: tier 2's best rules re-scored on fresh seeds,
+                            the first of which is the campaign's answer (``RUN:best``)
     RUN/report.md           the campaign report (Markdown), with RUN/score.png, RUN/loss_curves.png
     RUN/validation/         torch validation of the top held-out rules (with --validate)
     RUN/.lock               the holder's pid while a process runs, resumes or finishes the run
@@ -32,6 +34,7 @@ from evolve.rundir.directory import (
     LOSS_PLOT,
     REPORT,
     SCORE_PLOT,
+    SELECTION,
     VALIDATION,
     Checkpoint,
     RunDirectory,
@@ -42,5 +45,5 @@ from evolve.rundir.lock import LOCK, RunLock
 from evolve.rundir.refs import RuleRef, resolve_rule
 
 __all__ = ["CACHE", "CHECKPOINT", "CONFIG", "Checkpoint", "HALL", "HELDOUT", "LOCK", "LOG",
-           "LOSS_PLOT", "REPORT", "RuleRef", "SCORE_PLOT", "RunDirectory", "RunLock", "VALIDATION", "check_writable_file",
+           "LOSS_PLOT", "REPORT", "RuleRef", "SELECTION", "SCORE_PLOT", "RunDirectory", "RunLock", "VALIDATION", "check_writable_file",
            "check_writable_folder", "resolve_rule"]
