@@ -227,6 +227,11 @@ def show_cmd(run, as_json):
         click.echo("held-out ranking:")
         for row in heldout.get("ranking", [])[:5]:
             click.echo(f"    {row['heldout_score']:+.3f} (search {row['search_score']:+.3f})  {row['rule']}")
+    selection = rd.read_selection()
+    if selection and selection.get("pareto"):
+        click.echo("Pareto front (real-data tier score against rule size):")
+        for point in selection["pareto"]:
+            click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
     rule, how = rd.final_selection()
     click.echo(f"{run}:best ({how}): {rule}")
 
