@@ -59,6 +59,11 @@ class _Value:
     nonneg: bool = False
     nonzero: bool = False
     owned: bool = False  # a temporary of this plan, which may be overwritten once dead
+    # a deferred a*b or a/b of two lists: (torch method, a, b), computed by its one reader
+    fused: tuple[str, str, str] | None = None
+
+
+_OUTPUT = -1  # the reader index of the rule's output
 
 
 def lower(program: Program, step: bool) -> Plan:
@@ -70,14 +75,20 @@ class _Lowering:
     def __init__(self, program: Program, step: bool) -> None:
         self.program = program
         self.step = step
+        self.index = 0  # the opcode being lowered
         self.calls: list[Call] = []
         self.n_temps = 0
-        self.uses: Counter[int] = Counter({program.output: 1})
-        for op, _, a, b, c, _ in program.code.tolist():
+        self.code = program.code.tolist()
+        # who reads each register (op indices; _OUTPUT for the rule's output)
+        self.readers: dict[int, list[int]] = {program.output: [_OUTPUT]}
+        for i, (op, _, a, b, c, _) in enumerate(self.code):
             if op < table.N_ELEMENTWISE:
-                self.uses.update([a, b, c][: table.ELEMENTWISE[op].vec_arity])
-            elif op in UPDATES or op == OP_BIAS:
-                self.uses[a] += 1
+                regs = [a, b, c][: table.ELEMENTWISE[op].vec_arity]
+            else:
+                regs = [a] if op in UPDATES or op == OP_BIAS else []
+            for r in regs:
+                self.readers.setdefault(r, []).append(i)
+        self.uses: Counter[int] = Counter({r: len(ops) for r, ops in self.readers.items()})
         self.values: dict[int, _Value] = {
             REG_GRAD: _Value(name=GRADS),
             REG_WEIGHT: _Value(name=PARAMS),
@@ -121,25 +132,42 @@ class _Lowering:
         self.values[reg] = new
         return new
 
-    def operand(self, value: _Value, method: str, in_pipeline: bool) -> Any:
-        """A pipeline argument: a list name, or a Scalar where the op takes a number."""
+    def operand(self, value: _Value, method: str, keywords: bool) -> Any:
+        """A pipeline argument: a list name, or a Scalar where the op takes a number (the
+        number overloads take no keywords such as alpha)."""
         if value.name is not None:
             return value.name
-        if in_pipeline and method in _SCALAR_OK:
+        if method in _SCALAR_OK and not keywords:
             return value.scalar
         return self.as_list(value).name
+
+    def arguments(self, toks: list, inputs: dict[str, Any], numbers: dict[str, float],
+                  method: str) -> tuple[list, dict]:
+        """Pipeline tokens to call arguments (inputs are _Values or list names)."""
+        kwargs = toks.pop() if toks and isinstance(toks[-1], dict) else {}
+        args = []
+        for tok in toks:
+            if not isinstance(tok, str):
+                args.append(float(tok))
+            elif tok in numbers:
+                args.append(numbers[tok])
+            elif tok in inputs:
+                entry = inputs[tok]
+                args.append(entry if isinstance(entry, str) else
+                            self.operand(entry, method, bool(kwargs)))
+            else:
+                raise ValueError(f"pipeline token {tok!r} has no value here")
+        return args, {k: numbers[v] if isinstance(v, str) else float(v) for k, v in kwargs.items()}
 
     # -- opcodes -----------------------------------------------------------------------------
 
     def run(self) -> Plan:
-        code = self.program.code.tolist()
         consts = self.program.consts.tolist()
-        fused = False
-        for i, (op, dst, a, b, c, k) in enumerate(code):
+        for index, (op, dst, a, b, c, k) in enumerate(self.code):
+            self.index = index
             kc = float(consts[k]) if k >= 0 else 0.0
             if op < table.N_ELEMENTWISE:
-                last = self.step and i == len(code) - 1 and dst == self.program.output
-                fused = self.elementwise(table.ELEMENTWISE[op], dst, [a, b, c], kc, last)
+                self.elementwise(table.ELEMENTWISE[op], dst, [a, b, c], kc)
             elif op in UPDATES:
                 self.update(op, dst, a, kc)
             elif op == OP_BIAS:
@@ -147,16 +175,16 @@ class _Lowering:
             else:
                 self.values[dst] = _Value(scalar=Scalar("sched", index=op - OP_SCHEDULE), nonneg=True)
         output: str | Scalar | None = None
-        if self.step and not fused:
+        if self.step:
             self.final_update(self.values[self.program.output])
-        elif not self.step:
+        else:
             value = self.divided(self.program.output)
             output = value.name if value.name is not None else value.scalar
         uses_schedule = self.program.uses_schedule
         states = tuple((f"s{s.register}", s.key) for s in self.program.states)
         return Plan(self.program.text, self.step, states, tuple(self.calls), output, uses_schedule)
 
-    def elementwise(self, row: Elementwise, dst: int, regs: list[int], c: float, last: bool) -> bool:
+    def elementwise(self, row: Elementwise, dst: int, regs: list[int], c: float) -> None:
         regs = regs[: row.vec_arity]
         values = [self.values[r] for r in regs]
         for r in regs:
@@ -167,50 +195,97 @@ class _Lowering:
         if all(v.scalar is not None for v in values):
             self.values[dst] = _scalar_value(_fold(row, [v.scalar for v in values], c),
                                              nonneg, nonzero)
-            return False
-        divisor = _carry(row.divisor, [v.divisor for v in values])
-        if divisor is None:
-            values = [self.divided(r) for r in regs]
-            divisor = Divisor()
+            return
+        values, divisor = self.carry(row.divisor, regs, values)
         guarded = row.guard is not None and not values[row.guard].nonzero
-        if (last and row.fused_step and not guarded and REG_WEIGHT not in regs
-                and all(v.name is not None for v in values) and len(values) == 2):
-            self.emit("foreach", "mul_", None, PARAMS, DecayFactor(), only_with_decay=True)
-            self.emit("foreach", row.fused_step, None, PARAMS, values[0].name, values[1].name,
-                      StepScale(divisor))
-            return True
-        if row.foreach is None or guarded:
+        fused = self.fusable(row, dst, regs, values, divisor, guarded)
+        if fused is not None:
+            self.values[dst] = _Value(divisor=divisor, nonneg=nonneg, nonzero=nonzero, fused=fused)
+        elif row.foreach is None or guarded:
             lists = [self.as_list(v).name for v in values]
             out = self.temp()
             self.emit("map", row.name, out, *lists, const=c)
             self.values[dst] = _Value(name=out, divisor=divisor, nonneg=nonneg, nonzero=nonzero,
                                       owned=True)
-            return False
-        self.values[dst] = self.pipeline(row, regs, values, c, divisor, nonneg, nonzero)
-        return False
+        else:
+            self.values[dst] = self.pipeline(row, regs, values, c, divisor, nonneg, nonzero)
+
+    def carry(self, rule: str, regs: list[int], values: list[_Value]) -> tuple[list[_Value], Divisor]:
+        """The inputs as the row will read them, and the divisor its result carries."""
+        divisors = [v.divisor for v in values]
+        if not any(d.factors for d in divisors):
+            return values, Divisor()
+        result: Divisor | None = None
+        if rule == "keep":
+            result = divisors[0]
+        elif rule == "drop":
+            result = Divisor()
+        elif rule == "sqrt":
+            result = divisors[0].power(0.5)
+        elif rule == "square":
+            result = divisors[0].power(2.0)
+        elif rule == "product":
+            result = divisors[0].times(divisors[1])
+        elif rule == "quotient":
+            result = divisors[0].times(divisors[1], -1.0)
+        elif rule == "shift" and len(values) == 2:
+            lists = [v for v in values if v.name is not None]
+            if len(lists) == 2 and divisors[0] == divisors[1]:
+                result = divisors[0]
+            elif len(lists) == 1:  # x/d + c = (x + c*d)/d: the scalar moves, the list does not
+                result = lists[0].divisor
+                values = [v if v.name is not None else
+                          _Value(scalar=Scalar("times", args=(v.scalar,), divisor=result))
+                          for v in values]
+        if result is None or result.weight > _MAX_DIVISOR_WEIGHT:
+            return [self.divided(r) for r in regs], Divisor()
+        return values, result
+
+    def fusable(self, row: Elementwise, dst: int, regs: list[int], values: list[_Value],
+                divisor: Divisor, guarded: bool) -> tuple[str, str, str] | None:
+        """(method, a, b) when the one reader of this a*b or a/b takes it without a temporary:
+        the state update right after it (undivided products), or in a step plan the parameter
+        update when it is the rule's last op. Nothing runs in between, so the factor lists are
+        still what they were."""
+        if not row.fused or guarded or any(v.name is None for v in values):
+            return None
+        readers = self.readers.get(dst, [])
+        if len(readers) != 1:
+            return None
+        method, a, b = row.fused
+        names = {"x": values[0].name, "y": values[-1].name}
+        reader = readers[0]
+        if reader == _OUTPUT:
+            # the decay w *= 1 - lr*wd comes first and must not change a factor
+            if not self.step or REG_WEIGHT in regs or self.index != len(self.code) - 1:
+                return None
+        elif not (reader == self.index + 1 and self.code[reader][0] in UPDATES
+                  and method == "addcmul_" and not divisor.factors):
+            return None
+        return method, names[a], names[b]
 
     def pipeline(self, row: Elementwise, regs: list[int], values: list[_Value], c: float,
                  divisor: Divisor, nonneg: bool, nonzero: bool) -> _Value:
         x = self.as_list(values[0])
-        steps = list(row.foreach or ())
+        steps = [list(step) for step in row.foreach or ()]
         later_reads_x = any(_reads(step[1:], regs, regs[0]) for step in steps[1:])
         # overwrite x when it is a temporary that nothing reads after this op
         in_place = x.owned and self.uses[regs[0]] == 0 and not later_reads_x
         if x is not values[0]:  # a filled scalar: a temporary of this op alone
             in_place = not later_reads_x
         flowing, flowing_nonneg, first = x.name, x.nonneg, True
-        tokens = {"x": (values[0], x), "y": (values[1],) if len(values) > 1 else None,
-                  "z": (values[2],) if len(values) > 2 else None}
+        inputs: dict[str, Any] = dict(zip("yz", values[1:]), x=x.name)
+        numbers = {"c": c, "|c|": abs(c), "-|c|": -abs(c)}
         for method, *toks in steps:
             if method == "abs" and flowing_nonneg:
                 continue  # |v| of a value that is never negative is v itself
-            args = [self.token(t, tokens, c, method) for t in toks]
+            args, kwargs = self.arguments(toks, inputs, numbers, method)
             if first and not in_place:
                 out = self.temp()
-                self.emit("foreach", method, out, flowing, *args)
+                self.emit("foreach", method, out, flowing, *args, **kwargs)
                 flowing = out
             else:
-                self.emit("foreach", method + "_", None, flowing, *args)
+                self.emit("foreach", method + "_", None, flowing, *args, **kwargs)
             first = False
             flowing_nonneg = method == "abs"
         owned = not first or x.owned
@@ -219,37 +294,20 @@ class _Lowering:
             owned = values[0].owned = False
         return _Value(name=flowing, divisor=divisor, nonneg=nonneg, nonzero=nonzero, owned=owned)
 
-    def token(self, tok: Any, tokens: dict, c: float, method: str) -> Any:
-        if not isinstance(tok, str):
-            return float(tok)
-        if tok == "c":
-            return c
-        if tok == "|c|":
-            return abs(c)
-        if tok == "-|c|":
-            return -abs(c)
-        entry = tokens.get(tok)
-        if entry is None:
-            raise ValueError(f"pipeline token {tok!r} has no input here")
-        if tok == "x":
-            return entry[1].name
-        return self.operand(entry[0], method, True)
-
     def update(self, op: int, dst: int, a: int, beta: float) -> None:
         self.uses[a] -= 1
-        source = self.divided(a) if self.values[a].divisor.factors else self.values[a]
-        buf = self.values[dst]
+        source = self.values[a]
+        row = UPDATES[op]
         numbers = {"b": beta, "1-b": 1.0 - beta}
-        for method, *toks in UPDATES[op].foreach:
-            args = []
-            for tok in toks:
-                if tok in numbers:
-                    args.append(numbers[tok])
-                elif tok == "x":
-                    args.append(self.operand(source, method, True))
-                else:
-                    args.append(float(tok))
-            self.emit("foreach", method + "_", None, buf.name, *args)
+        if source.fused is not None:
+            pipeline, inputs = row.foreach_product, {"x1": source.fused[1], "x2": source.fused[2]}
+        else:
+            source = self.divided(a)
+            pipeline, inputs = row.foreach, {"x": source}
+        buf = self.values[dst]
+        for method, *toks in pipeline:
+            args, kwargs = self.arguments(list(toks), inputs, numbers, method)
+            self.emit("foreach", method + "_", None, buf.name, *args, **kwargs)
         self.values[dst] = _Value(name=buf.name, nonneg=source.nonneg)
 
     def bias(self, dst: int, a: int, beta: float) -> None:
@@ -269,7 +327,10 @@ class _Lowering:
             self.emit("foreach", "mul", out, PARAMS, 1.0)
             value = _Value(name=out, divisor=value.divisor)
         self.emit("foreach", "mul_", None, PARAMS, DecayFactor(), only_with_decay=True)
-        if value.name is None:
+        if value.fused is not None:
+            method, a, b = value.fused
+            self.emit("foreach", method, None, PARAMS, a, b, StepScale(value.divisor))
+        elif value.name is None:
             self.emit("foreach", "add_", None, PARAMS, StepScale(multiplier=value.scalar))
         else:
             self.emit("foreach", "add_", None, PARAMS, value.name, alpha=StepScale(value.divisor))
@@ -293,28 +354,6 @@ def _fold(row: Elementwise, args: list[Scalar | None], c: float) -> Scalar:
         except (ArithmeticError, ValueError):  # Python raises where float math gives inf/nan
             pass
     return Scalar("prim", index=index, args=scalars, c=c)
-
-
-def _carry(rule: str, divisors: list[Divisor]) -> Divisor | None:
-    """The divisor of a row's result from its inputs' (None: divide the inputs first)."""
-    if not any(d.factors for d in divisors):
-        return Divisor()
-    result: Divisor | None = None
-    if rule == "keep":
-        result = divisors[0]
-    elif rule == "drop":
-        result = Divisor()
-    elif rule == "sqrt":
-        result = divisors[0].power(0.5)
-    elif rule == "square":
-        result = divisors[0].power(2.0)
-    elif rule == "product":
-        result = divisors[0].times(divisors[1])
-    elif rule == "quotient":
-        result = divisors[0].times(divisors[1], -1.0)
-    if result is None or result.weight > _MAX_DIVISOR_WEIGHT:
-        return None
-    return result
 
 
 def _reads(toks: tuple, regs: list[int], reg: int) -> bool:

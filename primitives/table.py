@@ -44,7 +44,8 @@ EXP_CLIP = 50.0
 # A pipeline is a tuple of steps ``(method, *args)``: ``torch._foreach_<method>`` applied to the
 # value flowing through it (the first vec input, or a state buffer), the lowering choosing the
 # in-place variant where the value is a temporary of its own. Argument tokens: "x", "y" (the vec
-# inputs), "c", "|c|", "-|c|" (the const), "b", "1-b" (a decay constant), or a float.
+# inputs; "x1", "x2" the two factors of a product), "c", "|c|", "-|c|" (the const), "b", "1-b"
+# (a decay constant), or a float; a dict as the last element holds keyword arguments.
 Pipeline = tuple[tuple[Any, ...], ...]
 
 
@@ -96,9 +97,12 @@ class Elementwise(Primitive):
                  the vec inputs ("positive" = never exactly zero, even for NaN inputs).
     divisor:     how a positive per-step divisor d on the inputs passes through, so Adam's bias
                  corrections stay scalars: ``keep`` f(x/d) = f(x)/d, ``drop`` f(x/d) = f(x),
-                 ``sqrt``, ``square``, ``product`` (x/d1 * y/d2), ``quotient``; "" divides first.
-    fused_step:  the torch method that adds ``value * f(x, y)`` to a tensor in one pass
-                 (``addcmul_``, ``addcdiv_``), used when f is a rule's last operation.
+                 ``sqrt``, ``square``, ``product`` (x/d1 * y/d2), ``quotient``, ``shift``
+                 (x/d + c = (x + c*d)/d for a scalar c, or two lists with the same d); ""
+                 divides first.
+    fused:       ``(method, a, b)``: f is ``a * b`` (``addcmul_``) or ``a / b`` (``addcdiv_``) of
+                 the tokens a, b, so a consumer adds ``value * f`` to a tensor in one pass
+                 without materialising f (a state buffer's update, the parameter step).
     sympy_fn:    the sympy form ``(x, y, c...) -> Expr`` with the kernel's protections.
     """
 
@@ -109,7 +113,7 @@ class Elementwise(Primitive):
     guard: int | None = None
     sign_rule: Callable = _no_sign_facts
     divisor: str = ""
-    fused_step: str = ""
+    fused: tuple[str, str, str] | tuple[()] = ()
     sympy_fn: Callable | None = None
 
 
@@ -118,13 +122,16 @@ class StateUpdate:
     """How a state buffer m is updated from its input x once per step, with decay b.
 
     kernel:  scalar Numba kernel ``(m, x, b) -> new m`` (the interpreter's loop body);
-    foreach: the in-place pipeline on the list of buffers (tokens "x", "b", "1-b").
+    foreach: the in-place pipeline on the list of buffers (tokens "x", "b", "1-b");
+    foreach_product: the same where x is a product x1*x2 (a ``fused`` addcmul_ row), which is
+             then never materialised (Adam's second moment: ``mul_`` and ``addcmul_``).
     """
 
     name: str
     formula: str
     kernel: Any
     foreach: Pipeline
+    foreach_product: Pipeline
 
 
 @dataclass(frozen=True)
@@ -273,7 +280,7 @@ def _k_interp(x, y, z, c):
 
 @njit(inline="always")
 def _u_ema(m, x, b):
-    return lerp(m, x, 1.0 - b)
+    return b * m + (1.0 - b) * x
 
 
 @njit(inline="always")
@@ -377,20 +384,20 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
     Elementwise(
         "add", "elementwise", (V, V), "x + y", "{x} + {y}", 1,
         kernel=_k_add, torch_fn=lambda x, y, z, c: x + y, torch_src="{x} + {y}",
-        foreach=(("add", "y"),),
+        foreach=(("add", "y"),), divisor="shift",
         sign_rule=lambda nn, pos, c: (nn[0] and nn[1], (nn[0] and pos[1]) or (pos[0] and nn[1])),
         sympy_fn=lambda x, y: x + y,
     ),
     Elementwise(
         "sub", "elementwise", (V, V), "x - y", "{x} - {y}", 1,
         kernel=_k_sub, torch_fn=lambda x, y, z, c: x - y, torch_src="{x} - {y}",
-        foreach=(("sub", "y"),), sympy_fn=lambda x, y: x - y,
+        foreach=(("sub", "y"),), divisor="shift", sympy_fn=lambda x, y: x - y,
     ),
     Elementwise(
         "mul", "elementwise", (V, V), "x * y", "{x} \\cdot {y}", 2,
         kernel=_k_mul, torch_fn=lambda x, y, z, c: x * y, torch_src="{x} * {y}",
         foreach=(("mul", "y"),), sign_rule=lambda nn, pos, c: (nn[0] and nn[1], False),
-        divisor="product", fused_step="addcmul_", sympy_fn=lambda x, y: x * y,
+        divisor="product", fused=("addcmul_", "x", "y"), sympy_fn=lambda x, y: x * y,
     ),
     Elementwise(
         "div", "elementwise", (V, V), "x / y, and 0 where y == 0", "\\frac{{{x}}}{{{y}}}", 0,
@@ -398,7 +405,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         torch_src="({x} / {y}).where({y} != 0, {y}.new_zeros(()))",
         foreach=(("div", "y"),), guard=1,
         sign_rule=lambda nn, pos, c: (nn[0] and nn[1], False),
-        divisor="quotient", fused_step="addcdiv_", sympy_fn=_sympy_div,
+        divisor="quotient", fused=("addcdiv_", "x", "y"), sympy_fn=_sympy_div,
     ),
     Elementwise(
         "neg", "elementwise", (V,), "-x", "-{x}", 2,
@@ -430,7 +437,7 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
         "square", "elementwise", (V,), "x * x", "{x}^{{2}}", 3,
         kernel=_k_square, torch_fn=lambda x, y, z, c: x * x, torch_src="{x} * {x}",
         foreach=(("mul", "x"),), sign_rule=lambda nn, pos, c: (True, False),
-        divisor="square", sympy_fn=lambda x: x**2,
+        divisor="square", fused=("addcmul_", "x", "x"), sympy_fn=lambda x: x**2,
     ),
     Elementwise(
         "exp", "elementwise", (V,), f"exp(min(x, {EXP_CLIP:g}))", "e^{{{x}}}", 3,
@@ -479,13 +486,18 @@ ELEMENTWISE: tuple[Elementwise, ...] = (
     ),
 )
 
+# The EMA is b*m + (1-b)*x (torch.optim.Adam's second moment), not torch.lerp (Adam's first
+# moment): the same value but other inf/NaN cases, and only this form takes a product without
+# materialising it, which saves a temporary list per step (page faults: ~3 passes on CPU).
 EMA_UPDATE = StateUpdate(
-    "ema", "m = b*m + (1-b)*x, computed as torch.lerp(m, x, 1-b) (torch.optim.Adam's form)",
-    _u_ema, (("lerp", "x", "1-b"),),
+    "ema", "m = b*m + (1-b)*x", _u_ema,
+    (("mul", "b"), ("add", "x", {"alpha": "1-b"})),
+    (("mul", "b"), ("addcmul", "x1", "x2", "1-b")),
 )
 ACCUMULATE_UPDATE = StateUpdate(
-    "accumulate", "m = b*m + x (torch.optim.SGD's momentum buffer, dampening 0)",
-    _u_accumulate, (("mul", "b"), ("add", "x")),
+    "accumulate", "m = b*m + x (torch.optim.SGD's momentum buffer, dampening 0)", _u_accumulate,
+    (("mul", "b"), ("add", "x")),
+    (("mul", "b"), ("addcmul", "x1", "x2", 1.0)),
 )
 BIAS_CORRECTION = BiasCorrection("m / (1 - b**t); 0 where b == 1", _bias_denominator,
                                  "(1.0 - {b} ** t)")

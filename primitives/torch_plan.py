@@ -31,8 +31,10 @@ class StepArgs:
 class Scalar:
     """A value that is the same for every element of every parameter in a step.
 
-    ``op`` is ``lit`` (``value``), ``sched`` (schedule row ``index``) or ``prim`` (elementwise
-    row ``index`` applied to scalar ``args`` and const ``c``, in float64 with the row's torch form).
+    ``op`` is ``lit`` (``value``), ``sched`` (schedule row ``index``), ``prim`` (elementwise
+    row ``index`` applied to scalar ``args`` and const ``c``, in float64 with the row's torch form)
+    or ``times`` (``args[0]`` times ``divisor``: a scalar added to a list that is still to be
+    divided, x/d + c = (x + c*d)/d).
     """
 
     op: str
@@ -40,10 +42,13 @@ class Scalar:
     index: int = -1
     args: tuple[Scalar, ...] = ()
     c: float = 0.0
+    divisor: Divisor | None = None
 
     def evaluate(self, step: StepArgs) -> float:
         if self.op == "lit":
             return self.value
+        if self.op == "times":
+            return self.args[0].evaluate(step) * self.divisor.evaluate(step)
         if self.op == "sched":
             return float(table.SCHEDULES[self.index].kernel.py_func(schedule_frac(step.t, step.total_steps)))
         import torch
@@ -55,6 +60,8 @@ class Scalar:
     def source(self) -> str:
         if self.op == "lit":
             return repr(float(self.value))
+        if self.op == "times":
+            return f"{self.args[0].source()} * ({self.divisor.source()})"
         if self.op == "sched":
             return "(" + table.SCHEDULES[self.index].src.format(frac="frac") + ")"
         xs = [f"torch.tensor({a.source()}, dtype=torch.float64)" for a in self.args]

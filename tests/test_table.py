@@ -187,21 +187,34 @@ def template_value(expr: str) -> float:
     return load_module(f"import math\n\nVALUE = {expr}\n", "Template").VALUE
 
 
+def _valid_pipeline(pipeline, tokens) -> bool:
+    for method, *toks in pipeline:
+        if toks and isinstance(toks[-1], dict):
+            toks = toks[:-1] + list(toks[-1].values())
+        assert hasattr(torch, "_foreach_" + method) and hasattr(torch, f"_foreach_{method}_")
+        assert all(t in tokens or isinstance(t, float) for t in toks), (method, toks)
+    return True
+
+
 def test_rows_have_every_field_their_kind_needs_and_valid_pipelines():
     assert len(TABLE) == len(set(TABLE))
-    tokens = {"x", "y", "z", "c", "|c|", "-|c|"}
     for prim in TABLE.values():
         assert prim.doc and prim.latex
         assert prim.name.isidentifier() and not prim.name.startswith("_")
         if prim.kind == "elementwise":
             assert prim.kernel is not None and prim.torch_fn is not None and prim.torch_src
             assert prim.sympy_fn is not None
-            assert prim.divisor in ("", "keep", "drop", "sqrt", "square", "product", "quotient")
-            for method, *toks in prim.foreach or ():
-                assert hasattr(torch, "_foreach_" + method) and hasattr(torch, f"_foreach_{method}_")
-                assert all(t in tokens or isinstance(t, float) for t in toks)
+            assert prim.divisor in ("", "keep", "drop", "sqrt", "square", "product", "quotient",
+                                    "shift")
+            assert _valid_pipeline(prim.foreach or (), {"x", "y", "z", "c", "|c|", "-|c|"})
+            if prim.fused:
+                assert prim.fused[0] in ("addcmul_", "addcdiv_") and hasattr(torch, "_foreach_"
+                                                                             + prim.fused[0])
+                assert set(prim.fused[1:]) <= {"x", "y"} and prim.vec_arity <= 2
         elif prim.kind == "state":
             assert prim.update in UPDATES.values()
+            assert _valid_pipeline(prim.update.foreach, {"x", "b", "1-b"})
+            assert _valid_pipeline(prim.update.foreach_product, {"x1", "x2", "b", "1-b"})
         elif prim.kind == "schedule":
             assert prim.kernel is not None and prim.src
 
