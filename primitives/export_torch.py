@@ -58,11 +58,23 @@ def _call_source(call: Call) -> list[str]:
         line = f"torch._foreach_{call.method}({', '.join(args)})"
     elif call.kind == "map":
         row = table.TABLE[call.method]
-        loop = ["_x", "_y", "_z"][: len(call.args)]
-        names = dict(zip(("x", "y", "z"), loop + [loop[0]] * (3 - len(loop))))
-        expr = row.torch_src.format(**names, c=repr(call.const), absc=repr(abs(call.const)))
-        source = call.args[0] if len(call.args) == 1 else f"zip({', '.join(call.args)})"
+        lists = [a for a in call.args if isinstance(a, str)]
+        loop = ["_x", "_y", "_z"][: len(lists)]
+        names, hoisted, it = [], [], iter(loop)
+        for i, arg in enumerate(call.args):
+            if isinstance(arg, str):
+                names.append(next(it))
+            else:  # a number: computed once, a 0-dim tensor like the list's
+                hoisted.append(f"_c{i} = {arg.source()}")
+                names.append(f"{loop[0]}.new_tensor(_c{i})")
+        names += [names[0]] * (3 - len(names))
+        expr = row.torch_src.format(x=names[0], y=names[1], z=names[2], c=repr(call.const),
+                                    absc=repr(abs(call.const)))
+        source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
         line = f"[{expr} for {', '.join(loop)} in {source}]"
+        if call.out is not None:
+            line = f"{call.out} = {line}"
+        return hoisted + [line]
     else:
         line = f"[torch.full_like(_x, {_arg_source(call.args[1])}) for _x in {call.args[0]}]"
     if call.out is not None:

@@ -6,21 +6,25 @@ the tensors of all parameters that share a step. The torch backend executes the 
 (:mod:`primitives.torch_backend`), the code generator prints the same plan as the body of the
 exported class (:mod:`primitives.export_torch`), so both run the same ops in the same order.
 
-What the lowering does to cut passes over memory (the step time of ``Adam(foreach=True)`` is
-the target), all read from the primitive table's rows:
+What the lowering does to cut passes over memory and fresh temporaries (on CPU a fresh list of
+tensors costs about three passes in page faults; ``Adam(foreach=True)`` is the target), all read
+from the primitive table's rows:
 
-* state buffers are updated in place with the update row's pipeline (``_foreach_lerp_`` for
-  the EMA);
+* state buffers are updated in place with the update row's pipeline; a product (``square``,
+  ``mul``) read only by the update is never materialised (``mul_`` then ``addcmul_``, as Adam's
+  second moment);
 * Adam's bias corrections stay per-step scalars (:class:`Divisor`) through the rows that let
-  them pass (``divisor`` field) and are folded into the final step's scalar;
+  them pass (``divisor`` field, e.g. x/d + c = (x + c*d)/d) and are folded into the step's scalar;
 * temporaries used once are overwritten in place, ``abs`` of a value known to be nonnegative
   is skipped, protected ops drop their mask where the guarded input is never zero (``sign_rule``
   facts), and literal-only subexpressions are folded with the row's kernel;
-* with ``step=True`` the parameter update is fused into the rule's last op (the row's
-  ``fused_step``: ``addcdiv_`` when it is a division) or one ``_foreach_add_(alpha=-lr/...)``,
+* with ``step=True`` the parameter update is fused into the rule's last op (the row's ``fused``:
+  ``addcdiv_`` for a division, ``addcmul_`` for a product) or one ``_foreach_add_(alpha=...)``,
   after the decoupled weight decay ``p *= 1 - lr*wd``.
 
-These rewrites change results by rounding only (a few ulps); NaN and inf stay where they were.
+These rewrites change results by rounding only (a few ulps), and NaN and inf stay where they
+were, except at the edge of the float range (a fused ``value*x*y`` can stay finite where the
+interpreter's ``x*y`` overflows first).
 """
 
 from __future__ import annotations
@@ -202,9 +206,10 @@ class _Lowering:
         if fused is not None:
             self.values[dst] = _Value(divisor=divisor, nonneg=nonneg, nonzero=nonzero, fused=fused)
         elif row.foreach is None or guarded:
-            lists = [self.as_list(v).name for v in values]
+            # scalars go in as 0-dim tensors that broadcast (a list holds at least one input)
+            args = [v.name if v.name is not None else v.scalar for v in values]
             out = self.temp()
-            self.emit("map", row.name, out, *lists, const=c)
+            self.emit("map", row.name, out, *args, const=c)
             self.values[dst] = _Value(name=out, divisor=divisor, nonneg=nonneg, nonzero=nonzero,
                                       owned=True)
         else:

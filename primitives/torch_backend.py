@@ -64,8 +64,7 @@ def execute(plan: Plan, params: list, grads: list, states: list[dict], step: Ste
         if call.kind == "foreach":
             result = getattr(torch, "_foreach_" + call.method)(*args, **kwargs)
         elif call.kind == "map":
-            fn = table.TABLE[call.method].torch_fn
-            result = [fn(*xs, *xs[:1] * (3 - len(xs)), call.const) for xs in zip(*args)]
+            result = _map(table.TABLE[call.method].torch_fn, args, call.const)
         else:  # fill
             result = [torch.full_like(x, args[1]) for x in args[0]]
         if call.out is not None:
@@ -76,6 +75,16 @@ def execute(plan: Plan, params: list, grads: list, states: list[dict], step: Ste
         value = plan.output.evaluate(step)
         return [torch.tensor(value, dtype=g.dtype, device=g.device) for g in grads]
     return env[plan.output]
+
+
+def _map(fn, args: list, const: float) -> list:
+    """fn over the tensors of the list arguments; a number is a 0-dim tensor like them."""
+    like = next(a for a in args if not isinstance(a, float))  # foreach ops return tuples
+    out = []
+    for i, x in enumerate(like):
+        xs = [x.new_tensor(a) if isinstance(a, float) else a[i] for a in args]
+        out.append(fn(*xs, *xs[:1] * (3 - len(xs)), const))
+    return out
 
 
 def _value(arg: Any, env: dict, step: StepArgs) -> Any:

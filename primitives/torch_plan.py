@@ -149,7 +149,8 @@ class Call:
     """One op of a plan over lists of tensors.
 
     kind ``foreach``: ``out = torch._foreach_<method>(*args, **kwargs)`` (``out`` None: in place);
-    ``map``: ``out = [row.torch_fn(*tensors, const) ...]`` for the elementwise row ``method``;
+    ``map``: ``out = [row.torch_fn(*tensors, const) ...]`` for the elementwise row ``method``,
+    a Scalar argument passed as a 0-dim tensor like the list's;
     ``fill``: ``out = [torch.full_like(x, value) for x in args[0]]`` with ``args[1]`` a Scalar.
     ``args`` are list names (str) or numbers (float, Scalar, Divisor, StepScale, DecayFactor).
     ``only_with_decay``: skipped when weight_decay is 0.
