@@ -192,8 +192,8 @@ def resume_cmd(run, generations, validate):
 @click.option("--json", "as_json", is_flag=True, help="Print hall of fame, funnel and curves as JSON.")
 def show_cmd(run, as_json):
     """Show the hall of fame and score curves of the campaign in RUN."""
-    from evolve.finalize import needs_total_steps
     from evolve.rundir import RunDirectory
+    from primitives.program import needs_total_steps
 
     rd = RunDirectory(run)
     hall = rd.read_hall_of_fame()
@@ -244,9 +244,9 @@ def show_cmd(run, as_json):
 def demo_cmd(out, generations, population):
     """A short real campaign (proxy suite and real-data tier), then the discovered rule beside
     adam and sgd."""
-    from evolve.finalize import needs_total_steps
     from evolve.rundir import REPORT, RunDirectory
     from evolve.worker import score_rules
+    from primitives.program import needs_total_steps
     from primitives.rules import KNOWN_RULES
 
     out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
