@@ -1,4 +1,4 @@
-"""The one error type the CLI shows users: one line, exit code 2, no traceback."""
+"""The errors users see as one line, no traceback: bad input (exit 2), a stopped run (exit 1)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ class UserError(click.ClickException):
 
 
 class RunError(click.ClickException):
-    """The environment stopped a run (disk full, permissions): one line, exit code 1."""
+    """The environment stopped a run (disk full, workers that keep dying): one line, exit code 1;
+    the message says what failed and that the last checkpoint is there to resume from."""
 
     exit_code = 1
 

@@ -1,45 +1,79 @@
-"""Executors: one ``map`` seam (as DEAP's toolbox.map) over serial, process-pool and Ray backends.
+"""Executors: the one ``map`` seam (as DEAP's toolbox.map) over serial, process-pool and Ray backends.
 
-Each executor scores a list of rule texts on a suite and returns one result dict per rule, in
-order. Workers build their evaluator once (task setup, baselines, compiled kernels) and reuse it
-for every chunk. Numba's cache is warmed in the parent before any worker starts, so workers load
-compiled code from disk instead of compiling it again.
+The contract every backend keeps is the docstring of :class:`Executor`. Workers run
+:func:`evolve.worker.evaluate_chunk` and build their evaluator once (task setup, baselines,
+compiled kernels); Numba's cache is warmed in the driver before any worker starts, so workers
+load compiled code from disk instead of compiling it again.
 
-A lost worker (killed, out of memory) never crashes a campaign: its chunk is retried once on a
-fresh pool, then scored as failed with the reason "worker lost".
+Process workers are spawned through :class:`evolve.spawn.IsolatedSpawnContext`: they never
+re-import the driver's ``__main__`` and ignore Ctrl-C from their first instruction.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing as mp
 import os
-import signal
+import socket
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
-from evolve.evaluation import failed_result, make_evaluator, warm_numba
+from evolve.errors import UserError
+from evolve.spawn import IsolatedSpawnContext
+from evolve.worker import evaluate_chunk, init_worker, warm_numba
+from fitness.score import Result
 
-_WORKER_EVALUATOR: Any = None
-_WORKER_KEY: tuple | None = None
-
-
-def _worker_evaluator(suite: str, seed: int):
-    global _WORKER_EVALUATOR, _WORKER_KEY
-    if _WORKER_KEY != (suite, seed):
-        _WORKER_EVALUATOR = make_evaluator(suite, seed)
-        _WORKER_KEY = (suite, seed)
-    return _WORKER_EVALUATOR
+ChunkFn = Callable[[str, int, list[str]], list[Result]]
+ATTEMPTS = 3  # tries per chunk in one map() before its evaluations count as lost
+_KILLED = "a worker process died: killed, or out of memory"
 
 
-def _init_process_worker(suite: str, seed: int) -> None:
-    # Ctrl-C goes to the whole process group; the parent decides when to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_evaluator(suite, seed)
+@dataclass
+class ExecutorStats:
+    """What went wrong with workers: ``lost`` evaluations died with their worker, ``retried``
+    were submitted again, ``failures`` counts broken pools or failed tasks."""
+
+    lost: int = 0
+    retried: int = 0
+    failures: int = 0
 
 
-def _evaluate_chunk(suite: str, seed: int, rules: list[str]) -> list[dict]:
-    return _worker_evaluator(suite, seed).evaluate(rules)
+class LostEvaluations(RuntimeError):
+    """Workers kept dying: some rules have no result after every attempt (never a score)."""
+
+    def __init__(self, missing: int, attempts: int, cause: str):
+        self.missing, self.attempts, self.cause = missing, attempts, cause
+        super().__init__(f"{missing} evaluation(s) lost: their workers failed {attempts} times "
+                         f"in a row ({cause})")
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Scores rule texts on one suite and seed, somewhere.
+
+    * ``map(rules, suite=None, seed=None)`` returns one :class:`fitness.score.Result` per rule,
+      in the order given, on the executor's suite and seed unless others are named (redrawn
+      proxy instances; ``real:...`` suites are the real-data tier, see :mod:`evolve.tiers`).
+      Each is a pure function of (rule, suite, seed), so every executor returns the same
+      results; the driver's equivalence cache and the strategy see no difference.
+    * A worker that dies (killed, out of memory, a lost node) is never a score: its rules are
+      submitted again on fresh workers, up to :data:`ATTEMPTS` tries in all. ``stats.lost``
+      counts evaluations that died with a worker, ``stats.retried`` those submitted again.
+      When a rule still has no result, ``map`` raises :class:`LostEvaluations` and returns
+      nothing: no made-up result is ever cached or told to a strategy.
+    * ``close()`` releases the workers, returns within about 10 s even when one hangs, and is
+      safe to call twice; ``map`` after ``close`` starts fresh workers.
+    """
+
+    name: str
+    workers: int
+    stats: ExecutorStats
+
+    def map(self, rules: Sequence[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]: ...
+
+    def close(self) -> None: ...
 
 
 def _chunks(items: list[str], n: int) -> list[list[str]]:
@@ -54,96 +88,136 @@ def _chunks(items: list[str], n: int) -> list[list[str]]:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 class SerialExecutor:
+    """Scores in the driver's own process (nothing to lose)."""
+
     name = "serial"
 
-    def __init__(self, suite: str, seed: int, workers: int = 1):
+    def __init__(self, suite: str, seed: int, workers: int = 1, chunk_fn: ChunkFn | None = None):
         self.suite, self.seed = suite, seed
         self.workers = 1
+        self.stats = ExecutorStats()
+        self._chunk_fn = chunk_fn or evaluate_chunk
 
-    def map(self, rules: list[str]) -> list[dict]:
+    def map(self, rules: Sequence[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]:
         if not rules:
             return []
-        return _evaluate_chunk(self.suite, self.seed, list(rules))
+        return self._chunk_fn(suite or self.suite, self.seed if seed is None else seed,
+                              list(rules))
 
     def close(self) -> None:
         pass
 
 
-class ProcessExecutor:
-    """A spawn-based process pool (fork is unsafe with threads and Numba's runtime)."""
+class _RetryingExecutor:
+    """Chunks, attempts and counts shared by the process and Ray executors (see Executor).
+
+    A subclass runs one round with :meth:`_round`: it fills ``results[i]`` for the chunks of
+    ``todo`` that came back and returns the cause of any that did not.
+    """
+
+    name = ""
+    workers = 1
+    attempts = ATTEMPTS
+    stats: ExecutorStats
+
+    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
+               results: list[list[Result] | None]) -> str:
+        raise NotImplementedError
+
+    def _before_retry(self, attempt: int) -> None:
+        """Called before each attempt after the first."""
+
+    def map(self, rules: Sequence[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]:
+        if not rules:
+            return []
+        job = (suite or self.suite, self.seed if seed is None else seed)
+        chunks = _chunks(list(rules), self.workers * 2)
+        results: list[list[Result] | None] = [None] * len(chunks)
+        todo = list(range(len(chunks)))
+        cause = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                self.stats.retried += sum(len(chunks[i]) for i in todo)
+                self._before_retry(attempt)
+            cause = self._round(job, chunks, todo, results) or cause
+            todo = [i for i in todo if results[i] is None]
+            if not todo:
+                return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
+            self.stats.failures += 1
+            self.stats.lost += sum(len(chunks[i]) for i in todo)
+        raise LostEvaluations(sum(len(chunks[i]) for i in todo), self.attempts, cause)
+
+
+class ProcessExecutor(_RetryingExecutor):
+    """A pool of spawned worker processes, two chunks per worker per map."""
 
     name = "process"
 
-    def __init__(self, suite: str, seed: int, workers: int = 0, chunk_fn=None):
+    def __init__(self, suite: str, seed: int, workers: int = 0, chunk_fn: ChunkFn | None = None,
+                 attempts: int = ATTEMPTS):
         self.suite, self.seed = suite, seed
         self.workers = workers or default_workers()
-        self.lost_workers = 0
-        self._chunk_fn = chunk_fn or _evaluate_chunk
+        self.attempts = attempts
+        self.stats = ExecutorStats()
+        self._chunk_fn = chunk_fn or evaluate_chunk
         warm_numba()
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def _ensure_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=mp.get_context("spawn"),
-                initializer=_init_process_worker,
-                initargs=(self.suite, self.seed),
-            )
+                max_workers=self.workers, mp_context=IsolatedSpawnContext(),
+                initializer=init_worker, initargs=(self.suite, self.seed))
         return self._pool
 
-    def _reset_pool(self) -> None:
+    def _kill_pool(self) -> None:
         """Throw away a broken pool, its surviving workers included.
 
         A worker killed while it held the call queue's lock leaves its siblings blocked on that
         lock for ever, and a plain shutdown would wait for them; so they are killed first.
         """
         if self._pool is not None:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 if proc.is_alive():
                     proc.kill()
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
-    def map(self, rules: list[str]) -> list[dict]:
-        if not rules:
-            return []
-        chunks = _chunks(list(rules), self.workers * 2)
-        results: list[list[dict] | None] = [None] * len(chunks)
-        todo = list(range(len(chunks)))
-        for _attempt in range(2):
+    def _before_retry(self, attempt: int) -> None:
+        time.sleep(0.2 * attempt)  # let whatever killed the workers pass
+
+    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
+               results: list[list[Result] | None]) -> str:
+        try:
             pool = self._ensure_pool()
-            futures = {}
+            futures = {pool.submit(self._chunk_fn, *job, chunks[i]): i for i in todo}
+        except cf.process.BrokenProcessPool:
+            self._kill_pool()
+            return _KILLED
+        cause = ""
+        for fut, i in futures.items():
             try:
-                futures = {pool.submit(self._chunk_fn, self.suite, self.seed, chunks[i]): i
-                           for i in todo}
+                results[i] = fut.result()
             except cf.process.BrokenProcessPool:
-                self._reset_pool()
-                continue
-            broken = False
-            for fut, i in futures.items():
-                try:
-                    results[i] = fut.result()
-                except cf.process.BrokenProcessPool:
-                    broken = True
-            todo = [i for i in todo if results[i] is None]
-            if broken:
-                self.lost_workers += 1
-                self._reset_pool()
-            if not todo:
-                break
-        for i in todo:  # lost twice: scored as failed, with the reason
-            results[i] = [failed_result(rule, "worker lost (process killed twice)") for rule in chunks[i]]
-        return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
+                cause = _KILLED
+            except Exception as err:  # noqa: BLE001 - a broken task is lost as well
+                cause = f"{type(err).__name__}: {_one_line(err)}"
+        if cause:
+            self._kill_pool()
+        return cause
 
     def close(self) -> None:
         if self._pool is None:
             return
-        procs = list(getattr(self._pool, "_processes", {}).values())
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
         # idle workers exit at once; one blocked on a lock a killed sibling held never would
         deadline = time.monotonic() + 10.0
@@ -154,52 +228,77 @@ class ProcessExecutor:
         self._pool = None
 
 
-class RayExecutor:
-    """Ray tasks, many candidates per task; local instance unless ``address`` is given."""
+class RayExecutor(_RetryingExecutor):
+    """Ray tasks, many candidates per task; a local instance unless ``address`` is given."""
 
     name = "ray"
 
     def __init__(self, suite: str, seed: int, workers: int = 0, address: str | None = None,
-                 chunk_fn=None):
+                 chunk_fn: ChunkFn | None = None, attempts: int = ATTEMPTS):
         try:
             import ray
-        except ImportError as err:  # pragma: no cover - depends on the install
-            raise RuntimeError("the ray executor needs `pip install evolve-optim[ray]`") from err
+        except ImportError:  # pragma: no cover - depends on the install
+            raise UserError("the ray executor needs Ray: pip install 'evolve-optim[ray]'") from None
         self.ray = ray
         self.suite, self.seed = suite, seed
         self.workers = workers or default_workers()
-        self.lost_workers = 0
+        self.attempts = attempts
+        self.stats = ExecutorStats()
+        if address:
+            _check_reachable(address)
         warm_numba()
         if not ray.is_initialized():
             kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                           configure_logging=False)
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=self.workers, **kwargs)
-        # a Ray task whose worker dies is retried once by Ray itself, then scored as failed
-        self._remote = ray.remote(max_retries=1)(chunk_fn or _evaluate_chunk)
-
-    def map(self, rules: list[str]) -> list[dict]:
-        if not rules:
-            return []
-        chunks = _chunks(list(rules), self.workers * 2)
-        refs = [self._remote.remote(self.suite, self.seed, c) for c in chunks]
-        out: list[dict] = []
-        for chunk, ref in zip(chunks, refs):
             try:
-                out.extend(self.ray.get(ref))
-            except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.RayTaskError,
-                    self.ray.exceptions.TaskCancelledError):
-                self.lost_workers += 1
-                out.extend(failed_result(r, "worker lost (ray task failed twice)") for r in chunk)
-        return out
+                if address:
+                    ray.init(address=address, **kwargs)
+                else:
+                    ray.init(num_cpus=self.workers, **kwargs)
+            except (Exception, SystemExit) as err:  # Ray exits the process on some failures
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise UserError(f"cannot connect to {where} ({_one_line(err)}); check --address, "
+                                "or use --executor process") from None
+        # retries are ours (counted, and never a made-up score), not Ray's
+        self._remote = ray.remote(max_retries=0)(chunk_fn or evaluate_chunk)
+
+    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
+               results: list[list[Result] | None]) -> str:
+        refs = {i: self._remote.remote(*job, chunks[i]) for i in todo}
+        cause = ""
+        for i, ref in refs.items():
+            try:
+                results[i] = self.ray.get(ref)
+            except self.ray.exceptions.RayError as err:
+                cause = type(err).__name__
+        return cause
 
     def close(self) -> None:
         pass  # the Ray instance is shut down with the process (or kept when it was external)
 
 
-def make_executor(kind: str, suite: str, seed: int, workers: int = 0, address: str | None = None):
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a host:port address does not answer."""
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return  # "auto" and other forms are Ray's to interpret
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(f"cannot connect to the Ray cluster at {address} "
+                        f"({err.strerror or err}); check --address, or use --executor process"
+                        ) from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def make_executor(kind: str, suite: str, seed: int, workers: int = 0,
+                  address: str | None = None) -> Executor:
+    """The executor a config names; UserError when it cannot start (e.g. Ray unreachable)."""
     if kind == "serial":
         return SerialExecutor(suite, seed)
     if kind == "process":
@@ -209,4 +308,5 @@ def make_executor(kind: str, suite: str, seed: int, workers: int = 0, address: s
     raise ValueError(f"unknown executor {kind!r}; use serial, process or ray")
 
 
-__all__ = ["ProcessExecutor", "RayExecutor", "SerialExecutor", "default_workers", "make_executor"]
+__all__ = ["ATTEMPTS", "Executor", "ExecutorStats", "LostEvaluations", "ProcessExecutor",
+           "RayExecutor", "SerialExecutor", "default_workers", "make_executor"]

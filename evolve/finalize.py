@@ -1,47 +1,54 @@
-"""After a campaign: simplify the hall of fame, run the funnel, write the report and plots.
+"""After a campaign: the final selection, simplify the hall of fame, the funnel, report, plots.
 
-Funnel (Lion search): the hall of fame and every best-so-far champion are re-scored on the
-held-out suite, whose task families were never used in search. The report ranks by held-out
-score and flags meta-overfitting: generations where the champion's search score went up while
-its held-out score went down.
+Selection (:mod:`evolve.tiers`): the real-data tier's best rules are re-scored on fresh seeds and
+the best confirmed one is the campaign's answer (``selection.json``, ``RUN:best``). The hall of
+fame is simplified (pruned on probe inputs, sympy) and deduplicated by simplified form; the
+Pareto front of tier-2 score against rule size is listed as PySR does.
+
+Funnel (Lion search): the hall of fame and every best-so-far champion are also re-scored on the
+held-out proxy suite, whose task families were never used in search; the report flags
+meta-overfitting: generations where the champion's search score went up while its held-out
+score went down. (How well each stage predicts real training is measured by
+``scripts/fidelity.py``.)
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evolve.campaign import Campaign
-from evolve.evaluation import fingerprint, make_evaluator
+from evolve.executors import Executor
+from evolve.rundir import LOSS_PLOT, SCORE_PLOT, VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
-from primitives.files import atomic_write_json, atomic_write_text
+from evolve.strategy import Strategy
+from evolve.tiers import confirm_seeds, real_suite, select
+from evolve.worker import fingerprint, score_rules, warm_real_tier
+from primitives.program import compile_rule, needs_total_steps
 from primitives.rules import KNOWN_RULES
 
 
-def funnel(campaign: Campaign) -> dict[str, Any]:
-    cfg = campaign.config
-    evaluator = make_evaluator(cfg.heldout_suite, cfg.seed)
+def funnel(strategy: Strategy) -> dict[str, Any]:
+    """Hall of fame and champions re-scored on the held-out suite, best held-out first."""
+    cfg = strategy.config
     rules: list[str] = []
-    for rule in [i.rule for i in campaign.hall_of_fame] + [c["rule"] for c in campaign.champions]:
+    for rule in [i.rule for i in strategy.hall_of_fame] + [c["rule"] for c in strategy.champions]:
         if rule not in rules:
             rules.append(rule)
     baselines = {name: KNOWN_RULES[name].rule for name in ("adam", "sgd")}
-    results = evaluator.evaluate(rules + list(baselines.values()))
+    results = score_rules(cfg.heldout_suite, cfg.seed, rules + list(baselines.values()))
     by_rule = dict(zip(rules, results[: len(rules)]))
-    search = {i.rule: i.score for i in campaign.hall_of_fame}
-    search.update({c["rule"]: c["score"] for c in campaign.champions})
+    search = {i.rule: i.score for i in strategy.hall_of_fame}
+    search.update({c["rule"]: c["score"] for c in strategy.champions})
     ranking = sorted(
-        ({"rule": r, "search_score": search[r], "heldout_score": by_rule[r]["aggregate"],
-          "tasks": by_rule[r].get("tasks", [])} for r in rules),
+        ({"rule": r, "search_score": search[r], "heldout_score": by_rule[r].score,
+          "tasks": by_rule[r].to_dict()["tasks"]} for r in rules),
         key=lambda row: (-row["heldout_score"], -row["search_score"], row["rule"]),
     )
     champions = []
     flags = []
-    for c in campaign.champions:
-        row = {**c, "heldout_score": by_rule[c["rule"]]["aggregate"]}
+    for c in strategy.champions:
+        row = {**c, "heldout_score": by_rule[c["rule"]].score}
         if champions:
             prev = champions[-1]
             if row["score"] > prev["score"] and row["heldout_score"] < prev["heldout_score"]:
@@ -53,34 +60,83 @@ def funnel(campaign: Campaign) -> dict[str, Any]:
         "ranking": ranking,
         "champions": champions,
         "meta_overfitting_generations": flags,
-        "baselines": {name: res["aggregate"] for name, res in zip(baselines, results[len(rules):])},
+        "baselines": {name: res.score for name, res in zip(baselines, results[len(rules):])},
     }
 
 
-def finalize(run_dir: str | Path, campaign: Campaign, *, validate: bool = False) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    hall = json.loads((run_dir / "hall_of_fame.json").read_text())
+def finalize(rd: RunDirectory, strategy: Strategy, *, validate: bool = False,
+             counters: dict[str, int] | None = None,
+             executor: Executor | None = None) -> dict[str, Any]:
+    """The final selection, the simplified hall of fame, the funnel (and torch validation),
+    plots and report. ``executor`` scores the confirmations (default: in this process).
+
+    ``counters`` are the run's totals (lost and retried evaluations, which the log cannot
+    hold when a generation was cut short by lost workers)."""
+    selection = confirm_and_select(rd, strategy, executor)
+    hall = simplified_hall(rd.read_hall_of_fame())
+    rd.write_hall_of_fame(hall)
+    heldout = funnel(strategy)
+    rd.write_heldout(heldout)
+    validation = _validate_top(rd, heldout) if validate else None
+    plots = _plots(rd, strategy)
+    report = rd.write_report(_report(rd, strategy, hall, heldout, plots, validation,
+                                     counters or {}, selection))
+    return {"heldout": heldout, "selection": selection, "report": str(report)}
+
+
+def simplified_hall(hall: list[dict]) -> list[dict]:
+    """Each entry with its pruned and sympy forms; one entry per simplified form (the first,
+    which is the better: the hall is best first)."""
+    out, seen = [], set()
     for entry in hall:
         entry["simplified"] = prune(entry["rule"], fingerprint)
+        if entry["simplified"] in seen:
+            continue
+        seen.add(entry["simplified"])
         entry["sympy"] = sympy_form(entry["simplified"])
-    atomic_write_json(run_dir / "hall_of_fame.json", hall)
-    heldout = funnel(campaign)
-    atomic_write_json(run_dir / "heldout.json", heldout)
-    summary: dict[str, Any] = {
-        "heldout_best": next((r["heldout_score"] for r in heldout["ranking"]
-                              if r["rule"] == campaign.hall_of_fame[0].rule), None),
-    }
-    validation = None
-    if validate:
-        validation = _validate_top(run_dir, heldout)
-    plots = _plots(run_dir, campaign)
-    report = run_dir / "report.md"
-    atomic_write_text(report, _report(run_dir, campaign, hall, heldout, plots, validation))
-    summary["report"] = str(report)
-    return summary
+        entry["needs_total_steps"] = needs_total_steps(entry["rule"])
+        out.append(entry)
+    return out
 
 
-def _validate_top(run_dir: Path, heldout: dict, k: int = 2) -> dict:
+def pareto_front(points: list[dict], key: str = "score") -> list[dict]:
+    """The entries no other entry beats on both ``key`` (higher) and size (smaller), by size."""
+    front = []
+    for p in sorted(points, key=lambda p: (p["size"], -p[key])):
+        if not front or p[key] > front[-1][key]:
+            front.append(p)
+    return front
+
+
+def confirm_and_select(rd: RunDirectory, strategy: Strategy,
+                       executor: Executor | None = None) -> dict[str, Any] | None:
+    """Re-score tier 2's top ``confirm`` rules on fresh seeds and write ``selection.json``:
+    the ranking by the geometric mean of both tier-2 scores, its first rule the answer."""
+    cfg = strategy.config
+    board = strategy.real.leaderboard()
+    if not board:
+        return None
+    top = board[: cfg.confirm]
+    confirmations = {}
+    if top:
+        suite = real_suite(cfg, confirm_seeds(cfg))
+        warm_real_tier(suite)
+        rules = [e.rule for e in top]
+        results = executor.map(rules, suite) if executor is not None \
+            else score_rules(suite, cfg.seed, rules)
+        confirmations = {e.fingerprint: r for e, r in zip(top, results)}
+    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations)
+    front = pareto_front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
+    how = (f"the real-data tier's best of {len(board)} rules, confirmed on fresh seeds "
+           f"{confirm_seeds(cfg)}" if top else "the real-data tier's best rule")
+    selection = {"rule": ranking[0]["rule"], "how": how, "confirm_seeds": confirm_seeds(cfg),
+                 "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
+                 "schedule": cfg.schedule, "ranking": ranking, "pareto": front}
+    rd.write_selection(selection)
+    return selection
+
+
+def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
     """The last funnel stage: the top-k held-out rules against adam and sgd in torch training.
 
     On CIFAR-10 when ``CIFAR10_DIR`` points at the data (CPU-feasible subset), else on the
@@ -98,20 +154,17 @@ def _validate_top(run_dir: Path, heldout: dict, k: int = 2) -> dict:
                                  baselines=("adam", "sgd"), subset=5000, epochs=4, seeds=1)
     else:
         results = validate_rules(rules, dataset="digits", baselines=("adam", "sgd"), seeds=1)
-    (run_dir / "validation").mkdir(exist_ok=True)
-    write_report(results, run_dir / "validation", "validate")
+    write_report(results, rd.file(VALIDATION), "validate")
     return results
 
 
-def _plots(run_dir: Path, campaign: Campaign) -> list[str]:
+def _plots(rd: RunDirectory, strategy: Strategy) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evolve.runner import RunDirectory
-
-    log = RunDirectory(run_dir).read_log()
+    log = rd.read_log()
     names = []
     if log:
         gens = [r["generation"] for r in log]
@@ -125,10 +178,10 @@ def _plots(run_dir: Path, campaign: Campaign) -> list[str]:
         ax.legend(fontsize=8)
         ax.set_title("score over generations")
         fig.tight_layout()
-        fig.savefig(run_dir / "score.png", dpi=110)
+        rd.save_figure(fig, SCORE_PLOT)
         plt.close(fig)
-        names.append("score.png")
-    curves = _loss_curves(campaign)
+        names.append(SCORE_PLOT)
+    curves = _loss_curves(strategy)
     if curves:
         task, series = curves
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -139,28 +192,26 @@ def _plots(run_dir: Path, campaign: Campaign) -> list[str]:
         ax.set_title(f"{task}: best rule against tuned Adam and SGD")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(run_dir / "loss_curves.png", dpi=110)
+        rd.save_figure(fig, LOSS_PLOT)
         plt.close(fig)
-        names.append("loss_curves.png")
+        names.append(LOSS_PLOT)
     return names
 
 
-def _loss_curves(campaign: Campaign):
+def _loss_curves(strategy: Strategy):
     """Loss curves at each optimizer's best lr on the first task of the search suite."""
     from fitness.interpreter import StepRunner
     from fitness.tasks import build, get_suite
-    from primitives.program import compile_rule
 
-    best = campaign.hall_of_fame[0]
-    spec = get_suite(campaign.config.suite)[0]
-    task = build(spec, campaign.config.seed)
-    entries = {"best rule": best, "adam": None, "sgd": None}
-    evaluator = make_evaluator(campaign.config.suite, campaign.config.seed)
+    cfg = strategy.config
+    best = strategy.hall_of_fame[0]
+    spec = get_suite(cfg.suite)[0]
+    task = build(spec, cfg.seed)
     series = {}
-    for label, ind in entries.items():
-        rule = ind.rule if ind is not None else KNOWN_RULES[label].rule
-        result = ind.__dict__ if ind is not None else evaluator.evaluate([rule])[0]
-        lr = next((t.get("best_lr") for t in result["tasks"] if t.get("task") == spec.name), None)
+    for label in ("best rule", "adam", "sgd"):
+        rule = best.rule if label == "best rule" else KNOWN_RULES[label].rule
+        tasks = best.tasks if label == "best rule" else score_rules(cfg.suite, cfg.seed, [rule])[0].tasks
+        lr = next((t.best_lr for t in tasks if t.task == spec.name), None)
         if not lr:
             continue
         runner = StepRunner(compile_rule(rule), task.w0, total_steps=task.steps)
@@ -175,35 +226,71 @@ def _loss_curves(campaign: Campaign):
     return (spec.name, series) if series else None
 
 
-def _report(run_dir: Path, campaign: Campaign, hall: list[dict], heldout: dict, plots: list[str],
-            validation: dict | None) -> str:
-    cfg = campaign.config
-    from evolve.runner import RunDirectory
+def _selection_lines(selection: dict | None) -> list[str]:
+    if not selection:
+        return ["## Real-data tier", "", "Tier 2 scored no rule (it is off, or no candidate "
+                "reached `real_min_score`); `RUN:best` is the held-out funnel's first rule.", ""]
+    lines = ["## The campaign's answer: the real-data tier (tier 2)", "",
+             f"`RUN:best` = `{selection['rule']}` — {selection['how']}. Tier-2 tasks: "
+             + ", ".join(selection["tasks"]) + f"; {selection['schedule']} schedule. Scores are "
+             "geometric-mean test-loss ratios against tuned Adam (1.0 = Adam, higher is "
+             "better); final = geometric mean of the tier-2 and confirmation scores.", "",
+             "| rank | final | tier 2 | confirmation | proxy | size | rule |",
+             "|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(selection["ranking"], 1):
+        def fmt(v):
+            return f"{v:.3f}" if v is not None else "—"
+        lines.append(f"| {i} | {fmt(row['final_score'])} | {fmt(row['real_score'])} | "
+                     f"{fmt(row['confirm_score'])} | {fmt(row['proxy_score'])} | {row['size']} | "
+                     f"`{row['rule']}` |")
+    lines += ["", "### Pareto front: tier-2 score against rule size", "",
+              "| size | tier 2 | rule |", "|---|---|---|"]
+    lines += [f"| {p['size']} | {p['score']:.3f} | `{p['rule']}` |" for p in selection["pareto"]]
+    return lines + [""]
 
-    log = RunDirectory(run_dir).read_log()
+
+def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dict,
+            plots: list[str], validation: dict | None, counters: dict[str, int],
+            selection: dict | None = None) -> str:
+    cfg = strategy.config
+    log = rd.read_log()
     evaluated = sum(r.get("evaluated", 0) for r in log)
     hits = sum(r.get("cache_hits", 0) for r in log)
     hurdles = sum(r.get("hurdle_rejections", 0) for r in log)
+    lost = counters.get("lost", sum(r.get("lost_evaluations") or 0 for r in log))
+    retried = counters.get("retried", sum(r.get("retried_evaluations") or 0 for r in log))
     seconds = sum(r.get("seconds", 0) for r in log)
     lines = [
-        f"# Campaign report: {run_dir.name}",
+        f"# Campaign report: {rd.path.name}",
         "",
-        f"- algorithm **{cfg.algorithm}**, population {cfg.population}, {campaign.generation} "
-        f"generations, warm start `{cfg.warm_start}`, seed {cfg.seed}, executor {cfg.executor}",
+        f"- strategy **{cfg.strategy}** ({cfg.algorithm}), population {cfg.population}, "
+        f"{strategy.generation} generations, warm start `{cfg.warm_start}`, seed {cfg.seed}, "
+        f"executor {cfg.executor}",
         f"- search suite `{cfg.suite}`, held-out suite `{cfg.heldout_suite}`; scores: 1.0 = tuned "
         "Adam, higher is better",
-        f"- candidates {campaign.evaluations}: {evaluated} evaluated, {hits} equivalence-cache "
+        f"- candidates {strategy.evaluations}: {evaluated} evaluated, {hits} equivalence-cache "
         f"hits, {hurdles} stopped at the hurdle; {seconds:.1f} s in scoring "
-        f"({campaign.evaluations / seconds if seconds else 0:.0f} candidates/s)",
+        f"({strategy.evaluations / seconds if seconds else 0:.0f} candidates/s)",
+        f"- workers: {lost} evaluations lost with a worker, {retried} retried (a lost "
+        "evaluation is never a score)",
+        f"- real-data tier: {len(strategy.real.entries)} rules trained (the best "
+        f"{cfg.real_k} new ones of each generation with a proxy score of at least "
+        f"{cfg.real_min_score:g}); proxy instances redrawn every {cfg.redraw_every or 'never'} "
+        "generations",
         "",
-        "## Hall of fame (search suite)",
+        *_selection_lines(selection),
+        "## Hall of fame (tier-2 rules first by tier-2 score, then the proxy's best)",
         "",
-        "| # | score | rule | pruned | sympy |",
-        "|---|---|---|---|---|",
+        "| # | tier | score | proxy | rule | pruned | sympy |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, e in enumerate(hall, 1):
-        lines.append(f"| {i} | {e['score']:.3f} | `{e['rule']}` | `{e['simplified']}` | "
-                     f"`{e['sympy']}` |")
+        proxy = e.get("proxy_score", e["score"])
+        lines.append(f"| {i} | {e.get('tier', 'proxy')} | {e['score']:.3f} | {proxy:.3f} | "
+                     f"`{e['rule']}` | `{e['simplified']}` | `{e['sympy']}` |")
+    if any(e.get("needs_total_steps") for e in hall):
+        lines += ["", "Rules that read `cos_decay` or `lin_decay` need `total_steps` when "
+                  "exported (`MyOpt(params, lr=..., total_steps=N)`)."]
     lines += [
         "",
         f"## Funnel: held-out suite `{heldout['suite']}`",
@@ -223,8 +310,8 @@ def _report(run_dir: Path, campaign: Campaign, hall: list[dict], heldout: dict, 
         lines.append(f"| {c['generation']} | {c['score']:.3f} | {c['heldout_score']:.3f} | {flag} |")
     if validation:
         lines += ["", "## Torch validation (the funnel's last stage)", "",
-                  "Top held-out rules against adam and sgd: `validation/validate.md` "
-                  "(table) and `validation/*.png` (curves)."]
+                  f"Top held-out rules against adam and sgd: `{VALIDATION}/validate.md` "
+                  f"(table) and `{VALIDATION}/*.png` (curves)."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

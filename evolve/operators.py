@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from deap import gp
 
-from primitives.gp import PSET, Vec, from_deap, to_deap
+from primitives.gp import PSET, from_deap, to_deap
 from primitives.grammar import Node, check_types, lit
 from primitives.random_rules import random_literal, random_tree
 from primitives.table import BETA, CONST, TABLE, VEC
@@ -141,12 +141,18 @@ def _deap_mutation(tree: Node, rng: np.random.Generator, kind: str) -> Node:
     return from_deap(individual)
 
 
-MUTATIONS = ("node", "insert", "shrink", "subtree", "constant")
+# the mutation operators and how often each is drawn (constants most: the Lion search found
+# most of its gains by tuning the constants of a good structure)
+MUTATION_WEIGHTS = {"node": 0.25, "insert": 0.15, "shrink": 0.1, "subtree": 0.2, "constant": 0.3}
 
 
 def mutate(tree: Node, rng: np.random.Generator, weights: dict[str, float] | None = None) -> tuple[Node, str]:
-    """One mutation drawn by ``weights``; returns the child and the operator's name."""
-    weights = weights or {"node": 0.25, "insert": 0.15, "shrink": 0.1, "subtree": 0.2, "constant": 0.3}
+    """One mutation drawn by ``weights`` (keys of MUTATION_WEIGHTS); returns the child and the
+    operator's name."""
+    weights = weights or MUTATION_WEIGHTS
+    unknown = set(weights) - set(MUTATION_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown mutation(s) {sorted(unknown)}; known: {list(MUTATION_WEIGHTS)}")
     names = list(weights)
     p = np.array([weights[n] for n in names], dtype=float)
     kind = names[int(rng.choice(len(names), p=p / p.sum()))]
@@ -202,5 +208,5 @@ def vary(parent: Node, rng: np.random.Generator, limits: Limits, *, other: Node 
     return parent, "none"
 
 
-__all__ = ["Limits", "MUTATIONS", "Vec", "crossover", "mutate", "perturb_constant",
+__all__ = ["Limits", "MUTATION_WEIGHTS", "crossover", "mutate", "perturb_constant",
            "replace_at", "replace_subtree", "vary", "within"]

@@ -1,63 +1,60 @@
-"""Running a campaign in a run directory: cached scoring, checkpoints, resume, progress.
+"""Driving a strategy in a run directory: cached scoring, checkpoints, stops, resume, extension.
 
-Run directory layout (everything JSON / JSONL / Markdown / PNG, written atomically)::
-
-    RUN/config.json         the CampaignConfig
-    RUN/checkpoint.json     the campaign state (every N generations, on SIGINT/SIGTERM, and at
-                            the end), with the number of cache lines it relies on
-    RUN/cache.jsonl         the equivalence cache, append-only: fingerprint -> compact result
-    RUN/log.jsonl           one line per generation: best and median score, sizes, cache hits,
-                            evaluations/s
-    RUN/hall_of_fame.json   best rules first: rule, score, per-task scores, simplified form
-    RUN/heldout.json        the funnel: hall of fame and champions re-scored on held-out tasks
-    RUN/report.md, RUN/*.png
-
-A checkpoint is written after the generation's log line, so on resume the log is cut back to
-the checkpoint's generation and the run continues exactly as if it had never stopped.
+:func:`run_campaign` is the one loop: ask the strategy, score through the equivalence cache and
+an executor, tell, log, checkpoint; every strategy goes through it the same way. It holds the
+run directory's lock for its whole length (funnel and report included), and stops cleanly on
+SIGINT/SIGTERM (after the current generation), on lost workers and on a failed write, always
+with a checkpoint from which ``evolve resume`` continues exactly. The layout it writes is
+:mod:`evolve.rundir`'s.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from evolve.campaign import FLOOR, Campaign, CampaignConfig, ConfigError
-from evolve.errors import UserError
-from evolve.evaluation import fingerprint
-from evolve.executors import make_executor
-from primitives.files import atomic_write_json, atomic_write_text
+from evolve.config import CampaignConfig, ConfigError
+from evolve.errors import RunError, UserError
+from evolve.executors import Executor, LostEvaluations, make_executor
+from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
+from evolve.strategy import Strategy
+from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, real_suite
+from evolve.worker import fingerprint, warm_real_tier
+from fitness.score import Result, json_safe
+from primitives.grammar import parse
 
-CHECKPOINT = "checkpoint.json"
-CONFIG = "config.json"
-LOG = "log.jsonl"
-HALL = "hall_of_fame.json"
-CACHE = "cache.jsonl"
+Progress = Callable[[dict, int], None]  # (log row, total generations)
+Notify = Callable[[str], None]
 
 
 class CachedScorer:
     """The functional-equivalence cache in front of an executor.
 
-    Rules whose fingerprints (outputs on fixed probe gradients) agree share one evaluation.
-    It lives in the driver and is saved with each checkpoint, so which rules share a result
-    does not depend on the executor or on a restart.
+    Rules whose fingerprints (outputs on fixed probe gradients) agree share one evaluation. It
+    lives in the driver and its entries are saved with each checkpoint, so which rules share a
+    result does not depend on the executor or on a restart. Only real results enter it: when
+    the executor loses evaluations, :class:`~evolve.executors.LostEvaluations` passes through
+    and nothing of that batch is cached.
     """
 
-    def __init__(self, executor, cache: dict[str, dict] | None = None):
+    def __init__(self, executor: Executor, cache: dict[str, Result] | None = None):
         self.executor = executor
-        self.cache: dict[str, dict] = dict(cache or {})
+        self.cache: dict[str, Result] = dict(cache or {})
         self.hits = 0
         self.misses = 0
-        self.new_entries: list[tuple[str, dict]] = []  # not yet appended to cache.jsonl
+        self.new_entries: list[tuple[str, Result]] = []  # not yet appended to cache.jsonl
 
-    def score(self, rules: list[str]) -> list[dict]:
-        prints = [fingerprint(r) for r in rules]
+    def score(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
+              namespace: str = "") -> list[Result]:
+        """Results for ``rules`` on the executor's suite and seed (or the ones named); keys of
+        other suites and instance seeds carry a ``namespace`` so their results never mix."""
+        prints = [namespace + fingerprint(r) for r in rules]
         todo: list[str] = []
         todo_prints: list[str] = []
         for rule, fp in zip(rules, prints):
@@ -66,137 +63,42 @@ class CachedScorer:
             else:
                 todo.append(rule)
                 todo_prints.append(fp)
-                self.misses += 1
-        for fp, result in zip(todo_prints, self.executor.map(todo)):
-            self.cache[fp] = _compact(result)
+        results = self.executor.map(todo, suite, seed)
+        self.misses += len(todo)
+        for fp, result in zip(todo_prints, results):
+            # timing is not part of a result's value: a resumed run must store the same bytes
+            self.cache[fp] = replace(result, seconds=0.0, cached=False)
             self.new_entries.append((fp, self.cache[fp]))
-        return [dict(self.cache[fp]) for fp in prints]
+        fresh = set(todo_prints)  # the first rule of each of these was evaluated just now
+        out = []
+        for rule, fp in zip(rules, prints):
+            out.append(replace(self.cache[fp], rule=rule, cached=fp not in fresh))
+            fresh.discard(fp)
+        return out
 
 
-def _compact(result: dict) -> dict:
-    """What the campaign keeps of a result: aggregate, per-task scores, reasons, best lrs."""
-    out = {k: result[k] for k in ("aggregate", "reason", "hurdle") if k in result}
-    out["aggregate"] = _finite_or(out.get("aggregate"), FLOOR)
-    out["tasks"] = [{"task": t.get("task"), "score": _finite_or(t.get("score"), FLOOR),
-                     "best_lr": _finite_or(t.get("best_lr"), None), "reason": t.get("reason")}
-                    for t in result.get("tasks", [])]
-    return out
-
-
-def _finite_or(value, default):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return default
-    return value if math.isfinite(value) else default
-
-
-class RunDirectory:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def exists(self) -> bool:
-        return self.file(CHECKPOINT).exists()
-
-    def create(self, config: CampaignConfig) -> None:
-        if self.path.exists() and any(self.path.iterdir()):
-            if self.exists():
-                raise UserError(f"{self.path} already holds a campaign; continue it with "
-                                f"`evolve resume {self.path}` or choose another --out")
-            raise UserError(f"{self.path} exists and is not empty; choose another --out")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"cannot create run directory {self.path}: {err.strerror}") from None
-        atomic_write_json(self.file(CONFIG), config.to_dict())
-        atomic_write_text(self.file(LOG), "")
-        atomic_write_text(self.file(CACHE), "")
-
-    def load_checkpoint(self) -> dict[str, Any]:
-        path = self.file(CHECKPOINT)
-        if not self.path.is_dir():
-            raise UserError(f"run directory {self.path} does not exist")
-        if not path.is_file():
-            raise UserError(f"{path} is missing: nothing to resume (start with `evolve run`)")
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(state, dict) or state.get("format") != 1:
-                raise ValueError("not an evolve-optim checkpoint (format 1)")
-            Campaign.from_state_dict(state["campaign"])  # validates every field
-            entries = state["cache_entries"]
-            if not isinstance(entries, int) or entries < 0:
-                raise ValueError("cache_entries must be a count")
-            state["cache"] = self._read_cache(entries)
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{path} is corrupt ({_one_line(err)}); nothing was changed — restore "
-                            "it from a copy or start a new campaign") from None
-        return state
-
-    def _read_cache(self, entries: int) -> dict[str, dict]:
-        cache: dict[str, dict] = {}
-        if entries == 0:
-            return cache
-        with open(self.file(CACHE), encoding="utf-8") as fh:
-            for _, line in zip(range(entries), fh):
-                row = json.loads(line)
-                cache[row["fp"]] = row["result"]
-        if len(cache) != entries:
-            raise ValueError(f"{CACHE} holds {len(cache)} entries, the checkpoint needs {entries}")
-        return cache
-
-    def truncate_cache(self, cache: dict[str, dict]) -> None:
-        """Drop lines appended after the checkpoint (a kill between append and checkpoint)."""
-        atomic_write_text(self.file(CACHE), "".join(
-            json.dumps({"fp": fp, "result": r}, allow_nan=False) + "\n" for fp, r in cache.items()))
-
-    def save_checkpoint(self, campaign: Campaign, scorer: CachedScorer, counters: dict) -> None:
-        if scorer.new_entries:
-            with open(self.file(CACHE), "a", encoding="utf-8") as fh:
-                for fp, result in scorer.new_entries:
-                    fh.write(json.dumps({"fp": fp, "result": result}, allow_nan=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            scorer.new_entries.clear()
-        atomic_write_json(self.file(CHECKPOINT), {
-            "format": 1,
-            "campaign": campaign.state_dict(),
-            "cache_entries": len(scorer.cache),
-            "counters": counters,
-        })
-
-    def append_log(self, row: dict) -> None:
-        with open(self.file(LOG), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, allow_nan=False) + "\n")
-            fh.flush()
-
-    def read_log(self) -> list[dict]:
-        rows = []
-        if not self.file(LOG).exists():
-            return rows
-        for line in self.file(LOG).read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill; the checkpoint decides what counts
-        return rows
-
-    def truncate_log(self, generation: int) -> None:
-        rows = [r for r in self.read_log() if r.get("generation", 0) <= generation]
-        atomic_write_text(self.file(LOG), "".join(json.dumps(r) + "\n" for r in rows))
-
-    def write_hall_of_fame(self, campaign: Campaign) -> None:
-        atomic_write_json(self.file(HALL), [
-            {"rule": ind.rule, "score": ind.score, "size": ind.size, "generation": ind.birth,
-             "tasks": ind.tasks, "reason": ind.reason}
-            for ind in campaign.hall_of_fame
-        ])
-
-
-def _one_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
+    """The hall of fame as ``hall_of_fame.json`` stores it: the rules the real-data tier scored,
+    best first (``score`` is their tier-2 score: the campaign's answer), then the proxy suite's
+    best that tier 2 has not scored (``score`` is their proxy score); one rule per behaviour
+    (fingerprint), ``hall_of_fame`` of each kind at most."""
+    entries, seen = [], set()
+    for e in strategy.real.leaderboard()[: strategy.config.hall_of_fame]:
+        seen.add(e.fingerprint)
+        entries.append(json_safe({
+            "rule": e.rule, "tier": "real", "score": e.score, "real_score": e.score,
+            "proxy_score": e.proxy_score, "size": e.size, "generation": e.generation,
+            "tasks": [asdict(t) for t in e.tasks], "reason": e.reason}))
+    for ind in strategy.hall_of_fame:
+        fp = fingerprint(ind.rule)
+        if fp in seen:
+            continue
+        seen.add(fp)
+        d = ind.to_dict()
+        entries.append({"rule": d["rule"], "tier": "proxy", "score": d["score"],
+                        "real_score": None, "proxy_score": d["score"], "size": d["size"],
+                        "generation": d["birth"], "tasks": d["tasks"], "reason": d["reason"]})
+    return entries
 
 
 class _StopFlag:
@@ -224,79 +126,278 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None, resume: bool = False,
-                 progress: Callable[[dict], None] | None = None, executor=None,
-                 stop_after: int | None = None) -> Campaign:
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+class _Session:
+    """One open run: its directory, strategy, scorer and what has been saved."""
+
+    def __init__(self, rd: RunDirectory, strategy: Strategy, cache: dict[str, Result],
+                 counters: dict[str, int], log: list[dict]):
+        self.rd, self.strategy, self.log = rd, strategy, list(log)
+        self.cache, self.counters = cache, dict(counters)
+        self.saved = strategy.generation if strategy.started else None
+        self.scorer: CachedScorer | None = None
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """A failed write stops the run with one line that names the file and the checkpoint."""
+        try:
+            yield
+        except OSError as err:
+            where = err.filename or "the run directory"
+            last = ("generation " + str(self.saved)) if self.saved is not None else "the start"
+            raise RunError(f"cannot write {where}: {err.strerror or err}; the last checkpoint "
+                           f"({last}) is intact — free space or fix permissions, then "
+                           f"`evolve resume {self.rd.path}`") from None
+
+    def save(self) -> None:
+        scorer = self.scorer
+        assert scorer is not None
+        with self.writing():
+            self.rd.save_checkpoint(self.strategy, scorer.new_entries, len(scorer.cache),
+                                    self.counters, self.log)
+        scorer.new_entries.clear()
+        self.saved = self.strategy.generation if self.strategy.started else None
+
+
+def _reopen(rd: RunDirectory, generations: int | None, notify: Notify) -> _Session:
+    """The session a resume continues: from the checkpoint, or from the config alone."""
+    if not rd.has_checkpoint():
+        config = rd.read_config()  # a UserError that says what to do when there is none
+        if rd.has_results():
+            raise UserError(f"{rd.path} holds results but no {CHECKPOINT} (a copy without "
+                            "it, or a run of an older evolve-optim), so it cannot be resumed; "
+                            "`evolve show` reads it, `evolve run` starts a new one")
+        notify(f"{rd.path} stopped before its first checkpoint: starting it from {CONFIG}")
+        strategy = Strategy.create(config)
+        rd.create(strategy)
+        session = _Session(rd, strategy, {}, {}, [])
+    else:
+        checkpoint = rd.load_checkpoint()
+        for note in rd.restore(checkpoint):
+            notify(f"{rd.path}: {note}")
+        session = _Session(rd, checkpoint.strategy, checkpoint.cache, checkpoint.counters,
+                           checkpoint.log)
+    strategy = session.strategy
+    if generations is not None and generations != strategy.config.generations:
+        if generations < strategy.generation:
+            raise UserError(f"--generations {generations} is below the {strategy.generation} "
+                            f"generations {rd.path} has already run")
+        strategy.config = replace(strategy.config, generations=generations)
+        # the checkpoint first: it is what a later resume reads
+        rd.save_checkpoint(strategy, [], len(session.cache), session.counters, session.log)
+        rd.write_config(strategy.config)
+        if not type(strategy).exact_extension:
+            notify(f"the {strategy.name} strategy depends on the number of generations: the "
+                   "extended run is not the same as one run with the larger number")
+    return session
+
+
+def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
+                 resume: bool = False, generations: int | None = None,
+                 progress: Progress | None = None, executor: Executor | None = None,
+                 stop_after: int | None = None, finish: bool = False, validate: bool = False,
+                 notify: Notify | None = None) -> Strategy:
     """Start (``config``) or continue (``resume``) a campaign in ``run_dir`` until it is done.
 
-    ``stop_after`` stops after that many generations in this call (tests use it to simulate an
-    interruption). Returns the campaign; on SIGINT/SIGTERM raises SystemExit after saving.
+    ``generations`` (with ``resume``) sets a new total: a finished run is extended exactly as
+    if it had been started with that number (see ``Strategy.exact_extension``). ``finish``
+    runs the held-out funnel and writes the report at the end (``validate``: the torch stage
+    too); a finished run whose report exists is left as it is. ``stop_after`` stops after that
+    many generations in this call (tests use it to simulate an interruption). ``notify``
+    receives one-line notes (what a resume repaired; default: stderr).
+
+    Raises UserError for bad input (an unusable --out, a held lock, a corrupt checkpoint, an
+    unreachable Ray cluster), RunError when the run had to stop (lost workers, a failed write;
+    a checkpoint is saved), SystemExit(130/143) after saving on SIGINT/SIGTERM.
     """
     rd = RunDirectory(run_dir)
-    if resume:
-        state = rd.load_checkpoint()
-        campaign = Campaign.from_state_dict(state["campaign"])
-        counters = dict(state.get("counters", {}))
-        rd.truncate_log(campaign.generation)
-        cache = state["cache"]
-        rd.truncate_cache(cache)
-    else:
-        if config is None:
-            raise ConfigError("a new campaign needs a config")
-        rd.create(config)
-        campaign = Campaign(config)
-        counters = {}
-        cache = {}
-    cfg = campaign.config
+    notify = notify or _stderr
     own_executor = executor is None
-    if executor is None:
-        executor = make_executor(cfg.executor, cfg.suite, cfg.seed, cfg.workers, cfg.ray_address)
-    scorer = CachedScorer(executor, cache)
-    scorer.hits = int(counters.get("cache_hits", 0))
-    scorer.misses = int(counters.get("evaluated", 0))
-    steps = 0
+    if resume:
+        rd.require_folder()
+        with rd.lock("evolve resume"):
+            session = _reopen(rd, generations, notify)
+            strategy = session.strategy
+            if strategy.done and (rd.has_report() or not finish):
+                notify(f"{rd.path} is complete ({strategy.generation} of "
+                       f"{strategy.config.generations} generations); extend it with "
+                       f"`evolve resume {rd.path} --generations N`")
+                return strategy
+            if strategy.done:
+                notify(f"{rd.path}: its generations are done; running the funnel and the report")
+            executor = executor or _executor_for(strategy.config)
+            _drive(session, executor, own_executor, progress, stop_after, finish, validate)
+        return strategy
+    if config is None:
+        raise ConfigError("a new campaign needs a config")
+    config.validate()
+    created = not rd.path.exists()
+    rd.prepare_new()  # before any slow work: a bad --out fails at once
     try:
-        with _StopFlag() as stop:
-            while not campaign.done:
-                started = time.perf_counter()
-                hits0, misses0 = scorer.hits, scorer.misses
-                rules = campaign.ask()
-                results = scorer.score(rules)
-                campaign.tell(rules, results)
-                elapsed = time.perf_counter() - started
-                row = campaign.stats()
-                row.update({
-                    "candidates": len(rules),
-                    "cache_hits": scorer.hits - hits0,
-                    "evaluated": scorer.misses - misses0,
-                    "hurdle_rejections": sum(1 for r in results if r.get("hurdle") == "rejected"),
-                    "seconds": round(elapsed, 4),
-                    "candidates_per_s": round(len(rules) / elapsed, 2) if elapsed > 0 else None,
-                })
-                rd.append_log(_json_safe(row))
-                rd.write_hall_of_fame(campaign)
-                counters = {"cache_hits": scorer.hits, "evaluated": scorer.misses}
-                steps += 1
-                last = campaign.done or stop.signal is not None or (stop_after and steps >= stop_after)
-                if last or campaign.generation % cfg.checkpoint_every == 0:
-                    rd.save_checkpoint(campaign, scorer, counters)
-                if progress:
-                    progress(row)
-                if stop.signal is not None:
-                    name = "SIGINT" if stop.signal == signal.SIGINT else "SIGTERM"
-                    print(f"{name}: checkpoint saved at generation {campaign.generation}; "
-                          f"continue with `evolve resume {rd.path}`", file=sys.stderr)
-                    raise SystemExit(130 if stop.signal == signal.SIGINT else 143)
-                if stop_after and steps >= stop_after:
-                    break
+        # connect before writing anything: a failed start (Ray unreachable) leaves no run behind
+        executor = executor or _executor_for(config)
+    except BaseException:
+        if created and not any(rd.path.iterdir()):
+            rd.path.rmdir()
+        raise
+    try:
+        lock = rd.lock("evolve run")
+        lock.acquire()
+    except BaseException:
+        if own_executor:
+            executor.close()
+        raise
+    try:
+        if rd.has_config():  # another `evolve run` got here first
+            if own_executor:
+                executor.close()
+            raise UserError(f"{rd.path} already holds a campaign; continue it with "
+                            f"`evolve resume {rd.path}` or choose another --out")
+        session = _Session(rd, Strategy.create(config), {}, {}, [])
+        with session.writing():
+            rd.create(session.strategy)
+        _drive(session, executor, own_executor, progress, stop_after, finish, validate)
+    finally:
+        lock.release()
+    return session.strategy
+
+
+def _executor_for(config: CampaignConfig) -> Executor:
+    executor = make_executor(config.executor, config.suite, config.seed, config.workers,
+                             config.ray_address)
+    if RealTierStage(config).enabled:
+        try:
+            warm_real_tier(real_suite(config))  # tuned Adam's runs, once, before the workers
+        except BaseException as err:
+            executor.close()
+            from fitness.training.real_tasks import TaskError
+
+            if isinstance(err, TaskError | KeyError):  # a user task, or a task name, is wrong
+                raise UserError(str(err).strip("'\"")) from None
+            raise
+    return executor
+
+
+def _drive(session: _Session, executor: Executor, own_executor: bool,
+           progress: Progress | None, stop_after: int | None, finish: bool,
+           validate: bool) -> None:
+    """The loop, then the funnel and report when the run is done; closes its own executor."""
+    try:
+        session.scorer = CachedScorer(executor, session.cache)
+        session.scorer.hits = session.counters.get("cache_hits", 0)
+        session.scorer.misses = session.counters.get("evaluated", 0)
+        _loop(session, executor, progress, stop_after)
+        if finish and session.strategy.done:
+            from evolve.finalize import finalize
+
+            with session.writing():
+                finalize(session.rd, session.strategy, validate=validate,
+                         counters=session.counters, executor=executor)
     finally:
         if own_executor:
             executor.close()
-    return campaign
 
 
-def _json_safe(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+def _loop(session: _Session, executor: Executor, progress: Progress | None,
+          stop_after: int | None) -> None:
+    rd, strategy, scorer = session.rd, session.strategy, session.scorer
+    assert scorer is not None
+    cfg = strategy.config
+    steps = 0
+    with _StopFlag() as stop:
+        while not strategy.done:
+            started = time.perf_counter()
+            hits0, misses0 = scorer.hits, scorer.misses
+            lost0, retried0 = executor.stats.lost, executor.stats.retried
+            seed = cfg.proxy_seed(strategy.generation + 1 if strategy.started else 0)
+            try:
+                rescored = _redraw(strategy, scorer, seed)
+                rules = strategy.ask()
+                results = scorer.score(rules, seed=seed, namespace=_namespace(cfg, seed))
+                promoted = strategy.real.promote(rules, results, [fingerprint(r) for r in rules],
+                                                 [parse(r).size() for r in rules])
+                real = scorer.score([c[0] for c in promoted], suite=real_suite(cfg),
+                                    namespace=REAL_SUITE_PREFIX) if promoted else []
+            except LostEvaluations as err:
+                _count(session, executor, lost0, retried0)
+                session.save()  # the pending batch is in it: a resume asks it again
+                where = (f"generation {strategy.generation + 1}" if strategy.started
+                         else "the first generation")
+                raise RunError(f"stopped in {where}: {err}; nothing of it was scored or "
+                               f"cached, and the checkpoint is saved — check the machine's "
+                               f"memory and load, then `evolve resume {rd.path}`") from None
+            strategy.tell(rules, results)
+            for candidate, result in zip(promoted, real):
+                strategy.real.record(candidate, strategy.generation, result)
+            elapsed = time.perf_counter() - started
+            lost, retried = _count(session, executor, lost0, retried0)
+            row = strategy.stats()
+            row.update({
+                "candidates": len(rules),
+                "cache_hits": scorer.hits - hits0,
+                "evaluated": scorer.misses - misses0,
+                "hurdle_rejections": sum(1 for r in results
+                                         if r.hurdle == "rejected" and not r.cached),
+                "lost_evaluations": lost,
+                "retried_evaluations": retried,
+                "proxy_seed": seed,
+                "rescored": rescored,
+                **_real_columns(strategy, len(promoted)),
+                "seconds": round(elapsed, 4),
+                "candidates_per_s": round(len(rules) / elapsed, 2) if elapsed > 0 else None,
+            })
+            row = json_safe(row)
+            session.log.append(row)
+            with session.writing():
+                rd.append_log(row)
+                rd.write_hall_of_fame(hall_entries(strategy))
+            session.counters.update(cache_hits=scorer.hits, evaluated=scorer.misses)
+            steps += 1
+            last = strategy.done or stop.signal is not None or (stop_after and steps >= stop_after)
+            if last or strategy.generation % cfg.checkpoint_every == 0:
+                session.save()
+            if progress:
+                progress(row, cfg.generations)
+            if stop.signal is not None:
+                name = "SIGINT" if stop.signal == signal.SIGINT else "SIGTERM"
+                print(f"{name}: checkpoint saved at generation {strategy.generation}; "
+                      f"continue with `evolve resume {rd.path}`", file=sys.stderr)
+                raise SystemExit(130 if stop.signal == signal.SIGINT else 143)
+            if stop_after and steps >= stop_after:
+                break
 
 
-__all__ = ["CachedScorer", "RunDirectory", "run_campaign"]
+def _namespace(config: CampaignConfig, seed: int) -> str:
+    """Cache keys of redrawn proxy instances carry their seed (the first ones need none)."""
+    return "" if seed == config.seed else f"proxy{seed}:"
+
+
+def _redraw(strategy: Strategy, scorer: CachedScorer, seed: int) -> int:
+    """New proxy instances from this generation on: the survivors are scored on them before
+    the strategy proposes again (what they scored on the old ones no longer counts)."""
+    if strategy.instance_seed == seed:
+        return 0
+    cfg = strategy.config
+    return strategy.rescore(lambda rules: scorer.score(rules, seed=seed,
+                                                       namespace=_namespace(cfg, seed)), seed)
+
+
+def _real_columns(strategy: Strategy, evaluated: int) -> dict[str, Any]:
+    best = strategy.real.best()
+    return {"real_evaluated": evaluated, "real_scored": len(strategy.real.entries),
+            "real_best": best.score if best else None,
+            "real_best_rule": best.rule if best else None}
+
+
+def _count(session: _Session, executor: Executor, lost0: int, retried0: int) -> tuple[int, int]:
+    lost = executor.stats.lost - lost0
+    retried = executor.stats.retried - retried0
+    session.counters["lost"] = session.counters.get("lost", 0) + lost
+    session.counters["retried"] = session.counters.get("retried", 0) + retried
+    return lost, retried
+
+
+__all__ = ["CachedScorer", "hall_entries", "run_campaign"]

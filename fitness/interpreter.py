@@ -39,7 +39,10 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from primitives.program import REG_GRAD, REG_WEIGHT, Program
 from primitives.table import (
+    ACCUMULATE_UPDATE,
+    BIAS_CORRECTION,
     ELEMENTWISE_KERNELS,
+    EMA_UPDATE,
     OP_ACC,
     OP_BIAS,
     OP_EMA,
@@ -82,6 +85,7 @@ def _slices(kernels: tuple, groups: int) -> tuple[tuple, list[int]]:
 _B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7 = _BASES
 _N_ELEMENTWISE = len(ELEMENTWISE_KERNELS)
 _SCHEDULES = SCHEDULE_KERNELS
+_EMA, _ACC, _BIAS = EMA_UPDATE.kernel, ACCUMULATE_UPDATE.kernel, BIAS_CORRECTION.kernel
 
 
 def _slice_runner(kernels: tuple, base: int):
@@ -146,16 +150,16 @@ def _exec_tile(code, consts, buf, starts, sched, n, t):
             _elementwise(op, buf, dst, x, np.uint64(starts[code[r, 3]]),
                          np.uint64(starts[code[r, 4]]), kc, n)
         elif op == OP_EMA:
-            one_minus = 1.0 - kc
+            # the update's math is the table's (one row per state update)
             for j in range(n):
                 i = np.uint64(j)
-                buf[dst + i] = kc * buf[dst + i] + one_minus * buf[x + i]
+                buf[dst + i] = _EMA(buf[dst + i], buf[x + i], kc)
         elif op == OP_ACC:
             for j in range(n):
                 i = np.uint64(j)
-                buf[dst + i] = kc * buf[dst + i] + buf[x + i]
+                buf[dst + i] = _ACC(buf[dst + i], buf[x + i], kc)
         elif op == OP_BIAS:
-            denom = 1.0 - kc**t
+            denom = _BIAS(kc, float(t))
             if denom == 0.0:
                 for j in range(n):
                     buf[dst + np.uint64(j)] = 0.0

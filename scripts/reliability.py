@@ -6,7 +6,8 @@ _failures, _crashes, _lost, _mismatches or _executed should be 0.
     python scripts/reliability.py [--quick] [--json]
 
 Full run: 20 kills, 100,000 random rules, 100,000 parser inputs (plus hypothesis), a killed
-process-pool worker, a simulated full disk. --quick: 3 kills, 10,000 rules and inputs.
+process-pool worker and Ray worker, the pool's workers killed every 0.2 s for 6 s, a simulated
+full disk, corrupt files. --quick: 3 kills, a 3 s storm, 10,000 rules and inputs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts import reliability_checks as rel  # noqa: E402
+from scripts import reliability_runs as runs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
             ("parser", lambda: rel.fuzz_parser(n)),
             ("hypothesis", lambda: rel.fuzz_parser_hypothesis(n // 10 if args.quick else n)),
             ("random_rules", lambda: rel.random_rules_through_backends(n)),
-            ("kill", lambda: rel.kill_and_resume(Path(tmp) / "kill", kills)),
-            ("worker", lambda: rel.process_worker_loss(Path(tmp))),
-            ("ray_worker", lambda: rel.ray_worker_loss(Path(tmp))),
-            ("disk_full", lambda: rel.disk_full_during_checkpoint(Path(tmp))),
+            ("kill", lambda: runs.kill_and_resume(Path(tmp) / "kill", kills)),
+            ("worker", lambda: runs.process_worker_loss(Path(tmp))),
+            ("ray_worker", lambda: runs.ray_worker_loss(Path(tmp))),
+            ("worker_storm", lambda: runs.worker_kill_storm(Path(tmp) / "storm",
+                                                            3.0 if args.quick else 6.0)),
+            ("disk_full", lambda: runs.disk_full_during_checkpoint(Path(tmp))),
             ("corrupt_files", lambda: rel.corrupt_files(Path(tmp))),
         ]
         for name, fn in steps:

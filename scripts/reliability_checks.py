@@ -1,18 +1,14 @@
-"""Reliability and security measurements (the figures of scripts/reliability.py and its tests).
+"""Hostile input measurements: fuzzed rule text, random rules, corrupt files at the CLI.
 
-Each function measures one property and returns plain numbers; failure counts end in
-``_failures``, ``_crashes``, ``_lost``, ``_mismatches`` or ``_executed`` so a reader (or a test)
-can check that every one of them is zero.
+Figures of scripts/reliability.py and its tests (the run-level ones, kill -9, lost workers and a
+full disk, are in :mod:`scripts.reliability_runs`). Each function measures one property and
+returns plain numbers; failure counts end in ``_failures``, ``_crashes``, ``_lost``,
+``_mismatches`` or ``_executed`` so a reader (or a test) can check that every one of them is 0.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,181 +149,14 @@ def random_rules_through_backends(n: int, seed: int = 0, torch_every: int = 10,
             "random_rule_hangs_failures": hangs, "slowest_rule_s": round(slowest, 4)}
 
 
-# -------------------------------------------------------------------------------- kill -9
-def _evolve_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "evolve.cli", *args]
-
-
-def kill_and_resume(workdir: Path, kills: int, seed: int = 0, generations: int = 10) -> dict:
-    """kill -9 a campaign at random moments, resume each, compare with an uninterrupted run."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = {"population": 10, "generations": generations, "seed": 4, "suite": "hurdle",
-              "heldout_suite": "hurdle", "executor": "serial", "checkpoint_every": 1}
-    config_path = workdir / "config.json"
-    config_path.write_text(json.dumps(config))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    straight = workdir / "straight"
-    started = time.perf_counter()
-    subprocess.run(_evolve_cmd("run", "--config", str(config_path), "--out", str(straight)),
-                   check=True, env=env, capture_output=True)
-    duration = time.perf_counter() - started
-    expected = _final_state(straight)
-    rng = np.random.default_rng(seed)
-    mismatches = lost_beyond = corrupt = not_started = 0
-    for i in range(kills):
-        run = workdir / f"killed{i}"
-        proc = subprocess.Popen(_evolve_cmd("run", "--config", str(config_path), "--out", str(run)),
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(0.3, 0.95)) * duration)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        for name in ("checkpoint.json", "hall_of_fame.json", "config.json"):
-            path = run / name
-            if path.exists():
-                try:
-                    json.loads(path.read_text())
-                except json.JSONDecodeError:
-                    corrupt += 1
-        if not (run / "checkpoint.json").exists():
-            not_started += 1
-            continue
-        logged = [json.loads(x)["generation"] for x in (run / "log.jsonl").read_text().splitlines()
-                  if x.strip().endswith("}")]
-        saved = json.loads((run / "checkpoint.json").read_text())["campaign"]["generation"]
-        lost_beyond += max(0, (max(logged) if logged else 0) - saved - config["checkpoint_every"])
-        subprocess.run(_evolve_cmd("resume", str(run)), check=True, env=env, capture_output=True)
-        mismatches += _final_state(run) != expected
-    return {"kills": kills, "kills_before_first_checkpoint": not_started,
-            "kill_generations_lost": lost_beyond, "kill_final_state_mismatches": mismatches,
-            "kill_corrupt_files_failures": corrupt}
-
-
-def _final_state(run: Path):
-    hall = json.loads((run / "hall_of_fame.json").read_text())
-    hall = [{k: e[k] for k in ("rule", "score", "tasks")} for e in hall]
-    campaign = json.loads((run / "checkpoint.json").read_text())["campaign"]
-    return hall, campaign
-
-
-# -------------------------------------------------------------------------------- lost workers
-def _heavy_rules(n: int) -> list[str]:
-    """Adam variants: each passes the hurdle and runs the whole suite (a few seconds in all)."""
-    return [f"div(ema_bc(g, {b1!r}), add(sqrt(ema_bc(square(g), 0.999)), 1e-08))"
-            for b1 in np.round(np.linspace(0.5, 0.95, n), 6)]
-
-
-def process_worker_loss(workdir: Path, n_rules: int = 40) -> dict:
-    """A pool worker dies mid-evaluation: the chunk is re-run, results equal serial ones."""
-    from evolve.executors import ProcessExecutor, SerialExecutor
-
-    rules = _heavy_rules(n_rules)
-    expected = SerialExecutor("search", 0).map(rules)
-    marker = workdir / "process-worker-killed"
-    os.environ[_MARKER_ENV] = str(marker)  # spawned workers inherit it
-    executor = ProcessExecutor("search", 0, workers=2, chunk_fn=_chunk_whose_worker_dies_once)
-    try:
-        got = executor.map(rules)
-    finally:
-        os.environ.pop(_MARKER_ENV, None)
-        executor.close()
-    mismatches = sum(_strip(a) != _strip(b) for a, b in zip(got, expected))
-    return {"process_workers_killed": int(marker.exists()),
-            "process_worker_losses_seen": executor.lost_workers,
-            "process_worker_result_mismatches": mismatches,
-            "process_worker_lost": sum(1 for r in got if "worker lost" in (r.get("reason") or ""))}
-
-
-_MARKER_ENV = "EVOLVE_RELIABILITY_MARKER"
-
-
-def _chunk_whose_worker_dies_once(suite: str, seed: int, rules: list[str]) -> list[dict]:
-    """Runs in a worker: the first call anywhere kills its own process mid-evaluation."""
-    from evolve.executors import _evaluate_chunk
-
-    marker = os.environ.get(_MARKER_ENV)
-    if marker and not os.path.exists(marker):
-        Path(marker).write_text("killed")
-        _evaluate_chunk(suite, seed, rules[:1])  # mid-evaluation, not before it
-        os._exit(9)
-    return _evaluate_chunk(suite, seed, rules)
-
-
-def ray_worker_loss(workdir: Path, n_rules: int = 60) -> dict:
-    """A Ray worker dies mid-task: the task is re-run, results equal serial ones."""
-    import ray
-
-    from evolve.executors import RayExecutor, SerialExecutor
-    from primitives.grammar import to_text
-    from primitives.random_rules import random_population
-
-    rules = [to_text(t) for t in random_population(np.random.default_rng(6), n_rules, 2, 5)]
-    expected = SerialExecutor("hurdle", 0).map(rules)
-    marker = workdir / "ray-worker-killed"
-    was_running = ray.is_initialized()
-    if was_running:
-        ray.shutdown()  # workers must start with the marker in their environment
-    os.environ[_MARKER_ENV] = str(marker)
-    try:
-        executor = RayExecutor("hurdle", 0, workers=2, chunk_fn=_chunk_whose_worker_dies_once)
-        got = executor.map(rules)
-    finally:
-        os.environ.pop(_MARKER_ENV, None)
-        ray.shutdown()
-    mismatches = sum(_strip(a) != _strip(b) for a, b in zip(got, expected))
-    return {"ray_workers_killed": int(marker.exists()), "ray_worker_result_mismatches": mismatches,
-            "ray_worker_lost": sum(1 for r in got if "worker lost" in (r.get("reason") or ""))}
-
-
-def _strip(result: dict) -> dict:
-    return {k: result.get(k) for k in ("aggregate", "reason", "tasks")}
-
-
-# -------------------------------------------------------------------------------- disk full
-def disk_full_during_checkpoint(workdir: Path) -> dict:
-    """ENOSPC while a checkpoint is written: the previous one survives and resume works."""
-    from evolve import runner as runner_mod
-    from evolve.campaign import CampaignConfig
-    from evolve.runner import run_campaign
-
-    cfg = CampaignConfig(population=8, generations=4, seed=1, suite="hurdle",
-                         heldout_suite="hurdle", executor="serial", checkpoint_every=1)
-    run = workdir / "diskfull"
-    run_campaign(run, config=cfg, stop_after=2)
-    before = (run / "checkpoint.json").read_text()
-    real = runner_mod.atomic_write_json
-    failures = 0
-
-    def full(path, obj):
-        if Path(path).name == "checkpoint.json":
-            real(Path(path).with_name(".probe.json"), obj)  # the write itself works...
-            os.unlink(Path(path).with_name(".probe.json"))
-            raise OSError(28, "No space left on device")  # ...then the disk is full
-        return real(path, obj)
-
-    runner_mod.atomic_write_json = full
-    try:
-        run_campaign(run, resume=True)
-        failures += 1  # the full disk must surface as an error
-    except OSError:
-        pass
-    finally:
-        runner_mod.atomic_write_json = real
-    failures += (run / "checkpoint.json").read_text() != before
-    survivors = [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
-    failures += bool(survivors)
-    finished = run_campaign(run, resume=True)
-    failures += finished.generation != cfg.generations
-    return {"disk_full_failures": failures}
-
-
 # -------------------------------------------------------------------------------- corrupt files
 def corrupt_files(workdir: Path) -> dict:
     """Corrupt or truncated checkpoint, config and dataset files at the CLI: each must exit 2
     with one line, no traceback, and leave every file as it was."""
     from click.testing import CliRunner
 
-    from evolve.campaign import CampaignConfig
     from evolve.cli import main
+    from evolve.config import CampaignConfig
     from evolve.runner import run_campaign
     from fitness.training.cifar import write_cifar_format
 
@@ -346,7 +175,7 @@ def corrupt_files(workdir: Path) -> dict:
 
     run = workdir / "corrupt-run"
     cfg = CampaignConfig(population=6, generations=3, suite="hurdle", heldout_suite="hurdle",
-                         executor="serial", checkpoint_every=1)
+                         executor="serial", checkpoint_every=1, real_k=0)
     run_campaign(run, config=cfg, stop_after=1)
     checkpoint = run / "checkpoint.json"
     good = checkpoint.read_text()
@@ -370,6 +199,5 @@ def corrupt_files(workdir: Path) -> dict:
     return {"corrupt_file_cases": cases, "corrupt_file_failures": failures}
 
 
-__all__ = ["corrupt_files", "count_code_execution", "disk_full_during_checkpoint", "ray_worker_loss", "fuzz_parser",
-           "fuzz_parser_hypothesis", "kill_and_resume", "process_worker_loss",
+__all__ = ["corrupt_files", "count_code_execution", "fuzz_parser", "fuzz_parser_hypothesis",
            "random_rules_through_backends"]

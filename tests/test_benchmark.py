@@ -40,8 +40,9 @@ def test_names_map_to_torch_baselines_and_the_rest_to_exported_rules(tmp_path):
     assert kinds["sgd_momentum"] == "torch"
     assert kinds["adam (rule)"] == "rule" and kinds["rmsprop"] == "rule"
     by_label = {s.label: s for s in specs}
-    assert by_label["run7:best"].rule == "sign(ema(g, 0.9))"
-    assert by_label["run7:2"].rule == "g"
+    # a run's rule is labelled as it was given, so runs/a:best and runs/b:best stay apart
+    assert by_label[f"{run}:best"].rule == "sign(ema(g, 0.9))"
+    assert by_label[f"{run}:2"].rule == "g"
     assert by_label["mul(g, 2.0)"].rule == "mul(g, 2.0)"
     assert by_label["adam (rule)"].rule == KNOWN_RULES["adam"].rule
     params = [torch.nn.Parameter(torch.zeros(3))]
@@ -55,8 +56,9 @@ def test_names_map_to_torch_baselines_and_the_rest_to_exported_rules(tmp_path):
     ("sign(g", "unbalanced"),
     ("adam,adam", "twice"),
     ("rule:nosuch", "unknown rule name"),
-    ("/nonexistent/run:best", "hall_of_fame.json not found"),
-    ("x:0", "RUN:best or RUN:N"),
+    ("/nonexistent/run:best", "does not exist"),
+    ("x:0", "RUN:best, RUN:search, RUN:heldout or RUN:N"),
+    ("adam,momentum,sgd_momentum", "'momentum' and 'sgd_momentum' are the same optimizer"),
 ])
 def test_bad_rules_are_user_errors(entry, match):
     with pytest.raises(UserError, match=match):
@@ -174,3 +176,43 @@ def test_bench_step_builds_resnet18_parameter_shapes():
     # torchvision.models.resnet18(): 11,689,512 parameters in 62 tensors
     assert sum(math.prod(s) for s in shapes) == 11_689_512
     assert len(shapes) == 62
+
+
+def test_the_summary_compares_every_optimizer_with_tuned_adam_over_all_tasks():
+    specs = resolve_specs("adam,sgd")
+    config = BenchmarkConfig(tasks=["cancer_logreg", "friedman_mlp"], seeds=1, quick=True,
+                             proxy=False)
+    results = run_benchmark(specs, config)  # no --lrs: the (quick) lr search
+    for task in results["tasks"].values():
+        tried = {row["lr"] for row in task["results"]["adam"]["sweep"]}
+        assert {1e-3, 1e-2, 1e-1} <= tried
+    assert results["tasks"]["friedman_mlp"]["results"]["adam"]["test_acc_mean"] is None
+    summary = results["summary"]["optimizers"]
+    assert summary["adam"]["loss_ratio"] == pytest.approx(1.0)
+    assert summary["adam"]["tasks_better"] == 0
+    ratios = [min(max(t["results"]["sgd"]["test_loss_mean"] / t["results"]["adam"]["test_loss_mean"],
+                      0.5), 2.0) for t in results["tasks"].values()]
+    assert summary["sgd"]["loss_ratio"] == pytest.approx(math.prod(ratios) ** 0.5, rel=1e-6)
+    text = markdown(results)
+    assert "## Against tuned adam" in text and "| adam | 1.000 | 0/2 | 0 |" in text
+
+
+def test_modern_baselines_muon_takes_hidden_matrices_and_schedule_free_runs_constant():
+    from evolve.bench.benchmark import spec_schedule
+    from evolve.bench.modern import MuonWithAdamW
+
+    specs = {s.label: s for s in resolve_specs("schedulefree,muon,adam")}
+    assert spec_schedule(specs["schedulefree"], "cosine") == "constant"
+    assert spec_schedule(specs["muon"], "cosine") == "cosine"
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                              torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = specs["muon"].make(net.parameters(), 0.01, None, 10)
+    assert isinstance(opt, MuonWithAdamW)
+    muon_params = [p for g in opt.muon.param_groups for p in g["params"]]
+    assert len(muon_params) == 1 and muon_params[0] is net[2].weight
+    assert len(opt.param_groups) == 2  # a schedule reaches both halves
+    task = make_tasks(quick=True)["digits_mlp"]
+    for label in ("schedulefree", "muon"):
+        run = train_task(task, lambda p, lr, t, s=specs[label]: s.make(p, lr, None, t), 0.01, 0,
+                         steps=30)
+        assert not run.diverged and run.test_loss < 2.3, label

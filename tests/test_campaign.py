@@ -1,4 +1,5 @@
-"""The ask/tell Campaign: typed children within limits, determinism, exact state round trip."""
+"""The strategy seam and the evolution strategy: typed children within limits, determinism, exact
+state round trip, the base class's bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,25 +8,32 @@ import json
 import numpy as np
 import pytest
 
-from evolve.campaign import Campaign, CampaignConfig, ConfigError, split_top_level, warm_start_rules
+from evolve.config import CampaignConfig, ConfigError, split_top_level, warm_start_rules
+from evolve.evolution import Evolution
+from evolve.strategy import Strategy
+from fitness.score import FLOOR, Result, TaskScore
 from primitives.grammar import parse
 from primitives.program import compile_rule
 from primitives.rules import KNOWN_RULES
 
 
-def toy_scores(rules: list[str]) -> list[dict]:
+def toy_scores(rules: list[str]) -> list[Result]:
     """A deterministic stand-in for the proxy suite: rewards momentum and small rules."""
     out = []
     for rule in rules:
         tree = parse(rule)
         names = [n.name for n in tree.walk()]
         score = 0.5 * ("ema" in names or "ema_bc" in names) + 0.3 * ("sign" in names)
-        score += 0.2 * ("div" in names) - 0.01 * tree.size()
-        out.append({"aggregate": score, "tasks": [{"task": "toy", "score": score}]})
+        score += 0.2 * ("div" in names) - 0.01 * tree.size() + 1.0
+        out.append(Result(rule=rule, score=score, tasks=[TaskScore("toy", score - 1.0)]))
     return out
 
 
-def drive(campaign: Campaign, generations: int | None = None) -> Campaign:
+def Campaign(config: CampaignConfig) -> Strategy:  # noqa: N802 - reads as the class it builds
+    return Strategy.create(config)
+
+
+def drive(campaign: Strategy, generations: int | None = None) -> Strategy:
     steps = 0
     while not campaign.done and (generations is None or steps < generations):
         rules = campaign.ask()
@@ -42,7 +50,7 @@ def test_campaign_improves_and_respects_limits(algorithm):
     assert campaign.generation == 15
     assert len(campaign.population) == 16
     first = toy_scores(Campaign(cfg).ask())
-    assert campaign.hall_of_fame[0].score > max(r["aggregate"] for r in first)
+    assert campaign.hall_of_fame[0].score > max(r.score for r in first)
     for ind in campaign.population:
         tree = parse(ind.rule)
         assert tree.height() <= 5 and tree.size() <= 15
@@ -57,15 +65,18 @@ def test_same_seed_same_campaign_and_other_seed_differs():
     b = drive(Campaign(cfg)).state_dict()
     assert a == b
     c = drive(Campaign(CampaignConfig(population=12, generations=6, seed=12, executor="serial")))
-    assert c.state_dict()["population"] != a["population"]
+    assert c.state_dict()["own"]["population"] != a["own"]["population"]
 
 
 def test_state_round_trip_through_json_continues_identically():
     cfg = CampaignConfig(population=12, generations=8, seed=5, crossover_prob=0.3, executor="serial")
     straight = drive(Campaign(cfg))
     half = drive(Campaign(cfg), generations=4)
+    half.ask()  # a pending batch is part of the state: the resumed run must ask it again
     state = json.loads(json.dumps(half.state_dict()))
-    resumed = drive(Campaign.from_state_dict(state))
+    resumed = Strategy.from_state_dict(state)
+    assert isinstance(resumed, Evolution)
+    drive(resumed)
     assert resumed.state_dict() == straight.state_dict()
 
 
@@ -102,8 +113,41 @@ def test_tell_must_answer_ask():
 def test_failures_are_the_floor_not_a_crash():
     campaign = Campaign(CampaignConfig(population=4, executor="serial"))
     rules = campaign.ask()
-    campaign.tell(rules, [{"aggregate": float("nan"), "tasks": []}] * 4)
-    assert all(i.score == -1.0 for i in campaign.population)
+    campaign.tell(rules, [Result(rule=r, score=float("nan")) for r in rules])
+    assert all(i.score == FLOOR for i in campaign.population)
+
+
+def test_base_class_keeps_the_bookkeeping_for_any_strategy():
+    """A strategy that only proposes and updates gets counters, hall of fame, champions and an
+    exact state round trip from the base class (the seam other strategies plug into)."""
+
+    class Constant(Strategy):
+        name = "constant"
+
+        def _propose(self):
+            k = int(self.rng.integers(1, 9))
+            return [f"mul(g, {k}.0)", "sign(g)"]
+
+        def _update(self, told):
+            pass
+
+    cfg = CampaignConfig(population=2, tournament=2, generations=3, seed=2, executor="serial")
+    s = Constant(cfg)
+    drive(s)
+    assert s.done and s.generation == 3 and s.evaluations == 8
+    assert s.hall_of_fame[0].score == max(i.score for i in s.hall_of_fame)
+    assert s.champions[0]["generation"] == 0
+    row = s.stats()
+    assert row["evaluations"] == 8 and row["population_best"] is not None
+
+
+def test_unknown_strategy_is_a_config_error():
+    with pytest.raises(ConfigError, match="strategy"):
+        CampaignConfig.from_dict({"strategy": "annealing"})
+    state = Campaign(CampaignConfig(population=4, executor="serial")).state_dict()
+    state["strategy"] = "random"
+    with pytest.raises(ValueError, match="strategy"):
+        Strategy.from_state_dict(state)
 
 
 @pytest.mark.parametrize("bad, message", [

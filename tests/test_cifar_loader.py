@@ -97,6 +97,21 @@ def test_damaged_folders_raise_one_line_errors(tmp_path, damage):
     assert "copy the files there manually" in message
 
 
+def test_bytes_keys_are_accepted_in_batches_and_in_the_meta_file(tmp_path):
+    """Python-2-era pickles key their dicts by bytes; the meta reader refused them."""
+    out = write_cifar_format(tmp_path, n_train=10, n_test=5)
+    for name in ("data_batch_1", "batches.meta"):
+        obj = safe_load((out / name).read_bytes())
+        keyed = {k.encode("latin1"): v for k, v in obj.items()}
+        if name == "batches.meta":
+            keyed[b"label_names"] = [n.encode("latin1") for n in obj["label_names"]]
+        with open(out / name, "wb") as fh:
+            pickle.dump(keyed, fh, protocol=4)
+    data = load_cifar10(tmp_path)
+    assert data.classes[:2] == ("airplane", "automobile")
+    assert len(data.x_train) == 10
+
+
 def _invoke(args, env=None):
     return CliRunner().invoke(validate, args, env=env or {"CIFAR10_DIR": ""})
 

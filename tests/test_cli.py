@@ -1,9 +1,11 @@
-"""The CLI as a user types it: rules, primitives, export in every format."""
+"""The CLI as a user types it: rules, primitives, export in every format, unwritable outputs."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -96,3 +98,55 @@ def test_exported_schedule_rule_needs_and_uses_total_steps():
         opt.step()
     # cos_decay is 1 at step 1, 0 at step 3 and after: w = 1 - 0.1 * (1 + 0.5 + 0)
     assert torch.allclose(w.detach(), torch.full((3,), 0.85, dtype=w.dtype))
+
+
+def _one_line_exit_2(result) -> str:
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
+    from evolve.cli.bench import benchmark, validate
+
+    line = _one_line_exit_2(CliRunner().invoke(main, ["export", "adam", "-o", "/proc/my_adam.py"]))
+    assert "cannot write to /proc" in line
+    line = _one_line_exit_2(CliRunner().invoke(benchmark, ["--rules", "adam", "--out",
+                                                           "/proc/evolve-bench"]))
+    assert "cannot write to /proc" in line and "--out" in line
+    line = _one_line_exit_2(CliRunner().invoke(validate, ["--dataset", "digits", "--out",
+                                                          "/proc/evolve-val"]))
+    assert "cannot write to /proc" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        invoke("export", "adam", "--format", "json", "-o", str(tmp_path / "adam.json"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "adam.json").stat().st_mode) == 0o644
+
+
+def test_help_texts_show_what_the_user_types():
+    from evolve.cli.bench import validate
+
+    text = CliRunner().invoke(validate, ["--help"]).output
+    assert "%%" not in text and "a tenth held out" in text
+
+
+def test_a_schedule_rule_says_it_needs_total_steps():
+    result = CliRunner().invoke(main, ["export", "mul(cos_decay, g)", "--name", "Sched"])
+    assert result.exit_code == 0
+    assert "construct Sched with total_steps=N" in result.output
+    result = CliRunner().invoke(main, ["export", "adam", "--name", "A"])
+    assert "construct A with total_steps" not in result.output
+
+
+def test_unknown_names_and_bad_run_references_are_one_line():
+    line = _one_line_exit_2(CliRunner().invoke(main, ["export", "adamx"]))
+    assert "neither a known name nor a rule" in line
+    line = _one_line_exit_2(CliRunner().invoke(main, ["score", "/no/such/run:best"]))
+    assert "does not exist" in line

@@ -1,5 +1,6 @@
 """Reliability: fuzzed rule text never runs code, random rules never crash, lost workers and a
-full disk lose nothing. (scripts/reliability.py runs the same measurements at full size.)"""
+full disk lose nothing, and lost workers never become scores. (scripts/reliability.py runs the
+same measurements at full size.)"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from scripts import reliability_checks as rel
+from scripts import reliability_runs as runs
 
 
 def test_parser_fuzz_only_clean_errors_and_no_code_executed():
@@ -37,17 +39,28 @@ def test_random_rules_deep_and_huge_never_crash():
 
 
 def test_disk_full_while_checkpointing_keeps_previous_checkpoint(tmp_path):
-    assert rel.disk_full_during_checkpoint(tmp_path) == {"disk_full_failures": 0}
+    assert runs.disk_full_during_checkpoint(tmp_path) == {"disk_full_failures": 0}
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("processes")
 def test_killed_process_worker_is_rerun_with_identical_results(tmp_path):
-    figures = rel.process_worker_loss(tmp_path)
+    figures = runs.process_worker_loss(tmp_path)
     assert figures["process_workers_killed"] == 1
     assert figures["process_worker_losses_seen"] == 1
+    assert figures["process_worker_retried"] > 0
     assert figures["process_worker_result_mismatches"] == 0
     assert figures["process_worker_lost"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_killing_the_pools_workers_again_and_again_never_yields_a_score(tmp_path):
+    """The issue's reproduction, shorter: kill -9 the pool's children every 0.2 s for 3 s."""
+    figures = runs.worker_kill_storm(tmp_path, seconds=3.0)
+    assert figures["storm_kills"] > 0
+    failures = {k: v for k, v in figures.items() if k.endswith(("_failures", "_mismatches"))}
+    assert not any(failures.values()), figures
 
 
 def test_reliability_script_documents_its_flags():

@@ -1,9 +1,14 @@
-"""`evolve benchmark`: every optimizer on the torch tasks over one learning-rate grid and seeds.
+"""`evolve benchmark`: every optimizer on the torch tasks with the same lr search, schedule and seeds.
 
-Every optimizer (torch baselines and exported rules alike) runs every learning rate of the same
-log grid with the same seeds on each task of :mod:`fitness.training.torch_tasks`; the best rate is chosen
-on validation loss and its test numbers are reported (:mod:`evolve.bench.report`). Rules also get their
-score on the Numba proxy suite when that suite is importable (:func:`proxy_suite_scores`).
+Every optimizer (torch baselines and exported rules alike) gets the same treatment on each task
+of :mod:`fitness.training.torch_tasks` (DESIGN invariant 9): the learning-rate search of
+:mod:`fitness.lr_grid` (or one explicit ``--lrs`` grid for all), the same schedule (cosine decay
+by default), the same seeds and minibatches. The rate is chosen on validation loss (mean over
+seeds; a rate where any seed diverged does not count) and its test numbers are reported
+(:mod:`evolve.bench.report`), with a summary against tuned Adam: the geometric mean over tasks
+of each optimizer's test-loss ratio to Adam's (each task's ratio clipped to [0.5, 2] so that no
+task decides alone; :func:`fitness.score.suite_score`). Rules also get their scores on the Numba
+proxy suites (:func:`proxy_suite_scores`).
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from evolve.bench.optimizers import BASELINE_RULES, OptimizerSpec, log_grid
+from evolve.bench.optimizers import BASELINE_RULES, OptimizerSpec
 from evolve.bench.report import pick_winner, summarize
 from evolve.errors import UserError
+from fitness import lr_grid
+from fitness.score import log_ratio, suite_score
 from fitness.training.torch_tasks import (
+    SCHEDULES,
     TASK_NAMES,
     RunResult,
     make_tasks,
@@ -25,24 +33,27 @@ from fitness.training.torch_tasks import (
 )
 from primitives.rules import KNOWN_RULES
 
-# 1e-4 ... 1 in half decades: wide enough for SGD (large rates) and Lion (small ones).
-DEFAULT_LRS = log_grid(1e-4, 1.0, per_decade=2)
-QUICK_LRS = log_grid(1e-4, 1.0, per_decade=1)
-
 Progress = Callable[[str], None]
 
 
 @dataclass
 class BenchmarkConfig:
-    """What a benchmark runs. ``quick`` shrinks step budgets and the grid for smoke tests."""
+    """What a benchmark runs. ``lrs`` None means the lr search; ``quick`` shrinks step budgets
+    and the search for smoke tests."""
 
     tasks: Sequence[str] = TASK_NAMES
     seeds: int = 3
-    lrs: Sequence[float] = field(default_factory=lambda: list(DEFAULT_LRS))
+    lrs: Sequence[float] | None = None
     quick: bool = False
     weight_decay: float | None = None
     proxy: bool = True
     threads: int | None = 1  # torch intra-op threads while training (None: leave as is)
+    schedule: str = "cosine"
+    search: lr_grid.LrSearch = field(default_factory=lambda: lr_grid.DEFAULT)
+
+    @property
+    def lr_search(self) -> lr_grid.LrSearch:
+        return lr_grid.QUICK if self.quick else self.search
 
 
 def check_tasks(names: Sequence[str]) -> list[str]:
@@ -58,19 +69,45 @@ def run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
     """Run the benchmark and return its results dict (see :mod:`evolve.bench.report`)."""
     if config.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if config.schedule not in SCHEDULES:
+        raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}")
     with torch_threads(config.threads):
         return _run_benchmark(specs, config, progress)
+
+
+def sweep_optimizer(task, make, config: BenchmarkConfig, schedule: str
+                    ) -> dict[float, list[RunResult]]:
+    """Every seed at each rate the search (or the explicit grid) asks for."""
+    sweep: dict[float, list[RunResult]] = {}
+
+    def evaluate(lrs: list[float]) -> list[float | None]:
+        out = []
+        for lr in lrs:
+            runs = [train_task(task, make, lr, seed, schedule=schedule)
+                    for seed in range(config.seeds)]
+            sweep[lr] = runs
+            ok = all(not r.diverged for r in runs)
+            out.append(sum(r.val_loss for r in runs) / len(runs) if ok else None)
+        return out
+
+    if config.lrs:
+        evaluate(list(config.lrs))
+    else:
+        lr_grid.search(evaluate, config.lr_search)
+    return dict(sorted(sweep.items()))
 
 
 def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
                    progress: Progress | None) -> dict:
     tasks = make_tasks(quick=config.quick)
     names = check_tasks(config.tasks)
+    search = "explicit grid " + ",".join(f"{lr:g}" for lr in config.lrs) if config.lrs else (
+        "lr search " + ", ".join(f"{k}={v}" for k, v in config.lr_search.to_dict().items()))
     results: dict = {
         "kind": "benchmark",
         "title": "Benchmark: evolved rules against torch optimizers",
-        "config": {"tasks": ",".join(names), "seeds": config.seeds,
-                   "lrs": ",".join(f"{lr:g}" for lr in config.lrs), "quick": config.quick,
+        "config": {"tasks": ",".join(names), "seeds": config.seeds, "lrs": search,
+                   "schedule": config.schedule, "quick": config.quick,
                    "weight_decay": "default" if config.weight_decay is None
                    else config.weight_decay, "torch": torch.__version__},
         "optimizers": [s.to_json() for s in specs],
@@ -84,22 +121,55 @@ def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
             def make(params, lr, total_steps, spec=spec):
                 return spec.make(params, lr, config.weight_decay, total_steps)
 
-            sweep: dict[float, list[RunResult]] = {}
-            for lr in config.lrs:
-                sweep[lr] = [train_task(task, make, lr, seed) for seed in range(config.seeds)]
-            per_opt[spec.label] = summarize(sweep)
+            schedule = spec_schedule(spec, config.schedule)
+            per_opt[spec.label] = summarize(sweep_optimizer(task, make, config, schedule))
             if progress:
                 s = per_opt[spec.label]
+                acc = f"acc {s['test_acc_mean']:.4f} " if s.get("test_acc_mean") is not None else ""
                 shown = "diverged" if s["diverged"] else (
-                    f"acc {s['test_acc_mean']:.4f} loss {s['test_loss_mean']:.4f} "
-                    f"at lr {s['best_lr']:.3g}")
-                progress(f"{name:14s} {spec.label:20s} {shown}")
+                    f"{acc}loss {s['test_loss_mean']:.4f} at lr {s['best_lr']:.3g}")
+                progress(f"{name:18s} {spec.label:20s} {shown}")
+        lrs = sorted({r["lr"] for s in per_opt.values() for r in s["sweep"]})
         results["tasks"][name] = {"description": task.description, "steps": task.steps,
-                                  "lrs": list(config.lrs), "results": per_opt,
+                                  "lrs": lrs, "results": per_opt,
                                   "winner": pick_winner(per_opt)}
+    results["summary"] = versus_reference(results)
     if config.proxy:
         results["proxy"] = proxy_suite_scores(specs, quick=config.quick)
     return results
+
+
+def spec_schedule(spec: OptimizerSpec, schedule: str) -> str:
+    """The schedule an optimizer runs under: the benchmark's, except for schedule-free ones,
+    which run at a constant rate as their authors prescribe (their own warm-up included)."""
+    return "constant" if getattr(spec, "schedule_free", False) else schedule
+
+
+def versus_reference(results: dict, reference: str = "adam") -> dict:
+    """Per optimizer: geometric-mean test-loss ratio against ``reference`` over the tasks (each
+    task's ratio clipped to [0.5, 2], a diverged task counted as 4x worse), and the tasks where
+    it is better. Empty when the reference is not among the optimizers."""
+    labels = [o["label"] for o in results.get("optimizers", [])]
+    if reference not in labels:
+        return {}
+    out = {"reference": reference, "optimizers": {}}
+    for label in labels:
+        ratios, better = [], 0
+        for task in results["tasks"].values():
+            mine = task["results"][label].get("test_loss_mean")
+            ref = task["results"][reference].get("test_loss_mean")
+            # test losses here are far from 0, so the gap's epsilon (relative to the third
+            # argument) only keeps the logarithm defined
+            value = log_ratio(mine, ref, ref if ref is not None else 1.0)
+            ratios.append(value)
+            better += value > 0
+        score = suite_score(ratios)
+        out["optimizers"][label] = {"loss_ratio": 1.0 / score, "score": score,
+                                    "tasks_better": better, "tasks": len(ratios),
+                                    "diverged_tasks": sum(
+                                        t["results"][label]["diverged"]
+                                        for t in results["tasks"].values())}
+    return out
 
 
 def spec_rule_text(spec: OptimizerSpec) -> str | None:
@@ -134,5 +204,5 @@ def proxy_suite_scores(specs: Sequence[OptimizerSpec], quick: bool = False) -> d
                     "known rule (adamw as adam).", "scores": scores}
 
 
-__all__ = ["BenchmarkConfig", "DEFAULT_LRS", "QUICK_LRS", "check_tasks", "proxy_suite_scores",
-           "run_benchmark", "spec_rule_text"]
+__all__ = ["BenchmarkConfig", "check_tasks", "proxy_suite_scores", "run_benchmark",
+           "spec_rule_text", "spec_schedule", "sweep_optimizer", "versus_reference"]

@@ -4,57 +4,74 @@ Entries of ``--rules`` (comma-separated at the top level only, since rule text h
 parentheses):
 
 * a torch baseline: ``adam``, ``adamw``, ``sgd``, ``sgd_momentum`` (or ``momentum``),
-  ``nesterov``, ``lion`` -> torch.optim's own class, or :class:`evolve.bench.lion.Lion`;
-* ``RUN:best`` -> the first rule of ``RUN/hall_of_fame.json`` (``RUN:3`` the third);
+  ``nesterov``, ``lion``, ``schedulefree`` (schedule-free AdamW), ``muon`` (Muon with AdamW
+  for the rest) -> torch.optim's own class, :class:`evolve.bench.lion.Lion`, or
+  :mod:`evolve.bench.modern`;
 * ``rule:NAME`` -> the known rule NAME through the exported class (e.g. ``rule:adam`` to compare
   the generated Adam with torch's);
-* any other known rule name (``rmsprop``, ``signum``, ...) or rule text -> the exported class
-  from :func:`primitives.export_torch.load_optimizer_class`, the same code ``evolve export`` writes.
+* anything else goes through the one rule resolver, :func:`evolve.rundir.resolve_rule`: any
+  other known rule name (``rmsprop``, ``signum``, ...), rule text, or a run's rule
+  (``RUN:best``, ``RUN:search``, ``RUN:heldout``, ``RUN:3``) -> the exported class from
+  :func:`primitives.export_torch.load_optimizer_class`, the same code ``evolve export`` writes.
+
+Two entries that name one optimizer (``momentum`` and ``sgd_momentum``) are refused with a line
+naming both.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from evolve.config import split_top_level
 from evolve.errors import UserError
-from primitives.grammar import RuleSyntaxError, parse, to_text
+from evolve.rundir.refs import canonical, resolve_rule
 from primitives.rules import KNOWN_RULES
 
-# name -> (description, factory(params, lr, weight_decay or None))
-_Factory = Callable[[Iterable, float, float | None], torch.optim.Optimizer]
+# name -> (description, factory(params, lr, weight_decay or None, total_steps or None))
+_Factory = Callable[[Iterable, float, float | None, int | None], torch.optim.Optimizer]
 
 
-def _adam(params, lr, wd):
+def _adam(params, lr, wd, total_steps=None):
     return torch.optim.Adam(params, lr=lr, weight_decay=wd or 0.0)
 
 
-def _adamw(params, lr, wd):
+def _adamw(params, lr, wd, total_steps=None):
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.01 if wd is None else wd)
 
 
-def _sgd(params, lr, wd):
+def _sgd(params, lr, wd, total_steps=None):
     return torch.optim.SGD(params, lr=lr, weight_decay=wd or 0.0)
 
 
-def _sgd_momentum(params, lr, wd):
+def _sgd_momentum(params, lr, wd, total_steps=None):
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd or 0.0)
 
 
-def _nesterov(params, lr, wd):
+def _nesterov(params, lr, wd, total_steps=None):
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd or 0.0)
 
 
-def _lion(params, lr, wd):
+def _lion(params, lr, wd, total_steps=None):
     from evolve.bench.lion import Lion
 
     return Lion(params, lr=lr, weight_decay=wd or 0.0)
+
+
+def _schedulefree(params, lr, wd, total_steps=None):
+    from evolve.bench.modern import schedule_free_adamw
+
+    return schedule_free_adamw(params, lr, wd, total_steps)
+
+
+def _muon(params, lr, wd, total_steps=None):
+    from evolve.bench.modern import muon
+
+    return muon(params, lr, wd, total_steps)
 
 
 BASELINES: dict[str, tuple[str, _Factory]] = {
@@ -64,8 +81,15 @@ BASELINES: dict[str, tuple[str, _Factory]] = {
     "sgd_momentum": ("torch.optim.SGD (momentum 0.9)", _sgd_momentum),
     "nesterov": ("torch.optim.SGD (momentum 0.9, nesterov)", _nesterov),
     "lion": ("evolve.bench.lion.Lion, Chen et al. 2023 Algorithm 2 (betas 0.9, 0.99)", _lion),
+    "schedulefree": ("schedulefree.AdamWScheduleFree (Defazio et al. 2024; constant rate, 5% "
+                     "warm-up, weight decay 0 unless --weight-decay)", _schedulefree),
+    "muon": ("torch.optim.Muon on hidden matrices (AdamW-matched rate) + AdamW on the rest "
+             "(weight decay 0.01 unless --weight-decay)", _muon),
 }
-ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov"}
+# optimizers that replace the schedule: the benchmark runs them at a constant rate
+SCHEDULE_FREE = ("schedulefree",)
+ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov", "schedule_free": "schedulefree",
+           "sfadamw": "schedulefree"}
 
 # The known rule each baseline corresponds to (for the Numba proxy suite).
 BASELINE_RULES = {"adam": "adam", "adamw": "adam", "sgd": "sgd", "sgd_momentum": "momentum",
@@ -85,9 +109,13 @@ class OptimizerSpec:
              total_steps: int | None = None) -> torch.optim.Optimizer:
         """Build the optimizer for ``params``. ``weight_decay=None`` keeps each default."""
         if self.kind == "torch":
-            return BASELINES[self.label][1](params, lr, weight_decay)
+            return BASELINES[self.label][1](params, lr, weight_decay, total_steps)
         cls = exported_class(self.rule)
         return cls(params, lr=lr, weight_decay=weight_decay or 0.0, total_steps=total_steps)
+
+    @property
+    def schedule_free(self) -> bool:
+        return self.kind == "torch" and self.label in SCHEDULE_FREE
 
     def to_json(self) -> dict:
         return {"label": self.label, "kind": self.kind, "rule": self.rule, "source": self.source}
@@ -105,54 +133,17 @@ def exported_class(rule: str) -> type:
 
 def split_rules(text: str) -> list[str]:
     """Split on commas outside parentheses: ``adam,sign(ema(g, 0.9))`` -> two entries."""
-    entries: list[str] = []
     depth = 0
-    current: list[str] = []
     for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                raise UserError(f"unbalanced ')' in --rules {text!r}")
-        if ch == "," and depth == 0:
-            entries.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            raise UserError(f"unbalanced ')' in --rules {text!r}")
     if depth != 0:
         raise UserError(f"unbalanced '(' in --rules {text!r}")
-    entries.append("".join(current).strip())
-    entries = [e for e in entries if e]
+    entries = split_top_level(text)
     if not entries:
         raise UserError("--rules is empty; give e.g. --rules adam,sgd,lion,RUN:best")
     return entries
-
-
-def hall_of_fame_rule(run_dir: str, rank: int = 1) -> str:
-    """Rule text of the rank-th entry (1-based) of ``run_dir/hall_of_fame.json``."""
-    path = Path(run_dir) / "hall_of_fame.json"
-    if not path.is_file():
-        raise UserError(f"{path} not found; RUN:best needs a campaign run directory")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not readable JSON ({err}); is the run directory intact?") from None
-    if not isinstance(entries, list) or not entries:
-        raise UserError(f"{path} holds no rules yet; let the campaign run longer")
-    if rank > len(entries):
-        raise UserError(f"{path} has {len(entries)} rules, asked for number {rank}")
-    entry = entries[rank - 1]
-    if not isinstance(entry, dict) or not isinstance(entry.get("rule"), str):
-        raise UserError(f"{path}: entry {rank} has no 'rule' text")
-    return entry["rule"]
-
-
-def _canonical(text: str, what: str) -> str:
-    try:
-        return to_text(parse(text))
-    except RuleSyntaxError as err:
-        raise UserError(f"{what}: {err}") from None
 
 
 def _short_label(rule: str, taken: set[str]) -> str:
@@ -177,36 +168,28 @@ def resolve_spec(entry: str, taken: set[str] | None = None) -> OptimizerSpec:
         if known not in KNOWN_RULES:
             raise UserError(f"unknown rule name {known!r} in {entry!r}; known: "
                             + ", ".join(sorted(KNOWN_RULES)))
-        return OptimizerSpec(f"{known} (rule)", "rule", _canonical(KNOWN_RULES[known].rule, entry),
+        return OptimizerSpec(f"{known} (rule)", "rule", canonical(KNOWN_RULES[known].rule, entry),
                              f"known rule {known}, exported class")
-    if name in KNOWN_RULES:
-        return OptimizerSpec(name, "rule", _canonical(KNOWN_RULES[name].rule, entry),
-                             f"known rule {name}, exported class")
-    if ":" in key and "(" not in key.split(":", 1)[0]:
-        run_dir, _, which = key.rpartition(":")
-        if which == "best":
-            rank = 1
-        elif which.isdigit() and int(which) >= 1:
-            rank = int(which)
-        else:
-            raise UserError(f"{entry!r}: expected RUN:best or RUN:N (N >= 1)")
-        rule = _canonical(hall_of_fame_rule(run_dir, rank), entry)
-        label = f"{Path(run_dir).name or run_dir}:{which}"
-        return OptimizerSpec(label, "rule", rule, f"{entry}: {rule}")
-    rule = _canonical(key, f"--rules entry {entry!r} is neither a known name nor a rule")
-    return OptimizerSpec(_short_label(rule, taken), "rule", rule, "rule text")
+    ref = resolve_rule(key)
+    if ref.source == "rule text":
+        return OptimizerSpec(_short_label(ref.text, taken), "rule", ref.text, "rule text")
+    return OptimizerSpec(ref.label, "rule", ref.text, f"{ref.source}, exported class")
 
 
 def resolve_specs(rules: str | list[str]) -> list[OptimizerSpec]:
     """Resolve a --rules string (or a list of entries) into specs with unique labels."""
     entries = split_rules(rules) if isinstance(rules, str) else list(rules)
     specs: list[OptimizerSpec] = []
-    taken: set[str] = set()
+    given: dict[str, str] = {}  # label -> the entry that gave it
     for entry in entries:
-        spec = resolve_spec(entry, taken)
-        if spec.label in taken:
-            raise UserError(f"--rules names {spec.label!r} twice")
-        taken.add(spec.label)
+        spec = resolve_spec(entry, set(given))
+        if spec.label in given:
+            first = given[spec.label]
+            if first.strip() == entry.strip():
+                raise UserError(f"--rules names {entry.strip()!r} twice")
+            raise UserError(f"--rules: {first.strip()!r} and {entry.strip()!r} are the same "
+                            f"optimizer ({spec.label}); give it once")
+        given[spec.label] = entry
         specs.append(spec)
     return specs
 
@@ -228,5 +211,4 @@ def parse_lrs(text: str) -> list[float]:
     return sorted(values)
 
 
-__all__ = ["BASELINES", "BASELINE_RULES", "OptimizerSpec", "exported_class", "hall_of_fame_rule",
-           "log_grid", "parse_lrs", "resolve_spec", "resolve_specs", "split_rules"]
+__all__ = ["BASELINES", "BASELINE_RULES", "OptimizerSpec", "exported_class", "log_grid", "parse_lrs", "resolve_spec", "resolve_specs", "split_rules"]

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fitness.training.torch_tasks import RunResult
+from primitives.files import atomic_write, atomic_write_text
 
-METHOD_ALL_SEEDS = ("Each optimizer runs every learning rate of the same log grid with every seed; "
-                    "the best rate is chosen on mean validation loss and its test loss and "
-                    "accuracy are reported as mean ± std over seeds.")
+METHOD_ALL_SEEDS = ("Each optimizer gets the same learning-rate search (or grid), schedule and "
+                    "seeds, every seed at every rate tried; the best rate is chosen on mean "
+                    "validation loss and its test loss and accuracy are reported as mean ± std "
+                    "over seeds.")
 METHOD_SWEEP_THEN_SEEDS = ("Each optimizer runs every learning rate of the same log grid with "
                            "seed 0; the best rate (lowest validation loss) is then run with "
                            "every seed and its test numbers are reported as mean ± std.")
@@ -77,8 +77,9 @@ def summarize(sweep: dict[float, list[RunResult]],
         runs = sweep[lr]
         n_div = sum(r.diverged for r in runs)
         val = float(np.mean([r.val_loss for r in runs])) if n_div == 0 else math.inf
+        accs = [r.test_acc for r in runs if r.test_acc is not None]
         rows.append({"lr": lr, "val_loss": _finite(val), "n_diverged": n_div,
-                     "test_acc": float(np.mean([r.test_acc for r in runs])),
+                     "test_acc": float(np.mean(accs)) if accs and n_div == 0 else None,
                      "reason": next((r.reason for r in runs if r.diverged), "")})
         if val < best_val:
             best_lr, best_val = lr, val
@@ -91,7 +92,7 @@ def summarize(sweep: dict[float, list[RunResult]],
     runs = final if final is not None else sweep[best_lr]
     ok = [r for r in runs if not r.diverged]
     loss_m, loss_s = _mean_std([r.test_loss for r in ok])
-    acc_m, acc_s = _mean_std([r.test_acc for r in ok])
+    acc_m, acc_s = _mean_std([r.test_acc for r in ok if r.test_acc is not None])
     seconds = [r.seconds for r in runs]
     summary.update(
         test_loss_mean=loss_m, test_loss_std=loss_s, test_acc_mean=acc_m, test_acc_std=acc_s,
@@ -106,21 +107,45 @@ def summarize(sweep: dict[float, list[RunResult]],
 
 
 def pick_winner(results: dict[str, dict]) -> str | None:
-    """Highest mean test accuracy; ties go to the lower test loss."""
+    """Highest mean test accuracy, ties to the lower test loss; the lowest test loss on tasks
+    without an accuracy (regression, reconstruction)."""
     ok = [(label, s) for label, s in results.items() if not s["diverged"]]
     if not ok:
         return None
-    return max(ok, key=lambda kv: (round(kv[1]["test_acc_mean"], 6), -kv[1]["test_loss_mean"]))[0]
+
+    def key(kv):
+        acc = kv[1].get("test_acc_mean")
+        return (round(acc, 6) if acc is not None else 0.0, -kv[1]["test_loss_mean"])
+
+    return max(ok, key=key)[0]
 
 
 # ----------------------------------------------------------------------------------------------
 # Markdown
 
 
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
+def _pm(mean: float | None, std: float | None, digits: int, missing: str = "diverged") -> str:
     if mean is None:
-        return "diverged"
+        return missing
     return f"{mean:.{digits}f} ± {std or 0.0:.{digits}f}"
+
+
+def summary_table(summary: dict) -> list[str]:
+    """The benchmark's headline: each optimizer against tuned Adam over all tasks."""
+    if not summary:
+        return []
+    ref = summary["reference"]
+    lines = [f"## Against tuned {ref}", "",
+             f"Geometric mean over tasks of the test-loss ratio to tuned {ref} (each task's ratio "
+             "clipped to [0.5, 2], a diverged task counted as 4x worse): below 1 is better than "
+             f"{ref}.", "",
+             f"| optimizer | test-loss ratio vs {ref} | tasks better than {ref} | diverged tasks |",
+             "| --- | ---: | ---: | ---: |"]
+    rows = sorted(summary["optimizers"].items(), key=lambda kv: kv[1]["loss_ratio"])
+    for label, row in rows:
+        lines.append(f"| {label} | {row['loss_ratio']:.3f} | {row['tasks_better']}/"
+                     f"{row['tasks']} | {row['diverged_tasks']} |")
+    return lines + [""]
 
 
 def markdown(results: dict) -> str:
@@ -132,8 +157,10 @@ def markdown(results: dict) -> str:
         lines.append("")
     if results.get("note"):
         lines += [f"Note: {results['note']}.", ""]
+    lines += summary_table(results.get("summary") or {})
     lines.append(results.get("method", METHOD_ALL_SEEDS)
-                 + " ★ marks the task's winner (highest accuracy); bold loss is the lowest.")
+                 + " ★ marks the task's winner (highest accuracy; lowest loss where there is "
+                 "no accuracy); bold loss is the lowest.")
     lines.append("")
     wins: dict[str, int] = {o["label"]: 0 for o in results.get("optimizers", [])}
     for name, task in results["tasks"].items():
@@ -147,7 +174,7 @@ def markdown(results: dict) -> str:
                 reason = s.get("reason") or "NaN/inf at every learning rate"
                 lines.append(f"| {label} | — | diverged | diverged ({reason[:60]}) | | |")
                 continue
-            acc = _pm(s["test_acc_mean"], s["test_acc_std"], 4)
+            acc = _pm(s["test_acc_mean"], s["test_acc_std"], 4, missing="—")
             loss = _pm(s["test_loss_mean"], s["test_loss_std"], 4)
             if label == task.get("winner"):
                 acc = f"**{acc}** ★"
@@ -202,19 +229,6 @@ def _clean(obj):
 
 def to_json(results: dict) -> str:
     return json.dumps(_clean(results), indent=2, allow_nan=False)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file by temp file + rename, so a reader never sees half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _axes_grid(n: int):
@@ -291,10 +305,10 @@ def plot_sensitivity(results: dict, path: Path) -> None:
 
 def _save(plt, fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
 
 
 def write_report(results: dict, out: Path, stem: str) -> dict[str, str]:
@@ -303,12 +317,12 @@ def write_report(results: dict, out: Path, stem: str) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / f"{stem}.md", "json": out / f"{stem}.json",
              "curves": out / f"{stem}_curves.png", "lr_sensitivity": out / f"{stem}_lr.png"}
-    write_atomic(paths["markdown"], markdown(results))
-    write_atomic(paths["json"], to_json(results))
+    atomic_write_text(paths["markdown"], markdown(results))
+    atomic_write_text(paths["json"], to_json(results))
     plot_curves(results, paths["curves"])
     plot_sensitivity(results, paths["lr_sensitivity"])
     return {k: str(v) for k, v in paths.items()}
 
 
 __all__ = ["METHOD_ALL_SEEDS", "METHOD_SWEEP_THEN_SEEDS", "markdown", "mean_curve", "pick_winner", "plot_curves", "plot_sensitivity",
-           "run_to_json", "summarize", "to_json", "write_atomic", "write_report"]
+           "run_to_json", "summarize", "to_json", "write_report"]

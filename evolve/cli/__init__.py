@@ -1,7 +1,9 @@
 """The ``evolve`` command line: discover, score, export and benchmark optimizer update rules.
 
 Subcommands live in their own modules and are imported only when used (:class:`LazyGroup`), so
-``evolve --version`` is instant and no command pays for torch unless it trains with it.
+``evolve --version`` is instant and no command pays for torch unless it trains with it. This
+module itself imports click only: a Ctrl-C during start-up lands inside :meth:`LazyGroup.main`,
+which prints one line, instead of in an import that would print a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import sys
 import click
 
 from evolve.errors import UserError
-from primitives.grammar import RuleSyntaxError
 
 # name -> "module:attribute" of the click command
 COMMANDS = {
@@ -58,23 +59,19 @@ class LazyGroup(click.Group):
 
 
 def load_rule(rule: str):
-    """A known name, rule text or RUN:best → compiled Program; bad input is a UserError."""
+    """A rule reference (known name, rule text, RUN:best, RUN:N, ...) -> compiled Program.
+
+    Resolved by :func:`evolve.rundir.resolve_rule`, the one resolver; bad input is a UserError.
+    """
+    from evolve.rundir.refs import resolve_rule
+    from primitives.grammar import RuleSyntaxError
     from primitives.program import compile_rule
-    from primitives.rules import resolve
 
-    text = rule
-    if rule.endswith(":best") and "(" not in rule:
-        from evolve.runs import best_rule
-
-        text = best_rule(rule[: -len(":best")])
+    text = resolve_rule(rule).text
     try:
-        return compile_rule(resolve(text))
-    except RuleSyntaxError as err:
-        raise UserError(f"{err} (rule text: {_short(text)!r})") from None
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+        return compile_rule(text)
+    except RuleSyntaxError as err:  # parsed but not compilable (e.g. too large)
+        raise UserError(f"{err} (rule {rule!r})") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import click
 
-from evolve.bench.benchmark import DEFAULT_LRS, QUICK_LRS, BenchmarkConfig, run_benchmark
+from evolve.bench.benchmark import BenchmarkConfig, run_benchmark
 from evolve.bench.optimizers import parse_lrs, resolve_specs
 from evolve.bench.report import to_json, write_report
 from evolve.errors import UserError
-from fitness.training.torch_tasks import TASK_NAMES
+from evolve.rundir import check_writable_folder
+from fitness.training.torch_tasks import SCHEDULES, TASK_NAMES
 
 DEFAULT_RULES = "adam,adamw,sgd_momentum,nesterov,lion"
 RULES_HELP = ("comma-separated optimizers: torch baselines (adam, adamw, sgd, sgd_momentum, "
-              "nesterov, lion), RUN:best for a campaign's best rule, rule:NAME or any other "
-              "known rule name, or rule text such as 'sign(ema(g, 0.9))'")
+              "nesterov, lion), a campaign's rule (RUN:best, RUN:search, RUN:heldout, RUN:N), "
+              "rule:NAME or any other known rule name, or rule text such as 'sign(ema(g, 0.9))'")
 
 
 def _progress(quiet: bool):
@@ -54,8 +55,12 @@ def _seeds(value: int | None, default: int) -> int:
               help="comma-separated torch tasks")
 @click.option("--seeds", type=int, default=None, help="seeds per learning rate [3; 2 with --quick]")
 @click.option("--lrs", default=None,
-              help="comma-separated learning rates [1e-4..1 in half decades; decades with --quick]")
-@click.option("--quick", is_flag=True, help="small step budgets and grid: a smoke test in < 1 min")
+              help="comma-separated learning rates, one grid for every optimizer [default: the "
+                   "lr search: decades 1e-4..1, a decade further while the best sits at an "
+                   "edge, then a third of a decade either side of the best]")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True,
+              help="learning-rate schedule for every optimizer (schedule-free ones run constant)")
+@click.option("--quick", is_flag=True, help="small step budgets and search: a smoke test")
 @click.option("--weight-decay", type=float, default=None,
               help="weight decay for every optimizer [each one's default: 0.01 for adamw, else 0]")
 @click.option("--no-proxy", is_flag=True, help="skip the Numba proxy-suite scores")
@@ -65,17 +70,18 @@ def _seeds(value: int | None, default: int) -> int:
 @click.option("--quiet", is_flag=True, help="no progress lines on stderr")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for benchmark.md, benchmark.json and the PNG plots")
-def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, quick: bool,
-              weight_decay: float | None, no_proxy: bool, threads: int, as_json: bool,
-              quiet: bool, out: str) -> None:
+def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedule: str,
+              quick: bool, weight_decay: float | None, no_proxy: bool, threads: int,
+              as_json: bool, quiet: bool, out: str) -> None:
     """Benchmark optimizers and evolved rules on torch tasks with bundled real data."""
     started = time.perf_counter()
+    check_writable_folder(out, "--out")
     specs = resolve_specs(rules)
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
-    grid = parse_lrs(lrs) if lrs else list(QUICK_LRS if quick else DEFAULT_LRS)
-    config = BenchmarkConfig(tasks=task_names, seeds=_seeds(seeds, 2 if quick else 3), lrs=grid,
-                             quick=quick, weight_decay=weight_decay, proxy=not no_proxy,
-                             threads=threads if threads > 0 else None)
+    config = BenchmarkConfig(tasks=task_names, seeds=_seeds(seeds, 2 if quick else 3),
+                             lrs=parse_lrs(lrs) if lrs else None, quick=quick,
+                             weight_decay=weight_decay, proxy=not no_proxy,
+                             threads=threads if threads > 0 else None, schedule=schedule)
     results = run_benchmark(specs, config, progress=_progress(quiet))
     _finish(results, out, "benchmark", as_json, started)
 
@@ -88,7 +94,7 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, quick:
               help="folder holding cifar-10-batches-py/ (or that folder) [$CIFAR10_DIR]")
 @click.option("--epochs", type=int, default=None, help="epochs per run [8 cifar10, 12 digits]")
 @click.option("--subset", type=int, default=None,
-              help="use N random training images (10%% held out to choose the lr) [all]")
+              help="use N random training images (a tenth held out to choose the lr) [all]")
 @click.option("--test-subset", type=int, default=None, help="use the first N test images [all]")
 @click.option("--seeds", type=int, default=3, show_default=True,
               help="seeds at each optimizer's best lr")
@@ -115,6 +121,7 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
     from evolve.bench.validate import validate_rules
 
     started = time.perf_counter()
+    check_writable_folder(out, "--out")
     if device != "cpu" and not device.startswith("cuda"):
         raise UserError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     for name, value in (("--epochs", epochs), ("--width", width), ("--batch-size", batch_size),

@@ -1,16 +1,21 @@
-"""CLI commands that run campaigns: ``evolve run``, ``evolve resume``, ``evolve show``, ``evolve demo``."""
+"""CLI commands that run campaigns: ``evolve run``, ``evolve resume``, ``evolve show``, ``evolve demo``.
+
+The work is :func:`evolve.runner.run_campaign`'s and the files are :mod:`evolve.rundir`'s; these
+commands parse options, show progress and print what happened.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from evolve.campaign import ALGORITHMS, EXECUTORS, CampaignConfig, ConfigError
-from evolve.errors import RunError, UserError
+from evolve.config import ALGORITHMS, EXECUTORS, STRATEGIES, CampaignConfig, ConfigError
+from evolve.errors import UserError
 
 
 def _load_config_file(path: str | None) -> dict:
@@ -34,11 +39,15 @@ def _load_config_file(path: str | None) -> dict:
 class Progress:
     """A rich progress bar on a terminal, plain lines elsewhere (logs, CI, pipes)."""
 
-    def __init__(self, total: int, start: int = 0, label: str = "evolving"):
-        self.total = total
-        self.start_time = time.perf_counter()
-        self.start_gen = start
+    def __init__(self, label: str = "evolving"):
+        self.label = label
         self.rich = None
+        self.task = None
+        self.start_time = time.perf_counter()
+        self.start_gen: int | None = None
+
+    def _begin(self, gen: int, total: int) -> None:
+        self.start_gen = gen - 1  # the generation before the first one this call runs
         if sys.stderr.isatty():
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
@@ -48,21 +57,25 @@ class Progress:
                 TextColumn("gen {task.completed}/{task.total}"),
                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
             )
-            self.task = self.rich.add_task(label, total=total, completed=start, info="")
+            self.task = self.rich.add_task(self.label, total=total, completed=gen, info="")
             self.rich.start()
 
-    def __call__(self, row: dict) -> None:
+    def __call__(self, row: dict, total: int) -> None:
         gen = row["generation"]
+        if self.start_gen is None:
+            self._begin(gen, total)
         elapsed = time.perf_counter() - self.start_time
-        done = max(gen - self.start_gen, 1)
-        eta = elapsed / done * max(self.total - gen, 0)
+        done = max(gen - (self.start_gen or 0), 1)
+        eta = elapsed / done * max(total - gen, 0)
         best = row.get("best_score")
         info = (f"best {best:.3f}  median {row.get('median_score') or 0:.3f}  "
                 f"{row.get('candidates_per_s') or 0:.0f} cand/s  cache {row.get('cache_hits', 0)}")
+        if row.get("lost_evaluations"):
+            info += f"  lost {row['lost_evaluations']} (retried {row['retried_evaluations']})"
         if self.rich is not None:
             self.rich.update(self.task, completed=gen, info=info)
         else:
-            click.echo(f"gen {gen}/{self.total}  {info}  eta {eta:.0f}s", err=True)
+            click.echo(f"gen {gen}/{total}  {info}  eta {eta:.0f}s", err=True)
 
     def close(self) -> None:
         if self.rich is not None:
@@ -79,28 +92,19 @@ def _config_from_options(config_file: str | None, overrides: dict) -> CampaignCo
         raise UserError(f"bad config{where}: {err}") from None
 
 
-def _run_and_finish(out: str, config: CampaignConfig | None, resume: bool, validate: bool,
-                    quiet: bool = False):
-    from evolve.finalize import finalize
-    from evolve.runner import RunDirectory, run_campaign
+def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = False,
+                    generations: int | None = None, validate: bool = False, quiet: bool = False):
+    """Run or resume the campaign in OUT to its end, funnel and report included."""
+    from evolve.runner import run_campaign
 
-    if resume:
-        state = RunDirectory(out).load_checkpoint()
-        cfg = CampaignConfig.from_dict(state["campaign"]["config"])
-        start = int(state["campaign"]["generation"])
-    else:
-        cfg, start = config, 0
-    progress = None if quiet else Progress(cfg.generations, start)
+    progress = None if quiet else Progress()
     try:
-        campaign = run_campaign(out, config=config, resume=resume, progress=progress)
-    except OSError as err:
-        raise RunError(f"cannot write to {out}: {err.strerror or err}; the last checkpoint is "
-                       f"intact — free space or fix permissions, then `evolve resume {out}`") from None
+        return run_campaign(out, config=config, resume=resume, generations=generations,
+                            progress=progress, finish=True, validate=validate,
+                            notify=lambda message: click.echo(message, err=True))
     finally:
         if progress is not None:
             progress.close()
-    summary = finalize(out, campaign, validate=validate)
-    return campaign, summary
 
 
 RUN_OPTIONS = [
@@ -109,6 +113,8 @@ RUN_OPTIONS = [
     click.option("--generations", type=int, default=None, help="Generations to run [20]."),
     click.option("--population", type=int, default=None, help="Population size [32]."),
     click.option("--seed", type=int, default=None, help="Random seed; a campaign is a function of (config, seed) [0]."),
+    click.option("--strategy", default=None,
+                 help=f"What proposes rules: {', '.join(STRATEGIES)} [evolution]."),
     click.option("--warm-start", default=None,
                  help="'random', a known rule (adam: the Lion search's start), or a comma list "
                       "such as adam,lion,sgd [random]."),
@@ -119,6 +125,11 @@ RUN_OPTIONS = [
     click.option("--workers", type=int, default=None, help="Worker processes (0 = one per core)."),
     click.option("--address", "ray_address", default=None, help="Ray cluster address (with --executor ray)."),
     click.option("--suite", default=None, help="Proxy-task suite to search on [default]."),
+    click.option("--task", "tasks", multiple=True, metavar="FILE.py:FUNCTION",
+                 help="Add your own model and data to the real-data tier (repeatable); FUNCTION "
+                      "returns an evolve.UserTask (README: 'Bring your own task')."),
+    click.option("--real-k", type=int, default=None,
+                 help="New candidates per generation trained on the real-data tier (0: off) [2]."),
 ]
 
 
@@ -133,32 +144,47 @@ def run_options(fn):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--validate/--no-validate", default=False,
               help="Send the top held-out rules through torch validation (digits) at the end.")
-def run_cmd(config_file, generations, population, seed, warm_start, algorithm, executor, workers,
-            ray_address, suite, out, validate):
+def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
+            workers, ray_address, suite, tasks, real_k, out, validate):
     """Run an evolution campaign and write it to the run directory OUT.
 
     \b
     Examples:
         evolve run --generations 30 --out runs/first
         evolve run --warm-start adam --executor ray --out runs/from-adam
+        evolve run --task my_task.py:make_task --out runs/mine
+    Every candidate is scored on the proxy suite; the best new ones of each generation train
+    on the real-data tier, whose confirmed best rule is the answer (RUN:best).
     Interrupt with Ctrl-C: a checkpoint is saved; continue with `evolve resume RUN`.
     """
     config = _config_from_options(config_file, dict(
-        generations=generations, population=population, seed=seed, warm_start=warm_start,
-        algorithm=algorithm, executor=executor, workers=workers, ray_address=ray_address,
-        suite=suite))
+        generations=generations, population=population, seed=seed, strategy=strategy,
+        warm_start=warm_start, algorithm=algorithm, executor=executor, workers=workers,
+        ray_address=ray_address, suite=suite, real_k=real_k))
+    if tasks:
+        config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)
-    campaign, summary = _run_and_finish(out, config, False, validate)
-    _print_summary(campaign, summary)
+    _run_and_finish(out, config, validate=validate)
+    _print_summary(out)
 
 
 @click.command("resume")
 @click.argument("run", type=click.Path(file_okay=False))
+@click.option("--generations", type=int, default=None,
+              help="A new total number of generations: extends a finished run exactly as if it "
+                   "had been started with this number.")
 @click.option("--validate/--no-validate", default=False, help="As for `evolve run`.")
-def resume_cmd(run, validate):
-    """Continue the campaign in RUN from its last checkpoint (same end state as never stopping)."""
-    campaign, summary = _run_and_finish(run, None, True, validate)
-    _print_summary(campaign, summary)
+def resume_cmd(run, generations, validate):
+    """Continue the campaign in RUN from its last checkpoint (same end state as never stopping).
+
+    \b
+    A run killed before its first checkpoint starts again from its config.json; a finished run
+    says so, and `--generations N` extends it.
+    """
+    if generations is not None and generations < 0:
+        raise UserError("--generations must be >= 0")
+    _run_and_finish(run, None, resume=True, generations=generations, validate=validate)
+    _print_summary(run)
 
 
 @click.command("show")
@@ -166,27 +192,34 @@ def resume_cmd(run, validate):
 @click.option("--json", "as_json", is_flag=True, help="Print hall of fame, funnel and curves as JSON.")
 def show_cmd(run, as_json):
     """Show the hall of fame and score curves of the campaign in RUN."""
-    from evolve.runner import RunDirectory
-    from evolve.runs import read_hall_of_fame
+    from evolve.rundir import RunDirectory
+    from primitives.program import needs_total_steps
 
-    hall = read_hall_of_fame(run)
     rd = RunDirectory(run)
+    hall = rd.read_hall_of_fame()
     log = rd.read_log()
-    heldout_path = Path(run) / "heldout.json"
-    heldout = json.loads(heldout_path.read_text()) if heldout_path.exists() else None
+    heldout = rd.read_heldout()
+    for entry in hall:
+        entry.setdefault("needs_total_steps", needs_total_steps(entry["rule"]))
     if as_json:
         click.echo(json.dumps({
             "hall_of_fame": hall,
             "curves": {k: [r.get(k) for r in log] for k in
-                       ("generation", "best_score", "median_score", "mean_size", "candidates_per_s")},
+                       ("generation", "best_score", "median_score", "mean_size", "candidates_per_s",
+                        "real_best")},
             "heldout": heldout,
+            "selection": rd.read_selection(),
         }, indent=2))
         return
-    click.echo(f"hall of fame of {run} (search score; 1.0 = tuned Adam)")
+    click.echo(f"hall of fame of {run} (1.0 = tuned Adam; real-data tier first, then the "
+               "proxy suite's best)")
     for i, entry in enumerate(hall, 1):
-        click.echo(f"{i:>2}. {entry['score']:+.3f}  {entry['rule']}")
+        tier = entry.get("tier", "proxy")
+        click.echo(f"{i:>2}. {tier:<5} {entry['score']:.3f}  {entry['rule']}")
         if entry.get("simplified") and entry["simplified"] != entry["rule"]:
             click.echo(f"           pruned: {entry['simplified']}")
+        if entry["needs_total_steps"]:
+            click.echo("           needs total_steps (reads a schedule)")
     if log:
         last = log[-1]
         click.echo(f"generations: {last['generation']}  evaluations: {last['evaluations']}")
@@ -194,54 +227,111 @@ def show_cmd(run, as_json):
         click.echo("held-out ranking:")
         for row in heldout.get("ranking", [])[:5]:
             click.echo(f"    {row['heldout_score']:+.3f} (search {row['search_score']:+.3f})  {row['rule']}")
+    selection = rd.read_selection()
+    if selection and selection.get("pareto"):
+        click.echo("Pareto front (real-data tier score against rule size):")
+        for point in selection["pareto"]:
+            click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
+    rule, how = rd.final_selection()
+    click.echo(f"{run}:best ({how}): {rule}")
 
 
 @click.command("demo")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory [build/demo-run-<time>].")
-@click.option("--generations", type=int, default=150, show_default=True)
-@click.option("--population", type=int, default=64, show_default=True)
+@click.option("--generations", type=int, default=40, show_default=True)
+@click.option("--population", type=int, default=32, show_default=True)
 def demo_cmd(out, generations, population):
-    """A short real campaign with the defaults, then the discovered rule beside adam and sgd."""
-    from evolve.evaluation import make_evaluator
-
-    out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = CampaignConfig(generations=generations, population=population, warm_start="random")
-    click.echo(f"evolving {population} rules for {generations} generations on the "
-               f"'{config.suite}' proxy suite -> {out}", err=True)
-    campaign, summary = _run_and_finish(out, config, False, False)
-    best = campaign.hall_of_fame[0]
+    """A short real campaign (proxy suite and real-data tier), then the discovered rule beside
+    adam and sgd."""
+    from evolve.rundir import REPORT, RunDirectory
+    from evolve.worker import score_rules
+    from primitives.program import needs_total_steps
     from primitives.rules import KNOWN_RULES
 
-    evaluator = make_evaluator(config.suite, config.seed)
-    adam, sgd = evaluator.evaluate([KNOWN_RULES["adam"].rule, KNOWN_RULES["sgd"].rule])
-    heldout = json.loads((Path(out) / "heldout.json").read_text())
-    rows = [("discovered", best.score, summary.get("heldout_best"), best.rule),
-            ("adam", adam["aggregate"], heldout["baselines"]["adam"], KNOWN_RULES["adam"].rule),
-            ("sgd", sgd["aggregate"], heldout["baselines"]["sgd"], KNOWN_RULES["sgd"].rule)]
+    out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = CampaignConfig(generations=generations, population=population, warm_start="random",
+                            real_k=1, confirm=3)
+    click.echo(f"evolving {population} rules for {generations} generations on the "
+               f"'{config.suite}' proxy suite, the best new one of each generation trained on "
+               f"the real-data tier -> {out}", err=True)
+    _run_and_finish(out, config)
+    rd = RunDirectory(out)
+    chosen, how = rd.final_selection()
+    from evolve.tiers import real_suite
+
+    rules = [chosen, KNOWN_RULES["adam"].rule, KNOWN_RULES["sgd"].rule]
+    search = score_rules(config.suite, config.seed, rules)
+    held_out = score_rules(config.heldout_suite, config.seed, rules)
+    click.echo("training adam and sgd on the real-data tier for the comparison...", err=True)
+    real = score_rules(real_suite(config), config.seed, rules)
     click.echo("")
-    click.echo("scores: 1.0 = tuned Adam, higher is better; held-out tasks were never searched on")
-    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9}  rule")
-    for name, search, held, rule in rows:
-        held_text = f"{held:>9.3f}" if held is not None else f"{'-':>9}"
-        click.echo(f"{name:<11} {search:>7.3f} {held_text}  {rule}")
-    click.echo(f"\nreport: {Path(out) / 'report.md'}   export: evolve export {out}:best "
-               "--name MyOptimizer -o my_optimizer.py")
+    click.echo("scores: geometric-mean loss ratio against tuned Adam (1.0 = Adam, higher is "
+               "better); the held-out proxy tasks were never searched on")
+    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9} {'real tier':>10}  rule")
+    for name, rule, s, h, r in zip(("discovered", "adam", "sgd"), rules, search, held_out, real):
+        click.echo(f"{name:<11} {s.score:>7.3f} {h.score:>9.3f} {r.score:>10.3f}  {rule}")
+    click.echo(f"(discovered: {how})")
+    if needs_total_steps(chosen):
+        click.echo("the discovered rule reads a schedule: its exported optimizer needs "
+                   "total_steps=N (the number of steps it will take)")
+    click.echo(f"\nreport: {rd.file(REPORT)}   export: {_evolve_command()} export "
+               f"{out}:best --name MyOptimizer -o my_optimizer.py")
+
+
+def _evolve_command() -> str:
+    """How to call this CLI from the user's shell: ``evolve`` if it is on PATH, else its path."""
+    if shutil.which("evolve"):
+        return "evolve"
+    script = Path(sys.executable).with_name("evolve")
+    return str(script) if script.exists() else f"{sys.executable} -m evolve.cli"
+
+
+def _with_user_tasks(config: CampaignConfig, specs: tuple[str, ...]) -> CampaignConfig:
+    """The config with the user's tasks added to the real-data tier, each checked first (it
+    is imported, built and run once on its data), so a bad one stops before anything is
+    written."""
+
+    from fitness.training.real_tasks import TaskError, load_user_task
+
+    for spec in specs:
+        try:
+            load_user_task(spec)
+        except TaskError as err:
+            raise UserError(str(err)) from None
+    try:
+        return CampaignConfig.from_dict({**config.to_dict(),
+                                         "real_tasks": [*config.real_tasks, *specs]})
+    except ConfigError as err:
+        raise UserError(f"--task: {err}") from None
 
 
 def _check_suite(name: str) -> None:
-    from evolve.evaluation import suite_names
+    from evolve.worker import suite_names
 
     if name not in suite_names():
         raise UserError(f"unknown suite {name!r}; choose one of {', '.join(suite_names())}")
 
 
-def _print_summary(campaign, summary: dict) -> None:
-    best = campaign.hall_of_fame[0]
-    click.echo(f"best rule (search score {best.score:.3f}): {best.rule}")
-    if summary.get("heldout_best") is not None:
-        click.echo(f"held-out score: {summary['heldout_best']:.3f}")
-    click.echo(f"report: {summary.get('report')}")
+def _print_summary(run: str) -> None:
+    from evolve.rundir import REPORT, RunDirectory
+
+    rd = RunDirectory(run)
+    hall = rd.read_hall_of_fame()
+    best = max(hall, key=lambda e: e.get("proxy_score", e["score"]))
+    click.echo(f"search champion (proxy score {best.get('proxy_score', best['score']):.3f}): "
+               f"{best['rule']}")
+    selection = rd.read_selection()
+    if selection:
+        top = selection["ranking"][0]
+        shown = top["final_score"] if top["final_score"] is not None else top["real_score"]
+        click.echo(f"final selection, {run}:best (real-data tier {shown:.3f}, tuned Adam = 1; "
+                   f"proxy {top['proxy_score']:.3f}): {top['rule']}")
+    else:
+        rule, how = rd.final_selection()
+        click.echo(f"final selection, {run}:best ({how}): {rule}")
+    if rd.has_report():
+        click.echo(f"report: {rd.file(REPORT)}")
 
 
 __all__ = ["demo_cmd", "resume_cmd", "run_cmd", "show_cmd"]

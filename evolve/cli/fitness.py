@@ -1,7 +1,6 @@
 """The ``evolve score`` and ``evolve tasks`` commands: score one rule, list a suite's tasks.
 
-Registered on the ``evolve`` group in :mod:`evolve.cli` with ``main.add_command(score)`` and
-``main.add_command(tasks)``. Bad input (a malformed rule, an unknown suite) is a
+Loaded by name from :data:`evolve.cli.COMMANDS`. Bad input (a malformed rule, an unknown suite) is a
 :class:`~evolve.errors.UserError` (one line, exit 2); a rule that fails on the tasks is a
 result, printed with its floor scores and reasons, exit 0.
 """
@@ -15,46 +14,39 @@ import click
 from evolve.errors import UserError
 
 
-def _evaluator(suite: str, seed: int):
-    from fitness.evaluate import Evaluator
-
-    try:
-        # the hurdle is for populations; one rule on the command line gets the full suite
-        return Evaluator(suite=suite, seed=seed, hurdle=False, cache=False)
-    except KeyError as err:
-        raise UserError(str(err.args[0])) from None
-
-
 @click.command("score")
 @click.argument("rule")
 @click.option("--suite", default="search", show_default=True, help="task suite to score on")
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the task instances")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def score(rule: str, suite: str, seed: int, as_json: bool) -> None:
-    """Score RULE (a known name such as adam, or rule text) against tuned Adam (= 1.0)."""
-    from fitness.evaluate import to_program
-    from primitives.grammar import RuleSyntaxError
+    """Score RULE against tuned Adam (= 1.0).
 
-    try:
-        program = to_program(rule)
-    except RuleSyntaxError as err:
-        raise UserError(str(err)) from None
-    result = _evaluator(suite, seed).evaluate_one(program)
+    RULE is a known name such as adam, rule text, or a campaign's rule: RUN:best (its final
+    selection), RUN:search, RUN:heldout or RUN:N (hall-of-fame rank). Per task, the ratio of
+    tuned Adam's loss gap to the rule's (clipped to [0.25, 2]); the suite's score is their
+    geometric mean.
+    """
+    from evolve.rundir.refs import resolve_rule
+    from evolve.worker import score_rules, suite_names
+
+    ref = resolve_rule(rule)
+    if suite not in suite_names():
+        raise UserError(f"unknown suite {suite!r}; known suites: {', '.join(suite_names())}")
+    # the hurdle is for populations; one rule on the command line gets the full suite
+    (result,) = score_rules(suite, seed, [ref.text], hurdle=False)
+    tasks = [{"task": t.task, "score": 2.0 ** t.log_ratio, "best_lr": t.best_lr,
+              "reason": t.reason} for t in result.tasks]
     if as_json:
-        payload = {
-            "rule": result.rule,
-            "aggregate": result.aggregate,
-            "tasks": [{"task": t.task, "score": t.score, "best_lr": t.best_lr,
-                       "reason": t.reason} for t in result.tasks],
-        }
-        click.echo(json.dumps(payload))
+        click.echo(json.dumps({"rule": result.rule, "source": ref.source,
+                               "aggregate": result.score, "tasks": tasks}))
         return
-    click.echo(f"rule: {result.rule}")
-    click.echo(f"suite: {suite} (seed {seed})  aggregate score: {result.aggregate:.3f}"
+    click.echo(f"rule: {result.rule}" + (f"  ({ref.source})" if ref.source != "rule text" else ""))
+    click.echo(f"suite: {suite} (seed {seed})  aggregate score: {result.score:.3f}"
                "  (tuned Adam = 1.0)")
-    for t in result.tasks:
-        lr = f"{t.best_lr:g}" if t.best_lr is not None else "-"
-        click.echo(f"  {t.task:<24} {t.score:7.3f}  lr {lr:<8} {t.reason or ''}".rstrip())
+    for t in tasks:
+        lr = f"{t['best_lr']:g}" if t["best_lr"] is not None else "-"
+        click.echo(f"  {t['task']:<24} {t['score']:7.3f}  lr {lr:<8} {t['reason'] or ''}".rstrip())
 
 
 @click.command("tasks")

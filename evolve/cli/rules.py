@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
@@ -61,15 +60,18 @@ def primitives_cmd(as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write here (atomically) instead of standard output.")
 def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) -> None:
-    """Export RULE (a known name, rule text, or RUN:best) as code or text.
+    """Export RULE (a known name, rule text, RUN:best, RUN:search, RUN:heldout or RUN:N).
 
     \b
     Example:
         evolve export "sign(interp(ema(g, 0.99), g, 0.0909))" --name MyLion -o my_lion.py
         # then in your script:  from my_lion import MyLion; opt = MyLion(model.parameters(), lr=1e-4)
     """
+    from evolve.rundir import check_writable_file
     from primitives.export_torch import check_class_name, export_torch, write_module
 
+    if output is not None:
+        check_writable_file(output, "-o path")
     program = load_rule(rule)
     if fmt == "torch":
         try:
@@ -102,13 +104,17 @@ def export_cmd(rule: str, fmt: str, name: str, lr: float, output: str | None) ->
             ],
             "uses_schedule": program.uses_schedule,
         }, indent=2) + "\n"
+    if fmt == "torch" and program.uses_schedule:
+        click.echo(f"note: the rule reads a schedule (cos_decay/lin_decay): construct {name} "
+                   "with total_steps=N, the number of steps it will take", err=True)
     if output is None:
         click.echo(text, nl=False)
         return
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise UserError(f"folder {directory} does not exist; create it or choose another -o path")
-    write_module(output, text)
+    try:
+        write_module(output, text)
+    except OSError as err:
+        raise UserError(f"cannot write {output} ({err.strerror or err}); choose another -o "
+                        "path") from None
     click.echo(f"wrote {output}", err=True)
 
 

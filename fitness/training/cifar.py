@@ -9,7 +9,7 @@ it)::
 is accepted too. Nothing is ever downloaded: a missing, truncated or corrupt folder is a
 :class:`CifarError` whose one-line message names the layout and says to copy the files there.
 
-The batches are pickles, and DESIGN.md forbids unpickling outside data: they are read with
+The batches are pickles, and docs/architecture.md forbids unpickling outside data: they are read with
 :class:`RestrictedUnpickler`, which resolves exactly the three globals a numpy array needs and
 refuses every other one, so a crafted file cannot run code. Shapes, label range and dtype are
 then checked, and each file's md5 is compared with the official one (a mismatch with valid
@@ -143,6 +143,11 @@ def resolve_cifar_dir(data_dir: str | os.PathLike | None) -> Path:
     raise CifarError(f"CIFAR-10 not found in {root}: expected {LAYOUT}; {HOW_TO_FIX}")
 
 
+def _str_keys(obj: dict) -> dict:
+    """The dict with bytes keys decoded (both readers accept ``b"data"`` and ``"data"``)."""
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(images uint8 (N, 3, 32, 32), labels int64 (N,), md5) of one batch file."""
     where = f"{path}"
@@ -163,7 +168,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     if not isinstance(obj, dict):
         raise CifarError(f"{where} is not a CIFAR-10 batch (a {type(obj).__name__}, not a dict); "
                          f"{HOW_TO_FIX}")
-    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    batch = _str_keys(obj)
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or labels is None:
         raise CifarError(f"{where} lacks 'data' (a uint8 array) or 'labels'; {HOW_TO_FIX}")
@@ -193,7 +198,9 @@ def _read_meta(path: Path) -> tuple[tuple[str, ...], str]:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
             AttributeError, MemoryError, OverflowError) as err:
         raise CifarError(f"{path} is truncated or corrupt ({str(err)[:80]}); {HOW_TO_FIX}") from None
-    names = obj.get("label_names") if isinstance(obj, dict) else None
+    # files pickled by Python 2 without latin1 decoding (or written as bytes) key by b"label_names"
+    meta = _str_keys(obj) if isinstance(obj, dict) else {}
+    names = meta.get("label_names")
     if not isinstance(names, list) or len(names) != N_CLASSES:
         raise CifarError(f"{path}: expected 'label_names' with {N_CLASSES} names; {HOW_TO_FIX}")
     names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]

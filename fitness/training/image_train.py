@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fitness.training.cifar import ImageData
-from fitness.training.torch_tasks import EXPLODE, MakeOptimizer, RunResult
+from fitness.training.torch_tasks import ASCEND, MakeOptimizer, RunResult
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
                  val_idx: Tensor | None = None) -> RunResult:
     """One training run; returns test loss/accuracy, validation loss (on ``val_idx`` images of
     the training set, for choosing the learning rate) and time. NaN/inf or a loss that climbs
-    above EXPLODE times its start marks the run diverged instead of raising.
+    above ASCEND times its start marks the run diverged instead of raising.
     """
     device = torch.device(recipe.device)
     result = RunResult(lr=lr, seed=seed, diverged=False)
@@ -219,7 +219,7 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
                     value = float(window) / (every if step % every == 0 else step % every)
                     window.zero_()
                     first = value if first is None else first
-                    if not math.isfinite(value) or value > EXPLODE * first:
+                    if not math.isfinite(value) or value > ASCEND * first:
                         result.diverged = True
                         result.reason = f"training loss {value:.3g} at step {step}"
                         break

@@ -1,16 +1,23 @@
-"""Torch benchmark tasks on bundled real data, and the training loop that runs one optimizer.
+"""The benchmark's torch tasks, and the training loop that runs one optimizer on one of them.
 
-Tasks (data ships inside scikit-learn or is generated from a fixed seed; nothing is downloaded):
+Tasks (``evolve benchmark``; their data is used by no search tier, so the benchmark is a test
+the search never saw; see :mod:`fitness.training.data`):
 
-* ``digits_mlp``    a 64-64-10 MLP on scikit-learn's 8x8 digits (1,797 images);
-* ``digits_cnn``    a two-layer conv net on the same digits as 1x8x8 images;
-* ``cancer_logreg`` logistic regression on the Wisconsin breast-cancer set (569 x 30);
-* ``seq_gru``       a GRU reads 24 tokens of a 4-letter alphabet and names the most frequent one.
+* ``digits_mlp``          a 64-64-10 MLP on scikit-learn's 8x8 digits (1,797 images);
+* ``digits_cnn``          a two-layer conv net on the same digits as 1x8x8 images;
+* ``digits_resmlp``       a residual MLP with LayerNorm (two blocks, width 64) on the digits;
+* ``digits_autoencoder``  a 64-32-8-32-64 autoencoder reconstructing the digits (MSE);
+* ``cancer_logreg``       logistic regression on the Wisconsin breast-cancer set (569 x 30);
+* ``friedman_mlp``        a 10-64-64-1 MLP on Friedman #1 regression (MSE);
+* ``seq_gru``             a GRU reads 16 tokens of a 4-letter alphabet and names the most frequent;
+* ``seq_attention``       one attention layer reads 10 tokens and a position, names the token there.
 
-Every task splits train / validation / test with a fixed seed; learning rates are chosen on the
-validation loss and the test numbers are reported. A run that produces NaN or inf, whose loss
-climbs above ``EXPLODE`` times its first loss, or whose optimizer raises, stops at once and is
-marked diverged: a bad rule is a result, never a crash.
+Every task splits train / validation / test with a fixed seed; the learning rate is chosen on the
+validation loss and the test numbers are reported. Every optimizer runs under the same
+learning-rate schedule (cosine decay by default) with the same seeds and minibatches
+(:class:`fitness.training.data.BatchOrder`). A run that produces NaN or inf, whose loss climbs
+above ``ASCEND`` times its first loss, or whose optimizer raises, stops at once and is marked
+diverged: a bad rule is a result, never a crash.
 """
 
 from __future__ import annotations
@@ -20,54 +27,70 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from fitness.training import SCHEDULE_NAMES
+from fitness.training import data as D
 
 # A run whose training loss climbs above this multiple of its first loss counts as diverged
 # (as the proxy tasks' ascent check): finite but useless numbers would otherwise win nothing and
 # clutter the tables with 1e17 losses.
-EXPLODE = 100.0
+ASCEND = 20.0
+SCHEDULES = SCHEDULE_NAMES
 
 # make_optimizer(params, lr, total_steps) -> optimizer; the benchmark binds the rest.
 MakeOptimizer = Callable[[Iterable[Tensor], float, int], torch.optim.Optimizer]
+TaskData = D.Splits
 
 
-@dataclass(frozen=True)
-class TaskData:
-    """Tensors of one task: inputs float32, targets int64 (class) or float32 (binary)."""
+def schedule_factor(kind: str, t: int, total: int) -> float:
+    """The learning-rate multiplier at 1-based step ``t`` of ``total``: cosine decay from 1 to
+    (almost) 0, or constant 1."""
+    if kind == "constant":
+        return 1.0
+    if kind != "cosine":
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    return 0.5 * (1.0 + math.cos(math.pi * (t - 1) / max(total, 1)))
 
-    x_train: Tensor
-    y_train: Tensor
-    x_val: Tensor
-    y_val: Tensor
-    x_test: Tensor
-    y_test: Tensor
+
+def task_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
+    """Mean loss of one model's batch: ``ce`` (logits, classes), ``bce`` (one logit), ``mse``
+    (halved mean squared error, as the proxy tasks)."""
+    if kind == "ce":
+        return nn.functional.cross_entropy(output, target)
+    if kind == "bce":
+        return nn.functional.binary_cross_entropy_with_logits(output.reshape(target.shape),
+                                                              target)
+    if kind == "mse":
+        return 0.5 * (output - target).pow(2).mean()
+    raise ValueError(f"unknown loss kind {kind!r}; use ce, bce or mse")
 
 
 @dataclass(frozen=True)
 class TorchTask:
-    """A model, its data and a step budget. ``binary`` tasks use one logit and BCE."""
+    """A model, its data, its loss and a step budget."""
 
     name: str
     description: str
     steps: int
     batch_size: int
-    data: Callable[[], TaskData]
+    data: Callable[[], D.Splits]
     model: Callable[[], nn.Module]
-    binary: bool = False
+    loss: str = "ce"  # ce | bce | mse
 
-    def loss_fn(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.binary:
-            return nn.functional.binary_cross_entropy_with_logits(logits.squeeze(-1), target)
-        return nn.functional.cross_entropy(logits, target)
+    @property
+    def classification(self) -> bool:
+        return self.loss in ("ce", "bce")
 
-    def correct(self, logits: Tensor, target: Tensor) -> int:
-        if self.binary:
-            return int(((logits.squeeze(-1) > 0).float() == target).sum())
-        return int((logits.argmax(-1) == target).sum())
+    def loss_fn(self, output: Tensor, target: Tensor) -> Tensor:
+        return task_loss(self.loss, output, target)
+
+    def correct(self, output: Tensor, target: Tensor) -> int:
+        if self.loss == "bce":
+            return int(((output.reshape(target.shape) > 0).float() == target).sum())
+        return int((output.argmax(-1) == target).sum())
 
 
 @dataclass
@@ -81,70 +104,9 @@ class RunResult:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean train loss)
     val_loss: float = math.inf
     test_loss: float = math.inf
-    test_acc: float = 0.0
+    test_acc: float | None = None  # None for regression tasks
     seconds: float = 0.0
     step_seconds: float = 0.0  # time inside optimizer.step()
-
-
-# ----------------------------------------------------------------------------------------------
-# data
-
-
-def _split(x: np.ndarray, y: np.ndarray, n_test: int, n_val: int, seed: int = 0):
-    order = np.random.default_rng(seed).permutation(len(x))
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])
-
-
-def _as_task_data(parts, y_dtype: torch.dtype) -> TaskData:
-    tensors = []
-    for x, y in parts:
-        tensors.append(torch.as_tensor(x, dtype=torch.float32))
-        tensors.append(torch.as_tensor(y, dtype=y_dtype))
-    return TaskData(*tensors)
-
-
-@lru_cache(maxsize=2)
-def digits_data(image: bool = False) -> TaskData:
-    """scikit-learn digits scaled to [0, 1]: 1,797 = 1,077 train / 180 val / 540 test."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32)
-    if image:
-        x = x.reshape(-1, 1, 8, 8)
-    return _as_task_data(_split(x, bunch.target, 540, 180), torch.int64)
-
-
-@lru_cache(maxsize=1)
-def cancer_data() -> TaskData:
-    """Breast cancer, standardised with training statistics: 369 train / 60 val / 140 test."""
-    from sklearn.datasets import load_breast_cancer
-
-    bunch = load_breast_cancer()
-    (xtr, ytr), (xva, yva), (xte, yte) = _split(bunch.data, bunch.target, 140, 60)
-    mean, std = xtr.mean(0), xtr.std(0) + 1e-8
-    parts = [((x - mean) / std, y) for x, y in ((xtr, ytr), (xva, yva), (xte, yte))]
-    return _as_task_data(parts, torch.float32)
-
-
-SEQ_LEN = 24
-SEQ_VOCAB = 4
-
-
-@lru_cache(maxsize=1)
-def sequence_data() -> TaskData:
-    """Synthetic majority task: 24 one-hot tokens of 4 letters -> the most frequent letter.
-
-    Ties go to the lowest letter. 3,000 train / 500 val / 1,000 test, from a fixed seed.
-    """
-    rng = np.random.default_rng(12345)
-    n = 4500
-    tokens = rng.integers(0, SEQ_VOCAB, size=(n, SEQ_LEN))
-    counts = np.stack([(tokens == k).sum(1) for k in range(SEQ_VOCAB)], axis=1)
-    labels = counts.argmax(1)
-    x = np.eye(SEQ_VOCAB, dtype=np.float32)[tokens]  # (n, L, V)
-    return _as_task_data(_split(x, labels, 1000, 500, seed=1), torch.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +114,7 @@ def sequence_data() -> TaskData:
 
 
 class _GRUClassifier(nn.Module):
-    def __init__(self, vocab: int = SEQ_VOCAB, hidden: int = 32) -> None:
+    def __init__(self, vocab: int = D.SEQ_VOCAB, hidden: int = 24) -> None:
         super().__init__()
         self.gru = nn.GRU(vocab, hidden, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
@@ -162,8 +124,56 @@ class _GRUClassifier(nn.Module):
         return self.head(h[-1])
 
 
-def _mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+class _ResidualMLP(nn.Module):
+    """Linear in, blocks of x + W2 relu(W1 LayerNorm(x)), linear out."""
+
+    def __init__(self, d_in: int = 64, width: int = 64, hidden: int = 128, blocks: int = 2,
+                 d_out: int = 10) -> None:
+        super().__init__()
+        self.inp = nn.Linear(d_in, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.ReLU(),
+                          nn.Linear(hidden, width)) for _ in range(blocks))
+        self.out = nn.Linear(width, d_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+
+class _PointerAttention(nn.Module):
+    """Token and position embeddings, one attention head, read out at the query position."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(D.POINTER_VOCAB + D.POINTER_LEN, width)
+        self.position = nn.Parameter(torch.randn(D.POINTER_LEN + 1, width) * 0.5)
+        self.norm = nn.LayerNorm(width)
+        self.q = nn.Linear(width, width, bias=False)
+        self.k = nn.Linear(width, width, bias=False)
+        self.v = nn.Linear(width, width, bias=False)
+        self.head = nn.Linear(width, D.POINTER_VOCAB)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.tokens(ids) + self.position
+        u = self.norm(h)
+        q = self.q(u[..., -1:, :])
+        att = torch.softmax(q @ self.k(u).transpose(-1, -2) / math.sqrt(u.shape[-1]), dim=-1)
+        return self.head((att @ self.v(u))[..., 0, :] + h[..., -1, :])
+
+
+def _mlp(*sizes: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    return build
 
 
 def _cnn() -> nn.Module:
@@ -174,22 +184,26 @@ def _cnn() -> nn.Module:
     )
 
 
-def _logreg() -> nn.Module:
-    return nn.Linear(30, 1)
-
-
 def make_tasks(quick: bool = False) -> dict[str, TorchTask]:
     """The benchmark's torch tasks; ``quick`` cuts the step budgets for smoke tests."""
     s = (lambda full, small: small if quick else full)  # noqa: E731
     tasks = [
         TorchTask("digits_mlp", "MLP 64-64-10 on sklearn digits", s(400, 60), 64,
-                  lambda: digits_data(False), _mlp),
+                  lambda: D.digits_data(False), _mlp(64, 64, 10)),
         TorchTask("digits_cnn", "2-layer CNN on sklearn digits (1x8x8)", s(300, 40), 64,
-                  lambda: digits_data(True), _cnn),
+                  lambda: D.digits_data(True), _cnn),
+        TorchTask("digits_resmlp", "residual MLP with LayerNorm (2 blocks) on sklearn digits",
+                  s(400, 60), 64, lambda: D.digits_data(False), _ResidualMLP),
+        TorchTask("digits_autoencoder", "64-32-8-32-64 autoencoder on sklearn digits (MSE)",
+                  s(400, 60), 64, D.autoencoder_data, _mlp(64, 32, 8, 32, 64), "mse"),
         TorchTask("cancer_logreg", "logistic regression on sklearn breast cancer", s(300, 60),
-                  32, cancer_data, _logreg, binary=True),
-        TorchTask("seq_gru", "GRU(32) names the majority token of 24 (synthetic)", s(300, 40),
-                  64, sequence_data, _GRUClassifier),
+                  32, D.cancer_data, _mlp(30, 1), "bce"),
+        TorchTask("friedman_mlp", "MLP 10-64-64-1 on Friedman #1 regression (MSE)", s(400, 60),
+                  64, D.friedman_data, _mlp(10, 64, 64, 1), "mse"),
+        TorchTask("seq_gru", "GRU(24) names the majority token of 16 (synthetic)", s(300, 40),
+                  32, D.sequence_data, _GRUClassifier),
+        TorchTask("seq_attention", "one attention head names the token at a queried position "
+                  "(synthetic)", s(400, 60), 64, D.pointer_data, _PointerAttention),
     ]
     return {t.name: t for t in tasks}
 
@@ -225,47 +239,51 @@ def seeded_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 @torch.no_grad()
 def evaluate(task: TorchTask, model: nn.Module, x: Tensor, y: Tensor,
-             batch: int = 2048) -> tuple[float, float]:
-    """(mean loss, accuracy) of ``model`` on (x, y)."""
+             batch: int = 2048) -> tuple[float, float | None]:
+    """(mean loss, accuracy; None for regression) of ``model`` on (x, y)."""
     model.eval()
     total, correct = 0.0, 0
     for i in range(0, len(x), batch):
         logits = model(x[i:i + batch])
         total += float(task.loss_fn(logits, y[i:i + batch])) * len(logits)
-        correct += task.correct(logits, y[i:i + batch])
+        if task.classification:
+            correct += task.correct(logits, y[i:i + batch])
     model.train()
-    return total / len(x), correct / len(x)
+    return total / len(x), correct / len(x) if task.classification else None
 
 
 def train_task(task: TorchTask, make_optimizer: MakeOptimizer, lr: float, seed: int,
-               steps: int | None = None, curve_points: int = 40) -> RunResult:
-    """Train ``task`` with one optimizer at one learning rate; never raises on divergence."""
+               steps: int | None = None, curve_points: int = 40,
+               schedule: str = "cosine") -> RunResult:
+    """Train ``task`` with one optimizer at one learning rate under ``schedule``; never raises
+    on divergence. An optimizer with ``train()``/``eval()`` modes (schedule-free ones) is put in
+    train mode for the steps and in eval mode for the evaluation."""
     steps = steps or task.steps
     data = task.data()
     model = seeded_model(task.model, seed)
     result = RunResult(lr=lr, seed=seed, diverged=False)
-    gen = torch.Generator().manual_seed(seed)
-    n = len(data.x_train)
+    batches = D.BatchOrder(len(data.x_train), task.batch_size, seed)
     every = max(1, steps // curve_points)
     window = first = 0.0
     start = time.perf_counter()
+    opt = None
     try:
         opt = make_optimizer(model.parameters(), lr, steps)
-        order = torch.randperm(n, generator=gen)
-        pos = 0
+        base = [group["lr"] for group in opt.param_groups]
+        _mode(opt, "train")
         for step in range(1, steps + 1):
-            if pos + task.batch_size > n:
-                order, pos = torch.randperm(n, generator=gen), 0
-            idx = order[pos:pos + task.batch_size]
-            pos += task.batch_size
+            factor = schedule_factor(schedule, step, steps)
+            for group, lr0 in zip(opt.param_groups, base):
+                group["lr"] = lr0 * factor
+            idx = batches.next()
             loss = task.loss_fn(model(data.x_train[idx]), data.y_train[idx])
             value = float(loss.detach())
             if not math.isfinite(value):
                 result.diverged, result.reason = True, f"loss {value} at step {step}"
                 break
             first = value if step == 1 else first
-            if value > EXPLODE * first:
-                result.diverged, result.reason = True, f"loss {value:.3g} > {EXPLODE:g}x start"
+            if value > ASCEND * first:
+                result.diverged, result.reason = True, f"loss {value:.3g} > {ASCEND:g}x start"
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -279,17 +297,25 @@ def train_task(task: TorchTask, make_optimizer: MakeOptimizer, lr: float, seed: 
     except (RuntimeError, ValueError, ArithmeticError) as err:
         # an exported rule or a baseline that fails mid-run is a diverged run, with the reason
         result.diverged, result.reason = True, f"{type(err).__name__}: {err}".splitlines()[0]
+    if opt is not None:
+        _mode(opt, "eval")
     if not result.diverged:
         result.val_loss, _ = evaluate(task, model, data.x_val, data.y_val)
         result.test_loss, result.test_acc = evaluate(task, model, data.x_test, data.y_test)
         if not (math.isfinite(result.val_loss) and math.isfinite(result.test_loss)):
             result.diverged, result.reason = True, "non-finite evaluation loss"
             result.val_loss = result.test_loss = math.inf
-            result.test_acc = 0.0
+            result.test_acc = None
     result.seconds = time.perf_counter() - start
     return result
 
 
-__all__ = ["MakeOptimizer", "RunResult", "TASK_NAMES", "TaskData", "TorchTask", "cancer_data",
-           "digits_data", "evaluate", "make_tasks", "seeded_model", "sequence_data",
+def _mode(opt: torch.optim.Optimizer, mode: str) -> None:
+    switch = getattr(opt, mode, None)
+    if callable(switch):
+        switch()
+
+
+__all__ = ["ASCEND", "MakeOptimizer", "RunResult", "SCHEDULES", "TASK_NAMES", "TaskData",
+           "TorchTask", "evaluate", "make_tasks", "schedule_factor", "seeded_model", "task_loss",
            "torch_threads", "train_task"]

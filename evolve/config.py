@@ -1,0 +1,182 @@
+"""What a campaign is made of: its config (with the seed, everything that determines it).
+
+:class:`CampaignConfig` is stored as ``config.json`` in the run directory and inside every
+checkpoint; :data:`STRATEGIES`, :data:`ALGORITHMS` and :data:`EXECUTORS` are the choices its
+fields admit. A bad value is a :class:`ConfigError` whose message names the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from fitness.training import REAL_TASK_NAMES, SCHEDULE_NAMES
+from primitives.grammar import RuleSyntaxError, parse, to_text
+from primitives.rules import KNOWN_RULES
+
+# strategy name -> "module:class", imported only when a campaign uses it (a strategy may need
+# heavy packages, such as torch for a learned controller, that the others never load)
+STRATEGIES = {"evolution": "evolve.evolution:Evolution"}
+ALGORITHMS = ("aging", "generational")  # of the evolution strategy
+EXECUTORS = ("serial", "process", "ray")
+
+
+class ConfigError(ValueError):
+    """A campaign config that cannot run; the message says which field and why."""
+
+
+@dataclass
+class CampaignConfig:
+    """Everything that determines a campaign (with the seed). Stored as config.json."""
+
+    strategy: str = "evolution"
+    population: int = 32
+    generations: int = 20
+    children: int = 0  # children per generation; 0 = population // 2
+    algorithm: str = "aging"
+    tournament: int = 4
+    crossover_prob: float = 0.1
+    parsimony: float = 0.002
+    max_height: int = 8
+    max_size: int = 32
+    warm_start: str = "random"
+    restart_after: int = 0  # generations without improvement before a restart; 0 = never
+    suite: str = "default"
+    heldout_suite: str = "heldout"
+    hall_of_fame: int = 10
+    seed: int = 0
+    checkpoint_every: int = 5
+    executor: str = "process"
+    workers: int = 0  # 0 = one per core
+    ray_address: str | None = None
+    # the real-data tier (tier 2) and the final selection
+    real_k: int = 2  # new candidates per generation trained on tier 2 (0: no tier 2)
+    real_min_score: float = 0.9  # proxy score a candidate needs to be trained on tier 2
+    real_tasks: list[str] = field(default_factory=lambda: list(REAL_TASK_NAMES))
+    real_seeds: int = 2  # seeds per learning rate on tier 2
+    confirm: int = 5  # top tier-2 rules re-scored on fresh seeds for the final selection
+    schedule: str = "cosine"  # learning-rate schedule of every optimizer, in every tier
+    redraw_every: int = 25  # generations between new proxy-task instances (0: never)
+
+    def proxy_seed(self, generation: int) -> int:
+        """The seed of the proxy-task instances that score ``generation``'s batch: new
+        instances every ``redraw_every`` generations, so rules cannot fit fixed ones."""
+        if self.redraw_every <= 0:
+            return self.seed
+        return self.seed + generation // self.redraw_every
+
+    @property
+    def children_per_generation(self) -> int:
+        return self.children or max(1, self.population // 2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CampaignConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a JSON object of field: value")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            )
+        values = {}
+        defaults = cls()
+        for name, value in data.items():
+            expected = type(getattr(defaults, name))
+            if name == "ray_address":
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError("ray_address must be a string such as 'auto' or null")
+            elif expected is list:
+                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    raise ConfigError(f"{name} must be a list of names, got {value!r}")
+            elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            elif expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            elif expected is str and not isinstance(value, str):
+                raise ConfigError(f"{name} must be text, got {value!r}")
+            values[name] = float(value) if expected is float else value
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise ConfigError(message)
+
+        need(self.strategy in STRATEGIES,
+             f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        need(self.population >= 2, f"population must be >= 2, got {self.population}")
+        need(self.generations >= 0, f"generations must be >= 0, got {self.generations}")
+        need(self.children >= 0, f"children must be >= 0, got {self.children}")
+        need(self.algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        need(1 <= self.tournament <= self.population,
+             f"tournament must be in 1..population, got {self.tournament}")
+        need(0.0 <= self.crossover_prob <= 1.0, "crossover_prob must be in [0, 1]")
+        need(math.isfinite(self.parsimony) and self.parsimony >= 0.0, "parsimony must be >= 0")
+        need(self.max_height >= 1 and self.max_size >= 1, "max_height and max_size must be >= 1")
+        need(self.hall_of_fame >= 1, "hall_of_fame must be >= 1")
+        need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        need(self.executor in EXECUTORS, f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        need(self.workers >= 0, "workers must be >= 0")
+        need(self.seed >= 0, "seed must be >= 0")
+        need(self.real_k >= 0, f"real_k must be >= 0, got {self.real_k}")
+        need(self.real_seeds >= 1, f"real_seeds must be >= 1, got {self.real_seeds}")
+        need(self.confirm >= 0, f"confirm must be >= 0, got {self.confirm}")
+        need(math.isfinite(self.real_min_score), "real_min_score must be a number")
+        need(self.redraw_every >= 0, f"redraw_every must be >= 0, got {self.redraw_every}")
+        need(self.schedule in SCHEDULE_NAMES,
+             f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {self.schedule!r}")
+        for task in self.real_tasks:
+            need(task in REAL_TASK_NAMES or (":" in task and task.split(":")[0].endswith(".py")),
+                 f"real_tasks: {task!r} is neither a built-in task ({', '.join(REAL_TASK_NAMES)}) "
+                 "nor FILE.py:FUNCTION")
+        warm_start_rules(self.warm_start)  # raises ConfigError when unknown
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def warm_start_rules(spec: str) -> list[str] | None:
+    """Rule texts for a warm start spec ("random", "adam", "adam,lion", or rule texts)."""
+    if spec.strip() == "random":
+        return None
+    rules = []
+    for item in split_top_level(spec):
+        name = item.strip()
+        if name in KNOWN_RULES:
+            rules.append(KNOWN_RULES[name].rule)
+            continue
+        try:
+            rules.append(to_text(parse(name)))
+        except RuleSyntaxError as err:
+            raise ConfigError(
+                f"warm start {name!r} is neither 'random', a known rule ({', '.join(KNOWN_RULES)}) "
+                f"nor a valid rule: {err}"
+            ) from None
+    if not rules:
+        raise ConfigError("warm start is empty; use 'random' or names such as 'adam'")
+    return rules
+
+
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside parentheses (rule texts contain commas)."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+__all__ = ["ALGORITHMS", "CampaignConfig", "ConfigError", "EXECUTORS", "STRATEGIES",
+           "split_top_level", "warm_start_rules"]

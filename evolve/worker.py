@@ -1,0 +1,154 @@
+"""The scoring side of the executor seam: what a worker process imports and runs, and nothing else.
+
+A worker (a spawned process, a Ray task, or the driver itself for the serial executor) builds
+one :class:`fitness.evaluate.Evaluator` per (suite, seed, hurdle) and reuses it for every
+chunk; each chunk returns one :class:`fitness.score.Result` per rule, in order. This module
+imports only ``fitness`` and ``primitives`` (numpy, Numba, scikit-learn's bundled data): a
+worker never loads torch, click, the CLI or the run directory, so each stays small.
+
+Evaluators are built with ``cache=False``: the equivalence cache lives in the driver
+(:class:`evolve.runner.CachedScorer`), so which rules share a result never depends on how
+candidates were split across workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from functools import lru_cache
+from typing import Any
+
+from fitness.score import FLOOR, Result, TaskScore, log_ratio, suite_score
+from primitives.grammar import RuleSyntaxError
+
+_EVALUATORS: dict[tuple[str, int, bool], Any] = {}
+
+
+def evaluator(suite: str, seed: int, hurdle: bool = True):
+    """This process's evaluator for (suite, seed, hurdle), built on first use."""
+    key = (suite, int(seed), bool(hurdle))
+    if key not in _EVALUATORS:
+        from fitness.evaluate import Evaluator
+
+        _EVALUATORS[key] = Evaluator(suite=suite, seed=seed, hurdle=hurdle, cache=False)
+    return _EVALUATORS[key]
+
+
+def real_tier(suite: str):
+    """This process's real-data tier for a ``real:{json}`` suite (see :func:`evolve.tiers.real_suite`),
+    built on first use; its tuned-Adam runs come from the disk cache the driver filled."""
+    if suite not in _EVALUATORS:
+        import json
+
+        import torch
+
+        from fitness.baselines import cache_dir
+        from fitness.training.real_tier import RealTier, RealTierConfig
+
+        torch.set_num_threads(1)  # tiny networks: workers, not threads, are the parallelism
+        spec = json.loads(suite[len("real:"):])
+        config = RealTierConfig(tasks=tuple(spec["tasks"]), seeds=tuple(spec["seeds"]),
+                                schedule=spec["schedule"])
+        _EVALUATORS[suite] = RealTier(config, cache_dir=cache_dir())
+    return _EVALUATORS[suite]
+
+
+def warm_real_tier(suite: str) -> None:
+    """Compute (or load) tuned Adam's runs on every task of a real-data tier suite in this
+    process, so that workers find them in the disk cache instead of each computing them."""
+    tier = real_tier(suite)
+    for task in tier.tasks:
+        tier.baseline(task)
+
+
+def score_rules(suite: str, seed: int, rules: list[str], hurdle: bool = True) -> list[Result]:
+    """Score rule texts on a suite in this process: one typed Result per rule, in order.
+
+    A ``real:...`` suite trains them on the real-data tier (which has no hurdle and no seed
+    of its own: its seeds are in the suite's spec)."""
+    if suite.startswith("real:"):
+        return real_tier(suite).evaluate_many(list(rules))
+    ev = evaluator(suite, seed, hurdle)
+    return [_as_result(ev, raw, suite, seed) for raw in ev.evaluate_many(list(rules))]
+
+
+def evaluate_chunk(suite: str, seed: int, rules: list[str]) -> list[Result]:
+    """What executors run in a worker: :func:`score_rules` with the hurdle on."""
+    return score_rules(suite, seed, rules)
+
+
+def init_worker(suite: str, seed: int) -> None:
+    """A pool worker's first call: ignore Ctrl-C (the driver decides when to stop), leave when
+    the driver dies, build the evaluator before the first chunk arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
+    evaluator(suite, seed)
+
+
+def _exit_with_parent(every: float = 1.0) -> None:
+    """Exit when the driver is gone (killed with -9, say). A pool worker would otherwise wait on
+    its task queue for ever: every worker holds that queue's write end too, so the queue never
+    reports that the driver has closed it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _as_result(ev: Any, raw: Any, suite: str, seed: int) -> Result:
+    """Adapter from the evaluator's own result to :class:`fitness.score.Result`.
+
+    Temporary: it stands until ``fitness.evaluate.Evaluator`` returns ``Result`` itself (then
+    the first line is all that is left). It scores each task with
+    :func:`fitness.score.log_ratio` from the losses the evaluator reports, and the suite with
+    :func:`fitness.score.suite_score`.
+    """
+    if isinstance(raw, Result):
+        return raw
+    loss_min = {p.instance.name: p.instance.loss_min for p in ev.tasks}
+    tasks = [TaskScore(task=t.task,
+                       log_ratio=log_ratio(t.loss, t.adam_loss, t.loss0, loss_min.get(t.task, 0.0)),
+                       loss=t.loss, ref_loss=t.adam_loss, loss0=t.loss0, best_lr=t.best_lr,
+                       reason=t.reason)
+             for t in raw.tasks]
+    return Result(rule=raw.rule, score=suite_score(t.log_ratio for t in tasks) if tasks else FLOOR,
+                  tasks=tasks, suite=suite, seed=seed, reason=raw.reason, hurdle=raw.hurdle,
+                  hurdle_score=raw.hurdle_score, fingerprint=raw.fingerprint, cached=raw.cached,
+                  seconds=raw.seconds)
+
+
+@lru_cache(maxsize=200_000)
+def fingerprint(rule: str) -> str:
+    """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own)."""
+    from fitness.equivalence import fingerprint as program_fingerprint
+    from primitives.program import compile_rule
+
+    try:
+        return program_fingerprint(compile_rule(rule))
+    except RuleSyntaxError:
+        return "invalid:" + rule
+
+
+def suite_names() -> list[str]:
+    from fitness.tasks import suite_names as names
+
+    return names()
+
+
+def warm_numba() -> None:
+    """Compile or load every cached kernel in this process, before workers start (so that they
+    load compiled code from disk instead of compiling it again)."""
+    from fitness.interpreter import warm_up
+
+    warm_up()
+    score_rules("hurdle", 0, ["g"])
+
+
+__all__ = ["evaluate_chunk", "evaluator", "fingerprint", "init_worker", "real_tier",
+           "score_rules", "suite_names", "warm_numba", "warm_real_tier"]

@@ -1,0 +1,340 @@
+"""Fidelity: how well each selection stage ranks rules the way real training on unseen tasks does.
+
+For a set of diverse rules (known optimizers, variants of Adam, rules from campaigns' halls of
+fame and funnels, random rules that train at all), every stage scores every rule:
+
+* ``search``    the Numba proxy suite evolution optimises;
+* ``heldout``   the held-out proxy suite (the old funnel's check);
+* ``real``      tier 2: torch training on the real-data tier's tasks (the campaign's selection);
+
+and the **reference** is the same treatment on the tasks of ``evolve benchmark`` (8 networks on
+data no tier uses; trained as ensembles, which gives the numbers of the benchmark's own loop).
+Every score is a geometric-mean loss ratio against tuned Adam on its tasks (1.0 = Adam).
+
+Prints, per stage, the Spearman rank correlation with the reference over all rules and over the
+rules the reference puts above Adam's family, and what each stage would pick. Results are cached
+per rule and stage configuration (``--cache``), so a rerun after a change recomputes only the
+stages that changed.
+
+    python scripts/fidelity.py [--workers 2] [--limit N] [--json] [--out docs/results/fidelity]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "build" / "numba-cache"))
+os.environ.setdefault("EVOLVE_CACHE_DIR", str(ROOT / "build" / "evolve-cache"))
+
+STAGES = ("search", "heldout", "real", "reference")
+RESULT_DIRS = ("docs/results/adam-warm", "docs/results/random-10min")
+
+
+# ----------------------------------------------------------------------------------- rules
+
+
+def adam_variants() -> list[str]:
+    """Adam with other betas and with the bias correction dropped: the family a tuned Adam
+    search explores, where small differences must be ranked right."""
+    out = []
+    for b1, b2 in ((0.5, 0.999), (0.8, 0.9996), (0.8, 0.99), (0.95, 0.999), (0.9, 0.9),
+                   (0.9, 0.9999), (0.7, 0.995), (0.99, 0.999)):
+        out.append(f"div(ema_bc(g, {b1}), add(sqrt(ema_bc(square(g), {b2})), 1e-08))")
+    out.append("div(ema(g, 0.9), add(sqrt(ema(square(g), 0.999)), 1e-08))")
+    out.append("div(ema(g, 0.9), add(sqrt(ema_bc(square(g), 0.999)), 1e-08))")
+    return out
+
+
+def campaign_rules() -> list[str]:
+    rules = []
+    for folder in RESULT_DIRS:
+        path = ROOT / folder / "heldout.json"
+        if path.is_file():
+            rules += [row["rule"] for row in json.loads(path.read_text())["ranking"]]
+        hall = ROOT / folder / "hall_of_fame.json"
+        if hall.is_file():
+            rules += [e["rule"] for e in json.loads(hall.read_text())]
+    return rules
+
+
+def random_rules(n: int, seed: int = 7) -> list[str]:
+    """Random rules whose search score shows they train at all (cheap to check)."""
+    import numpy as np
+
+    from fitness.evaluate import Evaluator
+    from primitives.grammar import to_text
+    from primitives.random_rules import random_tree
+
+    rng = np.random.default_rng(seed)
+    evaluator = Evaluator(suite="hurdle", seed=0, hurdle=False)
+    out: list[str] = []
+    while len(out) < n:
+        text = to_text(random_tree(rng, int(rng.integers(2, 5))))
+        if _score(evaluator.evaluate_one(text)) > 0.55 and text not in out:
+            out.append(text)
+    return out
+
+
+def collect(limit: int | None) -> list[str]:
+    from primitives.grammar import parse, to_text
+    from primitives.rules import KNOWN_RULES
+
+    # adam first (every summary compares with it), then the families in turn, so that a
+    # --limit keeps a mix of known, Adam-like, random and evolved rules
+    families = [[r.rule for r in KNOWN_RULES.values()], adam_variants(), random_rules(12),
+                campaign_rules()]
+    texts = [KNOWN_RULES["adam"].rule]
+    while any(families):
+        for family in families:
+            if family:
+                texts.append(family.pop(0))
+    seen, out = set(), []
+    for text in texts:
+        canonical = to_text(parse(text))
+        if canonical not in seen:
+            seen.add(canonical)
+            out.append(canonical)
+    return out[:limit] if limit else out
+
+
+def _score(result) -> float:
+    # fitness.score.Result has .score; the older proxy Result has .aggregate
+    value = getattr(result, "score", None)
+    return float(result.aggregate if value is None else value)
+
+
+# -------------------------------------------------------------------------------- stages
+
+
+def stage_config(stage: str) -> dict:
+    """What a stage's numbers depend on (its cache key): for the torch stages the tasks' configs
+    (data checksums included), the training code and the search; so changing the real-data tier
+    does not invalidate the (expensive) reference, and the reverse."""
+    import inspect
+
+    from fitness import lr_grid
+    from fitness.training import data, ensemble, real_tier, torch_tasks
+
+    if stage in ("search", "heldout"):
+        import fitness.tasks as tk
+
+        return {"stage": stage, "tasks": tk.TASKS_VERSION,
+                "evaluate": _hash_files(["fitness/evaluate.py"]),
+                "kernels": _hash_files(["fitness/kernels.py"])}
+    code = "".join(inspect.getsource(obj) for obj in (
+        real_tier.train_ensemble, real_tier.search_task, real_tier._eval, data.BatchOrder,
+        torch_tasks.task_loss, torch_tasks.schedule_factor, ensemble))
+    tasks = _stage_tasks(stage)
+    models = "".join(_source(t.forward) for t in tasks) if stage == "real" else "".join(
+        _source(t.model) for t in torch_tasks.make_tasks().values())
+    return {"stage": stage, "tier": real_tier.TIER_VERSION, "search": lr_grid.DEFAULT.to_dict(),
+            "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in tasks],
+            "code": hashlib.sha256(code.encode()).hexdigest()[:12],
+            "models": hashlib.sha256(models.encode()).hexdigest()[:12]}
+
+
+def _source(obj) -> str:
+    """The source of a model or forward function (its closure's own code), for cache keys."""
+    import inspect
+
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return repr(obj)
+
+
+def _stage_tasks(stage: str) -> list:
+    from fitness.training.real_tasks import as_real_task, builtin_tasks
+    from fitness.training.real_tier import RealTierConfig
+    from fitness.training.torch_tasks import make_tasks
+
+    if stage == "reference":
+        return [as_real_task(t) for t in make_tasks().values()]
+    tasks = builtin_tasks()
+    return [tasks[name] for name in RealTierConfig().tasks]
+
+
+def _stage_seeds(stage: str) -> tuple[int, ...]:
+    from fitness.training.real_tier import RealTierConfig
+
+    return (0, 1, 2) if stage == "reference" else RealTierConfig().seeds
+
+
+def _hash_files(paths: list[str]) -> str:
+    return hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in paths)).hexdigest()[:12]
+
+
+_WORKER: dict = {}
+
+
+def _stage_scorer(stage: str):
+    if stage in _WORKER:
+        return _WORKER[stage]
+    import torch
+
+    torch.set_num_threads(1)
+    cache = os.environ["EVOLVE_CACHE_DIR"]
+    if stage in ("search", "heldout"):
+        from fitness.evaluate import Evaluator
+
+        ev = Evaluator(suite=stage, seed=0, hurdle=False, cache=False)
+        scorer = lambda rule: _pack(ev.evaluate_one(rule))  # noqa: E731
+    else:
+        from fitness.training.real_tier import RealTier, RealTierConfig
+
+        tier = RealTier(RealTierConfig(seeds=_stage_seeds(stage)), cache_dir=cache,
+                        tasks=_stage_tasks(stage))
+        scorer = lambda rule: _pack(tier.evaluate_one(rule))  # noqa: E731
+    _WORKER[stage] = scorer
+    return scorer
+
+
+def _pack(result) -> dict:
+    tasks = {}
+    for t in result.tasks:
+        value = getattr(t, "log_ratio", None)
+        tasks[t.task] = value if value is not None else t.score
+    return {"score": _score(result), "tasks": tasks}
+
+
+def _job(args: tuple[str, str]) -> tuple[str, str, dict, float]:
+    rule, stage = args
+    started = time.perf_counter()
+    out = _stage_scorer(stage)(rule)
+    return rule, stage, out, time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------------- report
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def analyse(rules: list[str], table: dict[str, dict[str, dict]]) -> dict:
+    ref = [table[r]["reference"]["score"] for r in rules]
+    adam_ref = next(table[r]["reference"]["score"] for r in rules
+                    if r == _adam())
+    good = [i for i, v in enumerate(ref) if v >= 0.9 * adam_ref]
+    out = {"rules": len(rules), "good_rules": len(good), "stages": {}}
+    best_ref = max(range(len(rules)), key=lambda i: ref[i])
+    for stage in ("search", "heldout", "real"):
+        values = [table[r][stage]["score"] for r in rules]
+        pick = max(range(len(rules)), key=lambda i: values[i])
+        order = sorted(range(len(rules)), key=lambda i: -values[i])
+        out["stages"][stage] = {
+            "spearman_all": spearman(values, ref),
+            "spearman_good": spearman([values[i] for i in good], [ref[i] for i in good]),
+            "pick": rules[pick],
+            "pick_reference": ref[pick],
+            "reference_best_ranked": order.index(best_ref) + 1,
+            "top5_reference_mean": sum(ref[i] for i in order[:5]) / 5,
+        }
+    out["reference_best"] = {"rule": rules[best_ref], "score": ref[best_ref]}
+    out["reference_adam"] = adam_ref
+    return out
+
+
+def _adam() -> str:
+    from primitives.grammar import parse, to_text
+    from primitives.rules import KNOWN_RULES
+
+    return to_text(parse(KNOWN_RULES["adam"].rule))
+
+
+def markdown(summary: dict, rules: list[str], table: dict) -> str:
+    lines = ["# Fidelity of the selection stages", "",
+             f"{summary['rules']} rules; reference = the 8 tasks of `evolve benchmark` (3 seeds, "
+             "same lr search and cosine schedule for every rule; 1.0 = tuned Adam). "
+             f"\"good\" = the {summary['good_rules']} rules the reference scores within 10% of "
+             "Adam or better.", "",
+             "| stage | Spearman, all rules | Spearman, good rules | its pick scores (reference) "
+             "| rank it gives the reference's best | mean reference of its top 5 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for stage, s in summary["stages"].items():
+        lines.append(f"| {stage} | {s['spearman_all']:.3f} | {s['spearman_good']:.3f} | "
+                     f"{s['pick_reference']:.3f} | {s['reference_best_ranked']} | "
+                     f"{s['top5_reference_mean']:.3f} |")
+    lines += ["", f"Reference best: `{summary['reference_best']['rule']}` "
+              f"({summary['reference_best']['score']:.3f}).", "",
+              "| rule | search | heldout | real | reference |", "|---|---:|---:|---:|---:|"]
+    for r in sorted(rules, key=lambda r: -table[r]["reference"]["score"]):
+        row = table[r]
+        lines.append(f"| `{r}` | " + " | ".join(f"{row[s]['score']:.3f}" for s in STAGES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rules")
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--cache", default=str(ROOT / "build" / "fidelity-cache.jsonl"))
+    parser.add_argument("--out", default=None, help="folder for fidelity.md and fidelity.json")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    stages = [s for s in args.stages.split(",") if s]
+    rules = collect(args.limit)
+    keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
+            for s in STAGES}
+    table: dict[str, dict[str, dict]] = {r: {} for r in rules}
+    cache_path = Path(args.cache)
+    if cache_path.is_file():
+        for line in cache_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row["rule"] in table and row["key"] == keys.get(row["stage"]):
+                table[row["rule"]][row["stage"]] = row["result"]
+    todo = [(r, s) for s in stages for r in rules if s not in table[r]]
+    print(f"{len(rules)} rules, {len(todo)} stage evaluations to run", file=sys.stderr)
+    # warm the caches (Numba, Adam baselines) once before the workers start
+    for stage in {s for _, s in todo}:
+        _stage_scorer(stage)(_adam())
+    started = time.perf_counter()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with cache_path.open("a") as cache, mp.get_context("spawn").Pool(args.workers) as pool:
+        for i, (rule, stage, result, seconds) in enumerate(pool.imap_unordered(_job, todo), 1):
+            table[rule][stage] = result
+            cache.write(json.dumps({"rule": rule, "stage": stage, "key": keys[stage],
+                                    "result": result, "seconds": seconds}) + "\n")
+            cache.flush()
+            elapsed = time.perf_counter() - started
+            print(f"[{i}/{len(todo)}] {stage:9s} {result['score']:.3f} {seconds:5.1f}s "
+                  f"eta {elapsed / i * (len(todo) - i):.0f}s  {rule[:70]}", file=sys.stderr)
+    complete = [r for r in rules if all(s in table[r] for s in STAGES)]
+    summary = analyse(complete, table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fidelity.md").write_text(markdown(summary, complete, table))
+        (out / "fidelity.json").write_text(json.dumps({"summary": summary, "rules": {
+            r: table[r] for r in complete}}, indent=1))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        for stage, s in summary["stages"].items():
+            print(f"{stage:8s} spearman all {s['spearman_all']:.3f}  good {s['spearman_good']:.3f}"
+                  f"  pick -> reference {s['pick_reference']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
