@@ -3,7 +3,8 @@
 The reference every proxy score is measured against (:mod:`fitness.score`) is Adam after the
 same learning-rate search, schedule, steps and data as the rule (:func:`fitness.tuning.tune`).
 A result is keyed by everything that determines it (the task config with its seed, the search
-settings, the schedule, Adam's rule text and :data:`BASELINE_VERSION`) and kept as JSON under
+settings, the schedule, Adam's rule text, :data:`BASELINE_VERSION` and a hash of the code that
+computes it, :func:`code_key`) and kept as JSON under
 ``$EVOLVE_CACHE_DIR`` (default ``~/.cache/evolve-optim``)``/baselines``, written atomically, and
 in a process-wide memo: a campaign that redraws its instances with a new seed pays Adam's
 search once per seed and process, and a worker that starts later reads the file.
@@ -11,12 +12,14 @@ search once per seed and process, and a worker that starts later reads the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
+from functools import cache
 from pathlib import Path
 
-from fitness import lr_grid
+from fitness import lr_grid, numba_cache
 from fitness import schedule as lr_schedule
 from fitness.tasks import TaskInstance, config_hash
 from fitness.tuning import TunedRun, tune
@@ -25,10 +28,25 @@ from primitives.program import Program, compile_rule
 from primitives.rules import KNOWN_RULES
 
 REFERENCE = "adam"
-# Bump when the run loops or the search change what a baseline file holds.
+# Bump when what a baseline file holds changes shape.
 BASELINE_VERSION = 3
+# Besides the compiled sources (fitness.numba_cache), the files whose code decides the numbers.
+_CODE = ("fitness/tasks.py", "fitness/datasets.py", "fitness/tuning.py", "fitness/lr_grid.py",
+         "fitness/schedule.py")
 
 _MEMO: dict[str, TunedRun] = {}
+
+
+@cache
+def code_key() -> str:
+    """sha256 (12 hex digits) of the code that computes a baseline: an edit to a kernel, a
+    task's data or the search gets fresh baselines instead of stale numbers (measured: a
+    changed kernel under an unchanged version made tuned Adam score 0.91 against itself)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(numba_cache.source_key().encode())
+    for rel in _CODE:
+        digest.update((root / rel).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def cache_dir() -> Path:
@@ -59,6 +77,7 @@ class BaselineStore:
             "schedule": schedule,
             "rule": KNOWN_RULES[REFERENCE].rule,
             "version": BASELINE_VERSION,
+            "code": code_key(),
         }
 
     def get(self, instance: TaskInstance, search: lr_grid.LrSearch = lr_grid.DEFAULT,
@@ -95,4 +114,5 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-__all__ = ["BASELINE_VERSION", "REFERENCE", "BaselineStore", "cache_dir", "clear_memo"]
+__all__ = ["BASELINE_VERSION", "REFERENCE", "BaselineStore", "cache_dir", "clear_memo",
+           "code_key"]

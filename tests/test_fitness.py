@@ -12,7 +12,7 @@ import pytest
 
 from fitness import lr_grid, schedule
 from fitness import score as sc
-from fitness.baselines import BaselineStore
+from fitness.baselines import BaselineStore, code_key
 from fitness.evaluate import Evaluator, legacy_dict
 from fitness.interpreter import TILE, StepRunner, run_quadratic
 from fitness.tasks import SUITES, TaskSpec, build, get_suite
@@ -240,6 +240,7 @@ def test_baselines_are_cached_on_disk_per_search_and_schedule(tmp_path):
     payload = json.loads(files[0].read_text())
     assert payload["key"]["task"]["name"] == "quad_hurdle"
     assert payload["key"]["schedule"] == "cosine" and payload["key"]["search"]["low"] == 1e-3
+    assert payload["key"]["code"] == code_key()  # an edit to the kernels gets fresh baselines
     store.get(inst, lr_grid.QUICK, "constant")
     assert len(list(tmp_path.iterdir())) == 2 and store.computed == 2
     from fitness.baselines import clear_memo
