@@ -1,31 +1,28 @@
 """The Numba interpreter: one cached, precompiled function runs every Program.
 
-No rule is ever JIT-compiled. Each step runs the opcodes of a
-:class:`~primitives.program.Program` over **tiles** of the parameter vector: all opcodes on
-elements ``[lo, lo + TILE)``, then the weight update of those elements, then the next tile. The
-state buffers, the gradient and the weights are full-length rows; every other register
-(intermediate values, vec literals) is a row of only ``TILE`` elements, so the temporaries of
-a step stay in L1/L2 however large P is, and small P pays one pass instead of one per opcode.
-Every primitive is elementwise, which is what makes the tiling exact: the results are the same
-bits as one opcode at a time over the whole vector.
+No rule is ever JIT-compiled. A step runs the opcodes of a :class:`~primitives.program.Program`
+over **tiles** of the parameter vector: every opcode on elements ``[lo, lo + TILE)``, then the
+weight update of those elements, then the next tile. Gradient, weights and state buffers are
+full-length rows; every other register (intermediate values, vec literals) holds one tile, so
+a step's temporaries stay in L1/L2 however large P is. Every primitive is elementwise, so
+tiling changes no bit of the result. Several runs (one per learning rate) can share one
+register file side by side (:mod:`fitness.kernels`), so a small task pays the per-opcode cost
+once per step for all of them.
 
 Dispatch reads the primitive table only: the table's kernel tuple is cut into ``_GROUPS``
-slices and each slice is a ``literal_unroll`` loop, so a new primitive needs no change here.
-(One ``literal_unroll`` over the whole tuple compiles to a jump-table loop whose prologue and
-per-kernel iterations cost about 45 ns per opcode, measured; slices of two cost about 7 ns.)
-Compile options follow DESIGN.md invariant 3: ``cache=True``, ``error_model='numpy'`` (x/0 is
-inf, not an exception), ``nogil=True``.
+slices, each a ``literal_unroll`` loop, so a new primitive needs no change here. (One
+``literal_unroll`` over the whole tuple compiles to a jump-table loop costing about 45 ns per
+opcode, measured; slices of two cost about 7 ns.) Options follow DESIGN.md invariant 3:
+``cache=True``, ``error_model='numpy'`` (x/0 is inf, not an exception), ``nogil=True``.
 
-Memory layout (one flat float64 buffer per run): row ``r < n_persist`` (gradient, weights,
-state buffers) at ``r * n``; the tile rows after them. ``starts[r]`` is where register ``r``'s
-current tile begins, so every opcode is a contiguous loop over views (which vectorise; signed
-offsets inside the loop would not).
+Layout of a register file (:func:`new_registers`): one flat float64 buffer; ``starts[r]`` is
+where register r's current tile begins; ``layout`` holds the number of full-length rows, their
+length and where the step's schedule values live. Opcode loops index with unsigned offsets
+(signed ones stop LLVM from vectorising; views would cost a reference count each).
 
-Entry points:
-
-* :func:`new_registers` / :func:`rule_step` / :func:`rule_direction`: the compiled loops of
-  :mod:`fitness.kernels` and :class:`StepRunner` run rules through these;
-* :func:`run_quadratic`: one whole run on a diagonal quadratic, for benchmarks.
+Entry points: :func:`new_registers`, :func:`rule_step` (and :func:`rule_step_tile` for loops
+that compute their gradient tile by tile), :func:`rule_direction`, :class:`StepRunner` (one step
+at a time from Python), :func:`run_quadratic` (benchmarks).
 """
 
 from __future__ import annotations
@@ -400,12 +397,12 @@ class StepRunner:
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) every entry point once, before workers fork."""
+    """Compile (or load from the cache) the entry points the search uses, before workers fork
+    (:func:`run_quadratic`, for benchmarks only, compiles on its first call)."""
     from primitives.program import compile_rule
 
     prog = compile_rule("ema_bc(add(clip(g, 1.0), lin_decay), 0.9)")
     w0 = np.ones(4)
-    run_quadratic(*prog.arrays(), np.ones(4), w0, np.array([0.1, 0.01]), 2)
     runner = StepRunner(prog, w0, total_steps=2)
     runner.direction(np.ones(4))
     runner.step(np.ones(4), 0.1, 0.01)

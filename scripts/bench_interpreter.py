@@ -69,8 +69,8 @@ def fused_adam(c, w0, lr, steps):
     losses = np.empty(steps + 1)
     for t in range(1, steps + 1):
         losses[t - 1] = _loss(c, w)
-        bc1 = 1.0 - 0.9**t
-        bc2 = 1.0 - 0.999**t
+        bc1 = 1.0 - 0.9 ** float(t)  # a float power, as the table's bias correction
+        bc2 = 1.0 - 0.999 ** float(t)
         for i in range(n):
             g = c[i] * w[i]
             m[i] = 0.9 * m[i] + (1.0 - 0.9) * g
