@@ -60,6 +60,14 @@ _HOT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 # Elements per tile: the registers of a typical rule (10-20 rows) stay within L1/L2.
 TILE = 1024
+# Runs side by side in one call while their parameters total at most this many: beyond it a
+# run's rows alone outgrow the caches and batching only adds memory traffic, measured.
+BATCH_ELEMENTS = 16384
+
+
+def runs_per_call(p: int) -> int:
+    """How many runs of P parameters to step side by side in one register file."""
+    return max(1, BATCH_ELEMENTS // max(int(p), 1))
 _GROUPS = 8
 
 
@@ -246,11 +254,14 @@ def _set_tile(starts, layout, lo):
 
 @njit(**_INLINE)
 def rule_step_tile(code, consts, buf, starts, layout, lo, m, t, output, lrs, seg,
-                   weight_decay):
+                   weight_decay, grad_at=-1):
     """:func:`rule_step` on elements ``[lo, lo + m)`` only (``m <= TILE``), for loops that
-    compute an elementwise gradient tile by tile too (it then never leaves the cache). The
-    caller calls :func:`begin_step` once per step."""
+    compute an elementwise gradient tile by tile too: given ``grad_at`` >= 0, the gradient is
+    read from a tile at that offset of ``buf`` instead of its full-length row, and never leaves
+    the cache. The caller calls :func:`begin_step` once per step."""
     _set_tile(starts, layout, lo)
+    if grad_at >= 0:
+        starts[REG_GRAD] = grad_at
     _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t)
     w = starts[REG_WEIGHT]
     d = starts[output]
@@ -302,7 +313,7 @@ def _quadratic_loop(code, consts, buf, starts, layout, output, curvature, lrs, s
     p = curvature.shape[0]
     n = layout[LAYOUT_STRIDE]
     tile = min(TILE, n)
-    g_row = np.uint64(REG_GRAD * n)
+    g_tile = buf.shape[0] - tile  # the gradient lives one tile at a time, never in memory
     w_row = np.uint64(REG_WEIGHT * n)
     for t in range(steps + 1):
         begin_step(buf, layout, t + 1, steps)
@@ -318,14 +329,14 @@ def _quadratic_loop(code, consts, buf, starts, layout, output, curvature, lrs, s
                 for e in range(np.uint64(j), np.uint64(end)):
                     wj = buf[w_row + e]
                     c = curvature[e - first]
-                    buf[g_row + e] = c * wj
+                    buf[np.uint64(g_tile) + e - np.uint64(lo)] = c * wj
                     loss += 0.5 * c * wj * wj
                 losses[k, t] = loss
                 j = end
                 k += 1
             if t < steps:
                 rule_step_tile(code, consts, buf, starts, layout, lo, m, t + 1, output, lrs,
-                               p, 0.0)
+                               p, 0.0, g_tile)
         finite = True
         for k in range(lrs.shape[0]):
             finite = finite and math.isfinite(losses[k, t])
@@ -342,6 +353,7 @@ def run_quadratic(code, consts, literal_registers, literal_values, n_registers, 
     """
     buf, starts, layout = new_registers(code, literal_registers, literal_values, n_registers,
                                         w0, lrs.shape[0])
+    buf = np.concatenate((buf, np.zeros(min(TILE, buf.shape[0]))))  # the gradient's tile
     losses = np.full((lrs.shape[0], steps + 1), np.nan)
     _quadratic_loop(code, consts, buf, starts, layout, output, curvature, lrs, steps, losses)
     return losses
@@ -408,6 +420,6 @@ def warm_up() -> None:
     runner.step(np.ones(4), 0.1, 0.01)
 
 
-__all__ = ["LAYOUT_PERSIST", "LAYOUT_SCHEDULE", "LAYOUT_STRIDE", "TILE", "StepRunner",
-           "begin_step", "new_registers", "rule_direction", "rule_step", "rule_step_tile",
+__all__ = ["BATCH_ELEMENTS", "LAYOUT_PERSIST", "LAYOUT_SCHEDULE", "LAYOUT_STRIDE", "TILE",
+           "StepRunner", "begin_step", "runs_per_call", "new_registers", "rule_direction", "rule_step", "rule_step_tile",
            "run_quadratic", "warm_up"]

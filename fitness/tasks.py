@@ -37,6 +37,7 @@ import numpy as np
 
 from fitness import datasets, kernels
 from fitness import schedule as lr_schedule
+from fitness.interpreter import runs_per_call
 from primitives.program import Program
 
 # Bump when a family's data, model or loss changes, so cached baselines are recomputed.
@@ -98,10 +99,17 @@ class TaskInstance:
 
     def run(self, program: Program, lrs, steps: int | None = None,
             schedule: str = lr_schedule.DEFAULT) -> RunOutcome:
-        """Run ``program`` for ``steps`` (default: the spec's) at each lr of ``lrs``, all in
-        one compiled call, with the learning-rate schedule ``schedule``."""
+        """Run ``program`` for ``steps`` (default: the spec's) at each lr of ``lrs``, side by
+        side in compiled calls (:func:`fitness.interpreter.runs_per_call` runs a call), with
+        the learning-rate schedule ``schedule``."""
         steps = self.spec.steps if steps is None else int(steps)
         lrs = np.ascontiguousarray(lrs, dtype=np.float64)
+        per_call = runs_per_call(self.n_params)
+        if len(lrs) > per_call:
+            parts = [self.run(program, lrs[i:i + per_call], steps, schedule)
+                     for i in range(0, len(lrs), per_call)]
+            return RunOutcome(parts[0].loss0, *(np.concatenate([getattr(o, f) for o in parts])
+                                                for f in ("final", "status", "steps_done")))
         factors = lr_schedule.factors(schedule, steps)
         family = self.spec.family
         if family == "quadratic":

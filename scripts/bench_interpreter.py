@@ -4,9 +4,10 @@ One run = T steps on 0.5 * sum(c * w**2) with P parameters (curvatures log-space
 the loss computed before every step (as the proxy loops check it), the gradient c * w fed to
 the optimizer. Side by side in one run, one thread, the same start and gradient for all:
 
-* interpreter     the cached Numba interpreter (:func:`fitness.interpreter.run_quadratic`) with
-                  the five learning rates of a coarse grid side by side in one call, as the
-                  search runs them; time per run (one lr);
+* interpreter     the cached Numba interpreter (:func:`fitness.interpreter.run_quadratic`)
+                  running five learning rates as the search runs them: side by side in one
+                  call while P is small (:func:`fitness.interpreter.runs_per_call`), one per
+                  call beyond; time per run (one lr);
 * interp_1lr      the same with one learning rate per call;
 * fused           a hand-written Numba loop of that rule with exactly the interpreter's
                   arithmetic (checked: the loss curves are equal to the bit);
@@ -39,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from numba import njit  # noqa: E402
 
-from fitness.interpreter import run_quadratic, warm_up  # noqa: E402
+from fitness.interpreter import run_quadratic, runs_per_call, warm_up  # noqa: E402
 from primitives.program import compile_rule  # noqa: E402
 from primitives.rules import KNOWN_RULES  # noqa: E402
 from primitives.torch_backend import EvolvedOptimizer  # noqa: E402
@@ -153,8 +154,14 @@ def bench(name: str, p: int, repeats: int) -> dict:
     for k, lr in enumerate(lrs):  # the same computation: the same bits
         if not np.array_equal(batched[k], FUSED[name](curvature, w0, lr, T)):
             raise AssertionError(f"{name} P={p}: interpreter and fused loop disagree at lr {lr}")
+    per_call = runs_per_call(p)
+
+    def as_the_search_runs_them():
+        for i in range(0, len(lrs), per_call):
+            run_quadratic(*arrays, curvature, w0, lrs[i:i + per_call], T)
+
     methods = {
-        "interpreter": (lambda: run_quadratic(*arrays, curvature, w0, lrs, T), len(lrs)),
+        "interpreter": (as_the_search_runs_them, len(lrs)),
         "interp_1lr": (lambda: run_quadratic(*arrays, curvature, w0, lrs[2:3], T), 1),
         "fused": (lambda: FUSED[name](curvature, w0, lrs[2], T), 1),
     }

@@ -14,7 +14,7 @@ from fitness import lr_grid, schedule
 from fitness import score as sc
 from fitness.baselines import BaselineStore, code_key
 from fitness.evaluate import Evaluator, legacy_dict
-from fitness.interpreter import TILE, StepRunner, run_quadratic
+from fitness.interpreter import TILE, StepRunner, run_quadratic, runs_per_call
 from fitness.tasks import SUITES, TaskSpec, build, get_suite
 from fitness.tuning import tune
 from primitives.program import compile_rule
@@ -80,6 +80,21 @@ def test_lrs_run_side_by_side_give_the_numbers_of_runs_alone(spec):
         assert alone.steps_done[0] == together.steps_done[k]
         # the same compiled arithmetic on both sides: equal bits, NaN where a run failed
         np.testing.assert_array_equal(alone.final[:1], together.final[k:k + 1])
+
+
+def test_large_tasks_run_their_lrs_in_several_calls_with_the_same_numbers():
+    spec = TaskSpec("quad_big", "quadratic", 12, {"dim": 20_000, "cond": (1e2, 1e3)})
+    inst = build(spec, 0)
+    program = compile_rule("g")
+    lrs = np.array([1e-3, 1e-1, 10.0])  # gradient descent at 10 diverges
+    together = inst.run(program, lrs)
+    assert runs_per_call(inst.n_params) < len(lrs)
+    for k in range(len(lrs)):
+        alone = inst.run(program, lrs[k:k + 1])
+        assert (alone.status[0], alone.steps_done[0]) == (together.status[k],
+                                                          together.steps_done[k])
+        np.testing.assert_array_equal(alone.final[:1], together.final[k:k + 1])
+    assert together.status[2] != 0
 
 
 def test_tiles_and_segments_do_not_change_the_numbers():
