@@ -118,14 +118,6 @@ class Evaluator:
         """Evaluate every rule, in order; never raises for a bad rule."""
         return [self.evaluate_one(rule) for rule in rules]
 
-    def evaluate(self, rules: Iterable[RuleLike]) -> list[dict[str, Any]]:
-        """:meth:`evaluate_many` as JSON-ready dicts, for the engine until it reads Results.
-
-        Each dict is :meth:`Result.to_dict` plus ``aggregate`` (= ``score``) and, per task,
-        ``score`` (= the task's loss ratio, 1.0 = tuned Adam).
-        """
-        return [legacy_dict(r) for r in self.evaluate_many(rules)]
-
     def evaluate_one(self, rule: RuleLike) -> Result:
         start = time.perf_counter()
         self.counters.candidates += 1
@@ -219,16 +211,6 @@ class Evaluator:
         return result
 
 
-def legacy_dict(result: Result) -> dict[str, Any]:
-    """``result.to_dict()`` with the names the engine read before Results (``aggregate``, and a
-    task's ``score`` = its loss ratio ``2 ** log_ratio``)."""
-    out = result.to_dict()
-    out["aggregate"] = out["score"]
-    for task, row in zip(result.tasks, out["tasks"]):
-        row["score"] = task.ratio
-    return out
-
-
 def to_program(rule: RuleLike) -> Program:
     """A Program from a known name, rule text, tree or Program (RuleSyntaxError if malformed)."""
     if isinstance(rule, Program):
@@ -268,7 +250,6 @@ __all__ = [
     "Counters",
     "Evaluator",
     "HURDLE_THRESHOLD",
-    "legacy_dict",
     "score_rule",
     "to_program",
 ]

@@ -100,16 +100,6 @@ class TaskScore:
     def failed(self) -> bool:
         return self.loss is None
 
-    @property
-    def ratio(self) -> float:
-        """``2 ** log_ratio``: tuned Adam's loss over the rule's, clipped (1.0 = as Adam)."""
-        return float(2.0**self.log_ratio)
-
-    @property
-    def score(self) -> float:
-        """Alias of :attr:`ratio` for callers written before the log-ratio score (evolve/)."""
-        return self.ratio
-
 
 @dataclass
 class Result:
@@ -131,11 +121,6 @@ class Result:
     fingerprint: str | None = None
     cached: bool = False
     seconds: float = 0.0
-
-    @property
-    def aggregate(self) -> float:
-        """Alias of :attr:`score` for callers written before Results (evolve/)."""
-        return self.score
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite floats become None)."""

@@ -13,7 +13,7 @@ import pytest
 from fitness import lr_grid, schedule
 from fitness import score as sc
 from fitness.baselines import BaselineStore, code_key
-from fitness.evaluate import Evaluator, legacy_dict
+from fitness.evaluate import Evaluator
 from fitness.interpreter import TILE, StepRunner, run_quadratic, runs_per_call
 from fitness.tasks import SUITES, TaskSpec, build, get_suite
 from fitness.tuning import tune
@@ -299,14 +299,6 @@ def test_hurdle_stops_clearly_bad_rules(cache_dir):
     assert ev.counters.runs_saved_by_hurdle == len(ev.tasks) * len(lr_grid.DEFAULT.coarse())
 
 
-def test_the_engine_dicts_carry_the_result_and_the_old_names(search):
-    result = search.evaluate_one("signsgd")
-    row = legacy_dict(result)
-    assert row["aggregate"] == row["score"] == result.score
-    assert [t["score"] for t in row["tasks"]] == [2.0 ** t.log_ratio for t in result.tasks]
-    assert sc.Result.from_dict(row).tasks[0].log_ratio == result.tasks[0].log_ratio
-
-
 def test_ten_thousand_random_rules_never_crash_the_hurdle_stage(cache_dir):
     # All 10,000 through compile, fingerprint and the lr search on the short quadratic; the full
     # suite runs on a sample below (and on 1,000 in scripts/bench_fitness.py).
@@ -339,7 +331,7 @@ DETERMINISM_RULES = ["adam", "sign(ema(g, 0.9))", "mul(g, lin_decay)", "div(g, w
 def _evaluate_in_child(cache: str) -> list[dict]:
     os.environ["EVOLVE_CACHE_DIR"] = cache
     ev = Evaluator(suite="search", seed=3, hurdle=False, cache=False)
-    return [_numbers(r) for r in ev.evaluate(DETERMINISM_RULES)]
+    return [_numbers(r.to_dict()) for r in ev.evaluate_many(DETERMINISM_RULES)]
 
 
 def _numbers(result: dict) -> dict:
