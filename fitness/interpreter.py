@@ -58,8 +58,11 @@ _INLINE = dict(inline="always", nogil=True, error_model="numpy")
 # increment and decrement per array argument, about 150 ns a step, measured.
 _HOT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
-# Elements per tile: the registers of a typical rule (10-20 rows) stay within L1/L2.
+# A tile's registers, all rows together, fill at most this many float64 (32 KiB, within L1):
+# Adam's 11 registers get tiles of 368 elements, Lion's 5 of 816, never more than TILE.
+L1_DOUBLES = 4096
 TILE = 1024
+_MIN_TILE = 128
 # Runs side by side in one call while their parameters total at most this many: beyond it a
 # run's rows alone outgrow the caches and batching only adds memory traffic, measured.
 BATCH_ELEMENTS = 16384
@@ -182,6 +185,7 @@ def _exec_tile(code, consts, buf, starts, sched, n, t):
 LAYOUT_PERSIST = 0  # rows kept across steps: gradient, weights, state buffers
 LAYOUT_STRIDE = 1  # elements in each of those rows (runs side by side)
 LAYOUT_SCHEDULE = 2  # where this step's schedule values live in buf; -1: the rule reads none
+LAYOUT_TILE = 3  # elements per tile
 
 
 @njit(**_JIT)
@@ -191,11 +195,12 @@ def new_registers(code, literal_registers, literal_values, n_registers, w0, copi
     Returns ``(buf, starts, layout)``. Rows ``r < layout[LAYOUT_PERSIST]`` (gradient, weights,
     state buffers) hold ``copies * P`` elements, run ``c`` at ``[c * P, (c + 1) * P)`` of row
     ``r`` (which starts at ``r * copies * P``); the other registers are tile rows of
-    ``min(TILE, copies * P)``. Vec literals are tile rows filled once here.
+    ``layout[LAYOUT_TILE]`` elements (sized so that a tile of every register fits L1). Vec
+    literals are tile rows filled once here.
     """
     p = w0.shape[0]
     n = p * copies
-    tile = min(TILE, n)
+    tile = min(n, max(_MIN_TILE, min(TILE, L1_DOUBLES // n_registers // 8 * 8)))
     n_persist = 2
     uses_schedule = False
     for r in range(code.shape[0]):
@@ -213,7 +218,7 @@ def new_registers(code, literal_registers, literal_values, n_registers, w0, copi
     for j in range(literal_registers.shape[0]):
         s = starts[literal_registers[j]]
         buf[s:s + tile] = literal_values[j]
-    layout = np.array([n_persist, n, size if uses_schedule else -1], dtype=np.int64)
+    layout = np.array([n_persist, n, size if uses_schedule else -1, tile], dtype=np.int64)
     return buf, starts, layout
 
 
@@ -255,8 +260,8 @@ def _set_tile(starts, layout, lo):
 @njit(**_INLINE)
 def rule_step_tile(code, consts, buf, starts, layout, lo, m, t, output, lrs, seg,
                    weight_decay, grad_at=-1):
-    """:func:`rule_step` on elements ``[lo, lo + m)`` only (``m <= TILE``), for loops that
-    compute an elementwise gradient tile by tile too: given ``grad_at`` >= 0, the gradient is
+    """:func:`rule_step` on elements ``[lo, lo + m)`` only (``m <= layout[LAYOUT_TILE]``), for
+    loops that compute an elementwise gradient tile by tile: given ``grad_at`` >= 0, it is
     read from a tile at that offset of ``buf`` instead of its full-length row, and never leaves
     the cache. The caller calls :func:`begin_step` once per step."""
     _set_tile(starts, layout, lo)
@@ -287,7 +292,7 @@ def rule_step(code, consts, buf, starts, layout, count, t, total_steps, output, 
     reference counting, and called by every task loop.
     """
     begin_step(buf, layout, t, total_steps)
-    tile = min(TILE, count)
+    tile = layout[LAYOUT_TILE]
     for lo in range(0, count, tile):
         rule_step_tile(code, consts, buf, starts, layout, lo, min(tile, count - lo), t, output,
                        lrs, seg, weight_decay)
@@ -298,7 +303,7 @@ def rule_direction(code, consts, buf, starts, layout, t, total_steps, output, ou
     """Advance the states one step and write the direction d into ``out`` (weights unchanged)."""
     begin_step(buf, layout, t, total_steps)
     n = layout[LAYOUT_STRIDE]
-    tile = min(TILE, n)
+    tile = layout[LAYOUT_TILE]
     for lo in range(0, n, tile):
         m = min(tile, n - lo)
         _set_tile(starts, layout, lo)
@@ -312,7 +317,7 @@ def rule_direction(code, consts, buf, starts, layout, t, total_steps, output, ou
 def _quadratic_loop(code, consts, buf, starts, layout, output, curvature, lrs, steps, losses):
     p = curvature.shape[0]
     n = layout[LAYOUT_STRIDE]
-    tile = min(TILE, n)
+    tile = layout[LAYOUT_TILE]
     g_tile = buf.shape[0] - tile  # the gradient lives one tile at a time, never in memory
     w_row = np.uint64(REG_WEIGHT * n)
     for t in range(steps + 1):
@@ -353,7 +358,7 @@ def run_quadratic(code, consts, literal_registers, literal_values, n_registers, 
     """
     buf, starts, layout = new_registers(code, literal_registers, literal_values, n_registers,
                                         w0, lrs.shape[0])
-    buf = np.concatenate((buf, np.zeros(min(TILE, buf.shape[0]))))  # the gradient's tile
+    buf = np.concatenate((buf, np.zeros(layout[LAYOUT_TILE])))  # the gradient's tile
     losses = np.full((lrs.shape[0], steps + 1), np.nan)
     _quadratic_loop(code, consts, buf, starts, layout, output, curvature, lrs, steps, losses)
     return losses
@@ -420,6 +425,7 @@ def warm_up() -> None:
     runner.step(np.ones(4), 0.1, 0.01)
 
 
-__all__ = ["BATCH_ELEMENTS", "LAYOUT_PERSIST", "LAYOUT_SCHEDULE", "LAYOUT_STRIDE", "TILE",
+__all__ = ["BATCH_ELEMENTS", "LAYOUT_PERSIST", "LAYOUT_SCHEDULE", "LAYOUT_STRIDE",
+           "LAYOUT_TILE", "TILE",
            "StepRunner", "begin_step", "runs_per_call", "new_registers", "rule_direction", "rule_step", "rule_step_tile",
            "run_quadratic", "warm_up"]
