@@ -92,6 +92,23 @@ def _stop(k, st, t, status, done):
 
 
 @njit(**_INLINE)
+def _check(st, buf, layout, slot_run, slot, n_live, p, t, status, done):
+    """Retire the run in ``slot`` when its loss status is not OK; returns n_live."""
+    if st == STATUS_OK:
+        return n_live
+    _stop(slot_run[slot], st, t, status, done)
+    return _retire(buf, layout, slot_run, slot, n_live, p)
+
+
+@njit(**_INLINE)
+def _finish(k, loss, limit, t, final, status, done):
+    """A run that reached the end: its scored loss, if that is still finite and bounded."""
+    _stop(k, loss_status(loss, limit), t, status, done)
+    if status[k] == STATUS_OK:
+        final[k] = loss
+
+
+@njit(**_INLINE)
 def _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t, n_live,
               p, t, steps):
     for s in range(n_live):
@@ -139,9 +156,7 @@ def _quadratic_loop(code, consts, buf, starts, layout, output, curvature, center
             for s in range(n_live - 1, -1, -1):
                 w = _segment(buf, layout, REG_WEIGHT, s, p)
                 st = loss_status(quadratic_loss(curvature, center, w), limit)
-                if st != 0:
-                    _stop(slot_run[s], st, t, status, done)
-                    n_live = _retire(buf, layout, slot_run, s, n_live, p)
+                n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
             if n_live == 0:
                 break
         for s in range(n_live):
@@ -157,11 +172,8 @@ def _quadratic_loop(code, consts, buf, starts, layout, output, curvature, center
                   n_live, p, t, steps)
         t += 1
     for s in range(n_live):
-        k = slot_run[s]
         loss = quadratic_loss(curvature, center, _segment(buf, layout, REG_WEIGHT, s, p))
-        _stop(k, loss_status(loss, limit), t, status, done)
-        if status[k] == STATUS_OK:
-            final[k] = loss
+        _finish(slot_run[s], loss, limit, t, final, status, done)
 
 
 @njit(**_JIT)
@@ -209,20 +221,15 @@ def _rosenbrock_loop(code, consts, buf, starts, layout, output, shift, scratch, 
             w = _segment(buf, layout, REG_WEIGHT, s, p)
             g = _segment(buf, layout, REG_GRAD, s, p)
             st = loss_status(rosenbrock_loss_grad(w, shift, g), limit)
-            if st != 0:
-                _stop(slot_run[s], st, t, status, done)
-                n_live = _retire(buf, layout, slot_run, s, n_live, p)
+            n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
         if n_live == 0:
             break
         _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t,
                   n_live, p, t, steps)
         t += 1
     for s in range(n_live):
-        k = slot_run[s]
         loss = rosenbrock_loss_grad(_segment(buf, layout, REG_WEIGHT, s, p), shift, scratch)
-        _stop(k, loss_status(loss, limit), t, status, done)
-        if status[k] == STATUS_OK:
-            final[k] = loss
+        _finish(slot_run[s], loss, limit, t, final, status, done)
 
 
 @njit(**_JIT)
@@ -422,9 +429,8 @@ def _mlp_loop(code, consts, buf, starts, layout, output, sizes, w_off, b_off, ac
             loss = _mlp_eval(w, sizes, w_off, b_off, act, x, y, rows, loss_kind, acts, stride,
                              delta)
             st = loss_status(loss, limit)
-            if st != 0:
-                _stop(slot_run[s], st, t, status, done)
-                n_live = _retire(buf, layout, slot_run, s, n_live, p)
+            if st != STATUS_OK:
+                n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
                 continue
             g = _segment(buf, layout, REG_GRAD, s, p)
             _mlp_backward(w, g, sizes, w_off, b_off, act, acts, stride, delta, spare, nb)
@@ -434,12 +440,9 @@ def _mlp_loop(code, consts, buf, starts, layout, output, sizes, w_off, b_off, ac
                   n_live, p, t, steps)
         t += 1
     for s in range(n_live):
-        k = slot_run[s]
         loss = _mlp_eval(_segment(buf, layout, REG_WEIGHT, s, p), sizes, w_off, b_off, act,
                          x_test, y_test, test_rows, loss_kind, acts, stride, delta)
-        _stop(k, loss_status(loss, limit), t, status, done)
-        if status[k] == STATUS_OK:
-            final[k] = loss
+        _finish(slot_run[s], loss, limit, t, final, status, done)
 
 
 @njit(**_JIT)
