@@ -23,7 +23,8 @@ from evolve.live.html import render
 from evolve.rundir import PARETO_PLOT, REPORT_HTML, SCORE_PLOT, TENSORBOARD, RunDirectory
 from primitives.files import atomic_write_text
 
-REFRESH_S = 15  # how often an open page reloads itself, and the least time between rewrites
+RELOAD_S = 15  # how often an open page reloads itself
+REWRITE_EVERY_S = 15.0  # the least time between two rewrites of the page while the run goes
 
 
 def row_scalars(row: dict[str, Any]) -> dict[str, float | None]:
@@ -54,9 +55,9 @@ def row_scalars(row: dict[str, Any]) -> dict[str, float | None]:
 class LiveView:
     """TensorBoard events and ``report.html`` of one run while one process drives it."""
 
-    def __init__(self, rd: RunDirectory, strategy: Any, every: float = REFRESH_S):
+    def __init__(self, rd: RunDirectory, strategy: Any, every: float | None = None):
         self.rd = rd
-        self.every = every
+        self.every = REWRITE_EVERY_S if every is None else every  # read now: tests set it
         # a resumed run writes its generations again from here: older events from this step
         # on are dropped by TensorBoard (see evolve.live.events)
         first = strategy.generation + 1 if strategy.started else 0
@@ -114,7 +115,7 @@ class LiveView:
 
             plots = write_plots(self.rd, self.rd.read_log(), _hall(self.rd))
         page = render(self.rd, state, reason, plots,
-                      refresh=REFRESH_S if state == "running" else None)
+                      refresh=RELOAD_S if state == "running" else None)
         atomic_write_text(self.rd.file(REPORT_HTML), page)
         self._last_page = time.monotonic()
 
@@ -128,4 +129,4 @@ def _hall(rd: RunDirectory) -> list[dict]:
         return []
 
 
-__all__ = ["LiveView", "REFRESH_S", "read_scalars", "read_texts", "render", "row_scalars"]
+__all__ = ["LiveView", "RELOAD_S", "REWRITE_EVERY_S", "read_scalars", "read_texts", "render", "row_scalars"]
