@@ -20,6 +20,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from evolve.errors import UserError
 from fitness.score import Result
@@ -108,14 +109,29 @@ class BudgetClock:
     candidates that passed the hurdle.
     """
 
-    def __init__(self, budget: Budget, workers: int, confirm: int, funnel_ratio: float = 1.0):
+    def __init__(self, budget: Budget, workers: int, confirm: int, funnel_ratio: float = 1.0,
+                 real_k: int = 0):
         self.budget = budget
         self.workers = max(1, workers)
         self.confirm = confirm
+        self.real_k = real_k  # tier-2 rules a generation may add (and so the end may confirm)
         self.funnel_ratio = funnel_ratio  # held-out suite cost / search suite cost
         self.durations: list[float] = []
         self.suite_seconds: list[float] = []  # per rule that ran the whole proxy suite
         self.real_seconds: list[float] = []  # per rule on tier 2
+
+    @classmethod
+    def for_run(cls, budget: Budget | None, config: Any, workers: int) -> BudgetClock | None:
+        """The clock of a run with ``config`` (a CampaignConfig), or None without a budget."""
+        if budget is None or not budget.limited:
+            return None
+        from fitness.tasks import get_suite
+
+        try:
+            ratio = len(get_suite(config.heldout_suite)) / max(1, len(get_suite(config.suite)))
+        except KeyError:
+            ratio = 1.0
+        return cls(budget, workers, config.confirm, ratio, config.real_k)
 
     def record(self, seconds: float, proxy: list[Result], real: list[Result]) -> None:
         self.durations.append(seconds)
@@ -123,19 +139,25 @@ class BudgetClock:
             r.seconds for r in proxy if r.hurdle != "rejected" and r.seconds > 0])[-200:]
         self.real_seconds = (self.real_seconds + [r.seconds for r in real if r.seconds > 0])[-50:]
 
+    def _real_rule(self) -> float:
+        """Mean seconds of one rule on tier 2, as the workers measured it."""
+        return sum(self.real_seconds) / len(self.real_seconds) if self.real_seconds else 0.0
+
     def next_generation(self) -> float:
-        """Predicted wall time of the next generation (0 before any was timed)."""
-        return max(self.durations[-RECENT:], default=0.0)
+        """Predicted wall time of the next generation (0 before any was timed): the slowest of
+        the recent ones, or a generation that trains ``real_k`` rules on tier 2 if slower."""
+        real = math.ceil(self.real_k / self.workers) * self._real_rule()
+        return max(self.durations[-RECENT:] + [real], default=0.0)
 
     def finish_estimate(self, real_entries: int, funnel_rules: int) -> float:
-        """Seconds the final selection, the funnel, plots and report are expected to take."""
-        def mean(xs: list[float]) -> float:
-            return sum(xs) / len(xs) if xs else 0.0
-
-        confirm = min(self.confirm, real_entries)
-        real = math.ceil(confirm / self.workers) * mean(self.real_seconds)
+        """Seconds the final selection, the funnel, plots and report are expected to take
+        after one more generation (which may add ``real_k`` rules to confirm)."""
+        confirm = min(self.confirm, real_entries + self.real_k)
+        real = math.ceil(confirm / self.workers) * self._real_rule()
+        suite = (sum(self.suite_seconds) / len(self.suite_seconds) if self.suite_seconds
+                 else 0.0)
         # the funnel's rules, adam and sgd, then adam and sgd again for the loss curves
-        proxy = (funnel_rules + 4) * mean(self.suite_seconds) * self.funnel_ratio
+        proxy = (funnel_rules + 4) * suite * self.funnel_ratio
         return FIXED_FINISH_S + real + proxy
 
     def stop_reason(self, evaluations: int, real_entries: int, funnel_rules: int) -> str | None:
@@ -154,4 +176,16 @@ class BudgetClock:
         return None
 
 
-__all__ = ["Budget", "BudgetClock", "format_duration", "parse_duration"]
+def end_status(strategy: Any, reason: str | None, finish_seconds: float,
+               budget: Budget | None) -> dict[str, Any]:
+    """``status.json`` of a call that ended the run (``reason`` None) or stopped it: which
+    generation the report describes, and how long the call and its end took."""
+    return {"state": "stopped" if reason else "finished", "reason": reason,
+            "generation": strategy.generation, "generations": strategy.config.generations,
+            "evaluations": strategy.evaluations,
+            "seconds": round(budget.elapsed(), 2) if budget is not None else None,
+            "finish_seconds": round(finish_seconds, 2),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+__all__ = ["Budget", "BudgetClock", "end_status", "format_duration", "parse_duration"]

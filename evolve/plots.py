@@ -215,7 +215,7 @@ def smooth_log(losses: np.ndarray) -> tuple[np.ndarray, bool]:
     if len(finite) < 9 or len(finite) != len(losses):
         return losses, False
     logs = np.log10(losses)
-    width = max(3, (len(logs) // 25) | 1)
+    width = max(5, (len(logs) // 12) | 1)
     pad = width // 2
     padded = np.concatenate([np.full(pad, logs[0]), logs, np.full(pad, logs[-1])])
     smooth = np.convolve(padded, np.ones(width) / width, mode="valid")
@@ -243,7 +243,9 @@ def readable_log_axis(ax: Any) -> None:
         return (f"$10^{{{exponent}}}$" if abs(mantissa - 1) < 1e-6
                 else f"${mantissa:g}\\cdot10^{{{exponent}}}$")
 
-    if decades < 1.3:
+    if decades < 0.7:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+    elif decades < 1.3:
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     elif decades <= 6:
         ax.yaxis.set_major_locator(LogLocator(base=10, numticks=8))
@@ -309,7 +311,7 @@ def loss_curves_figure(suite: str, seed: int, rule: str, label: str = "best rule
         ax.set_title(spec.name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.25, which="both")
+        ax.grid(alpha=0.3, which="major")
         ax.legend(fontsize=6, loc="upper right")
     for ax in list(axes.flat)[len(specs):]:
         ax.axis("off")

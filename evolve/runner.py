@@ -8,7 +8,9 @@ workers and on a failed write, always with a checkpoint from which ``evolve resu
 exactly. A run stopped by a budget gets the full final selection and report, one stopped by a
 signal a report of what it has (no new scoring); ``status.json`` says which. The layout it
 writes is :mod:`evolve.rundir`'s; the live view (TensorBoard events, ``report.html``) is
-:mod:`evolve.live`'s.
+:mod:`evolve.live`'s. (Longer than 400 lines on purpose: the loop and every way it ends —
+done, budget, signal, lost workers, failed write — share one session's state and read best
+side by side.)
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evolve.budget import Budget, BudgetClock
+from evolve.budget import Budget, BudgetClock, end_status
 from evolve.config import CampaignConfig, ConfigError
 from evolve.errors import RunError, UserError
 from evolve.executors import Executor, LostEvaluations, make_executor
 from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
-from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, real_suite
+from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, confirm_seeds, real_suite
 from evolve.worker import fingerprint, warm_real_tier
 from fitness.score import Result, json_safe
 from primitives.grammar import parse
@@ -256,7 +258,7 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
                 return strategy
             if strategy.done:
                 notify(f"{rd.path}: its generations are done; running the funnel and the report")
-            executor = executor or _executor_for(strategy.config)
+            executor = executor or _executor_for(strategy.config, budget)
             _drive(session, executor, own_executor, progress, stop_after, finish, validate,
                    _Extras(budget, live, stages))
         return strategy
@@ -267,7 +269,7 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
     rd.prepare_new()  # before any slow work: a bad --out fails at once
     try:
         # connect before writing anything: a failed start (Ray unreachable) leaves no run behind
-        executor = executor or _executor_for(config)
+        executor = executor or _executor_for(config, budget)
     except BaseException:
         if created and not any(rd.path.iterdir()):
             rd.path.rmdir()
@@ -295,12 +297,18 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
     return session.strategy
 
 
-def _executor_for(config: CampaignConfig) -> Executor:
+def _executor_for(config: CampaignConfig, budget: Budget | None = None) -> Executor:
     executor = make_executor(config.executor, config.suite, config.seed, config.workers,
                              config.ray_address)
+    suites = [real_suite(config)]
+    if budget is not None and budget.time_limit is not None and config.confirm:
+        # the final selection's fresh seeds too: the first time, their tuned-Adam runs are
+        # the largest cost of a run's end, and a time limit can only keep back time it has seen
+        suites.append(real_suite(config, confirm_seeds(config)))
     if RealTierStage(config).enabled:
         try:
-            warm_real_tier(real_suite(config))  # tuned Adam's runs, once, before the workers
+            for suite in suites:
+                warm_real_tier(suite)  # tuned Adam's runs, once, before the workers
         except BaseException as err:
             executor.close()
             from fitness.training.real_tasks import TaskError
@@ -334,7 +342,7 @@ def _drive(session: _Session, executor: Executor, own_executor: bool,
             from evolve.live import LiveView
 
             view = LiveView(session.rd, session.strategy)
-        clock = _clock(session.strategy, executor, extras.budget)
+        clock = BudgetClock.for_run(extras.budget, session.strategy.config, executor.workers)
         stop = _loop(session, executor, progress, stop_after, clock, view)
         strategy, rd = session.strategy, session.rd
         if stop is not None and stop.signal is not None:
@@ -352,8 +360,8 @@ def _drive(session: _Session, executor: Executor, own_executor: bool,
                 done = finalize(rd, strategy, validate=validate, counters=session.counters,
                                 executor=executor, stopped=stop.reason if stop else None,
                                 stages=extras.stages)
-                rd.write_status(_status(strategy, stop, time.monotonic() - started,
-                                        extras.budget))
+                rd.write_status(end_status(strategy, stop.reason if stop else None,
+                                           time.monotonic() - started, extras.budget))
                 if view is not None:
                     view.finish(stop.reason if stop else None, done["plots"])
         elif view is not None:
@@ -365,31 +373,6 @@ def _drive(session: _Session, executor: Executor, own_executor: bool,
             executor.close()
 
 
-def _clock(strategy: Strategy, executor: Executor, budget: Budget | None) -> BudgetClock | None:
-    if budget is None or not budget.limited:
-        return None
-    from fitness.tasks import get_suite
-
-    cfg = strategy.config
-    try:
-        ratio = len(get_suite(cfg.heldout_suite)) / max(1, len(get_suite(cfg.suite)))
-    except KeyError:
-        ratio = 1.0
-    return BudgetClock(budget, executor.workers, cfg.confirm, ratio)
-
-
-def _status(strategy: Strategy, stop: _Stop | None, finish_seconds: float,
-            budget: Budget | None) -> dict[str, Any]:
-    """``status.json``: whether the report describes a finished run or a stopped one."""
-    return {"state": "stopped" if stop else "finished",
-            "reason": stop.reason if stop else None,
-            "generation": strategy.generation, "generations": strategy.config.generations,
-            "evaluations": strategy.evaluations,
-            "seconds": round(budget.elapsed(), 2) if budget is not None else None,
-            "finish_seconds": round(finish_seconds, 2),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
 def _stop_report(session: _Session, stop: _Stop, view: Any) -> None:
     """After a signal: the report and plots of what the run has (nothing is scored again).
 
@@ -398,7 +381,7 @@ def _stop_report(session: _Session, stop: _Stop, view: Any) -> None:
 
     with session.writing():
         plots = stop_report(session.rd, session.strategy, session.counters, stop.reason)
-        session.rd.write_status(_status(session.strategy, stop, 0.0, None))
+        session.rd.write_status(end_status(session.strategy, stop.reason, 0.0, None))
         if view is not None:
             view.finish(stop.reason, plots)
 
