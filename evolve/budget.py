@@ -103,10 +103,13 @@ def format_duration(seconds: float) -> str:
 class BudgetClock:
     """What this run has measured, and the stop decision at each generation boundary.
 
-    Fed by the runner with each generation's wall time and the fresh (not cached) results of
-    its two tiers; ``Result.seconds`` is a worker's own time for one rule, so a full proxy
-    suite's cost (for the held-out funnel, which the driver runs alone) is measured on the
-    candidates that passed the hurdle.
+    Fed by the runner with each generation's wall time, its fresh (not cached) proxy results
+    and the wall time of its tier-2 batch. ``Result.seconds`` is a worker's own time for one
+    rule, so a full proxy suite's cost (for the held-out funnel, which the driver runs alone)
+    is measured on the candidates that passed the hurdle. Tier 2 is measured as wall time per
+    round of ``workers`` rules, the slowest recent round counting: rules trained side by side
+    on a loaded machine take longer each than one alone, and the final confirmation is such
+    rounds.
     """
 
     def __init__(self, budget: Budget, workers: int, confirm: int, funnel_ratio: float = 1.0,
@@ -118,7 +121,7 @@ class BudgetClock:
         self.funnel_ratio = funnel_ratio  # held-out suite cost / search suite cost
         self.durations: list[float] = []
         self.suite_seconds: list[float] = []  # per rule that ran the whole proxy suite
-        self.real_seconds: list[float] = []  # per rule on tier 2
+        self.real_rounds: list[float] = []  # wall seconds per round of `workers` tier-2 rules
 
     @classmethod
     def for_run(cls, budget: Budget | None, config: Any, workers: int) -> BudgetClock | None:
@@ -133,27 +136,31 @@ class BudgetClock:
             ratio = 1.0
         return cls(budget, workers, config.confirm, ratio, config.real_k)
 
-    def record(self, seconds: float, proxy: list[Result], real: list[Result]) -> None:
+    def record(self, seconds: float, proxy: list[Result], real_seconds: float = 0.0,
+               real_rules: int = 0) -> None:
+        """One generation: its wall time, its fresh proxy results, and the wall time of its
+        tier-2 batch of ``real_rules`` rules."""
         self.durations.append(seconds)
         self.suite_seconds = (self.suite_seconds + [
             r.seconds for r in proxy if r.hurdle != "rejected" and r.seconds > 0])[-200:]
-        self.real_seconds = (self.real_seconds + [r.seconds for r in real if r.seconds > 0])[-50:]
+        if real_rules:
+            self.real_rounds.append(real_seconds / math.ceil(real_rules / self.workers))
 
-    def _real_rule(self) -> float:
-        """Mean seconds of one rule on tier 2, as the workers measured it."""
-        return sum(self.real_seconds) / len(self.real_seconds) if self.real_seconds else 0.0
+    def _real_round(self) -> float:
+        """Wall seconds of one round of tier-2 rules: the slowest of the recent ones."""
+        return max(self.real_rounds[-2 * RECENT:], default=0.0)
 
     def next_generation(self) -> float:
         """Predicted wall time of the next generation (0 before any was timed): the slowest of
         the recent ones, or a generation that trains ``real_k`` rules on tier 2 if slower."""
-        real = math.ceil(self.real_k / self.workers) * self._real_rule()
+        real = math.ceil(self.real_k / self.workers) * self._real_round()
         return max(self.durations[-RECENT:] + [real], default=0.0)
 
     def finish_estimate(self, real_entries: int, funnel_rules: int) -> float:
         """Seconds the final selection, the funnel, plots and report are expected to take
         after one more generation (which may add ``real_k`` rules to confirm)."""
         confirm = min(self.confirm, real_entries + self.real_k)
-        real = math.ceil(confirm / self.workers) * self._real_rule()
+        real = math.ceil(confirm / self.workers) * self._real_round()
         suite = (sum(self.suite_seconds) / len(self.suite_seconds) if self.suite_seconds
                  else 0.0)
         # the funnel's rules, adam and sgd, then adam and sgd again for the loss curves

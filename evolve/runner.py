@@ -407,9 +407,11 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                 fresh_proxy = scorer.fresh
                 promoted = strategy.real.promote(rules, results, [fingerprint(r) for r in rules],
                                                  [parse(r).size() for r in rules])
+                real_started = time.perf_counter()
                 real = scorer.score([c[0] for c in promoted], suite=real_suite(cfg),
                                     namespace=REAL_SUITE_PREFIX) if promoted else []
-                fresh_real = scorer.fresh if promoted else []
+                real_wall = (time.perf_counter() - real_started, len(scorer.fresh) if promoted
+                             else 0)
             except LostEvaluations as err:
                 _count(session, executor, lost0, retried0)
                 session.save()  # the pending batch is in it: a resume asks it again
@@ -451,7 +453,7 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                 name = "SIGINT" if stop.signal == signal.SIGINT else "SIGTERM"
                 halt = _Stop(f"{name} at generation {strategy.generation}", stop.signal)
             elif clock is not None and not strategy.done:
-                clock.record(time.perf_counter() - started, fresh_proxy, fresh_real)
+                clock.record(time.perf_counter() - started, fresh_proxy, *real_wall)
                 reason = clock.stop_reason(strategy.evaluations, len(strategy.real.entries),
                                            len(strategy.hall_of_fame) + len(strategy.champions))
                 halt = _Stop(reason) if reason else None

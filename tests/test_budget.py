@@ -34,12 +34,12 @@ def test_the_clock_keeps_back_what_the_end_of_the_run_needs():
     clock.budget.elapsed = lambda: 60.0  # type: ignore[method-assign]
     proxy = [Result("a", 1.0, hurdle="passed", seconds=0.5),
              Result("b", 0.3, hurdle="rejected", seconds=0.01)]  # the hurdle's cost is not a suite's
-    clock.record(10.0, proxy, [Result("r", 1.0, seconds=4.0)])
+    clock.record(10.0, proxy, real_seconds=4.0, real_rules=1)
     # 1 tier-2 rule so far, up to 2 more in the next generation: 3 to confirm, in 2 batches
     # 8 s fixed + 2 x 4 s + (10 funnel rules + 4) x 0.5 s = 23 s
     assert clock.finish_estimate(real_entries=1, funnel_rules=10) == pytest.approx(23.0)
     assert clock.stop_reason(50, 1, 10) is None  # 10 + 23 s needed, 40 s left
-    clock.record(20.0, proxy, [])
+    clock.record(20.0, proxy)
     assert "--time-limit 1m40s: 1m00s used" in clock.stop_reason(50, 1, 10)  # 20 + 23 > 40
     assert "--max-evaluations 50 reached" in BudgetClock(
         Budget(max_evaluations=50), 1, 0).stop_reason(50, 0, 0)
