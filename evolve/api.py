@@ -107,7 +107,7 @@ def _drive(out: str | Path, config: CampaignConfig | None, budget: Budget, progr
     from evolve.runner import run_campaign
 
     bar = CampaignProgress(budget=budget, quiet=not progress)
-    stages = StageProgress("finishing", quiet=not progress)
+    stages = StageProgress("finishing", quiet=not progress, before=bar.close)
     try:
         run_campaign(out, config=config, finish=True, progress=bar, stages=stages,
                      notify=bar.note, budget=budget, live=live, **kwargs)

@@ -118,7 +118,7 @@ def score_figure(log: list[dict], heldout: dict | None = None, title: str = "") 
     real = [r.get("real_best") for r in log]
     if any(v is not None for v in real):
         ax.plot(gens, _masked(real, low), color=COLORS["real"], lw=2.0, drawstyle="steps-post",
-                label="real-data tier's best (tier 2)")
+                marker="o", ms=2.5, label="real-data tier's best (tier 2)")
     if champions:
         cg = [c["generation"] for c in champions] + [gens[-1]]
         cs = [c["heldout_score"] for c in champions]
@@ -137,10 +137,18 @@ def score_figure(log: list[dict], heldout: dict | None = None, title: str = "") 
     rates.plot(gens, np.array([r.get("hurdle_rejections") or 0 for r in log]) / evaluated,
                color="#8c564b", label="evaluated ones stopped at the hurdle")
     rates.set_ylim(0, 1)
-    rates.set_ylabel("share")
-    rates.set_xlabel("generation")
-    rates.grid(alpha=0.25)
-    rates.legend(fontsize=7, loc="upper right")
+    return _finish(fig, rates, "generation", "share", legend="upper right")
+
+
+def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str | None = None,
+            legend: str = "best") -> Any:
+    """Labels, grid and legend of the figure's last axes, then a tight layout."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=7, loc=legend)
     fig.tight_layout()
     return fig
 
@@ -199,13 +207,8 @@ def pareto_figure(hall: list[dict]) -> Any | None:
     ax.axhline(1.0, color=ADAM_COLOR, ls="--", lw=1, label="tuned Adam (1.0)")
     ax.set_ylim(low, high)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("rule size (nodes)")
-    ax.set_ylabel("score (vs tuned Adam)")
-    ax.set_title("Pareto front: score against rule size (#N = hall-of-fame number)")
-    ax.grid(alpha=0.25)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "rule size (nodes)", "score (vs tuned Adam)",
+                   "Pareto front: score against rule size (#N = hall-of-fame number)")
 
 
 def smooth_log(losses: np.ndarray) -> tuple[np.ndarray, bool]:

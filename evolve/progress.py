@@ -75,6 +75,21 @@ def _rich_console():
     return Console(stderr=True)
 
 
+def _two_line_progress(*columns: Any) -> Any:
+    """A rich Progress whose tasks show their ``info`` field on a line of its own below the
+    bar (the figures do not fit beside it in an 80-column terminal)."""
+    from rich.progress import Progress
+    from rich.text import Text
+
+    class TwoLine(Progress):
+        def get_renderables(self):
+            yield self.make_tasks_table(self.tasks)
+            for task in self.tasks:
+                yield Text("  " + str(task.fields.get("info", "")), overflow="fold")
+
+    return TwoLine(*columns, console=_rich_console(), transient=False)
+
+
 class CampaignProgress:
     """``progress(row, total)`` for :func:`evolve.runner.run_campaign` (see the module doc).
 
@@ -106,13 +121,12 @@ class CampaignProgress:
             self.note(LEGEND)
             self._legend = True
         if self.use_rich and self._bar is None:
-            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.progress import BarColumn, TextColumn
 
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                 TextColumn("gen {task.completed}/{task.total}"),
-                                 TextColumn("{task.fields[eta]}"),
-                                 TextColumn("{task.fields[info]}"),
-                                 console=_rich_console(), transient=False)
+            self._bar = _two_line_progress(TextColumn("[bold]{task.description}"),
+                                           BarColumn(bar_width=30),
+                                           TextColumn("gen {task.completed}/{task.total}"),
+                                           TextColumn("{task.fields[eta]}"))
             self._task = self._bar.add_task(self.label, total=total, completed=gen, eta="",
                                             info="")
             self._bar.start()
@@ -171,8 +185,10 @@ class CampaignProgress:
 class StageProgress:
     """``stages(description)``: each stage as it begins, the previous one's time when it ends."""
 
-    def __init__(self, label: str = "finishing", quiet: bool = False, rich: bool | None = None):
+    def __init__(self, label: str = "finishing", quiet: bool = False, rich: bool | None = None,
+                 before: Callable[[], None] | None = None):
         self.label = label
+        self.before = before  # called as the first stage begins (to close a campaign's bar)
         self.quiet = quiet
         self.use_rich = is_terminal() if rich is None else rich
         self._current: tuple[str, float] | None = None
@@ -182,6 +198,9 @@ class StageProgress:
     def __call__(self, description: str) -> None:
         if self.quiet:
             return
+        if self.before is not None:
+            self.before()
+            self.before = None
         self._end()
         self._current = (description, time.monotonic())
         if self.use_rich:

@@ -59,7 +59,7 @@ def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = F
     budget = Budget(time_limit=parse_duration(time_limit) if time_limit else None,
                     max_evaluations=max_evaluations, started=STARTED)
     progress = CampaignProgress(budget=budget, quiet=quiet)
-    stages = StageProgress("finishing", quiet=quiet)
+    stages = StageProgress("finishing", quiet=quiet, before=progress.close)
     try:
         return run_campaign(out, config=config, resume=resume, generations=generations,
                             progress=progress, finish=True, validate=validate,
