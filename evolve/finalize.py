@@ -28,14 +28,8 @@ from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
 from evolve.tiers import confirm_seeds, real_suite, select
 from evolve.worker import fingerprint, score_rules, warm_real_tier
-from primitives.program import compile_rule
+from primitives.program import needs_total_steps
 from primitives.rules import KNOWN_RULES
-
-
-def needs_total_steps(rule: str) -> bool:
-    """Whether the rule reads a schedule (cos_decay, lin_decay), so its optimizer needs
-    ``total_steps``."""
-    return compile_rule(rule).uses_schedule
 
 
 def funnel(strategy: Strategy) -> dict[str, Any]:
@@ -284,4 +278,4 @@ def _funnel_lines(heldout: dict) -> list[str]:
     return lines
 
 
-__all__ = ["finalize", "funnel", "needs_total_steps", "stop_report"]
+__all__ = ["finalize", "funnel", "stop_report"]

@@ -181,8 +181,8 @@ def resume_cmd(run, generations, validate, time_limit, max_evaluations, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print hall of fame, funnel and curves as JSON.")
 def show_cmd(run, as_json):
     """Show the hall of fame and score curves of the campaign in RUN."""
-    from evolve.finalize import needs_total_steps
     from evolve.rundir import RunDirectory
+    from primitives.program import needs_total_steps
 
     rd = RunDirectory(run)
     hall = rd.read_hall_of_fame()
@@ -217,6 +217,11 @@ def show_cmd(run, as_json):
         click.echo("held-out ranking:")
         for row in heldout.get("ranking", [])[:5]:
             click.echo(f"    {row['heldout_score']:+.3f} (search {row['search_score']:+.3f})  {row['rule']}")
+    selection = rd.read_selection()
+    if selection and selection.get("pareto"):
+        click.echo("Pareto front (real-data tier score against rule size):")
+        for point in selection["pareto"]:
+            click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
     rule, how = rd.final_selection()
     click.echo(f"{run}:best ({how}): {rule}")
     _say_if_stopped(rd, run)
@@ -231,9 +236,9 @@ def show_cmd(run, as_json):
 def demo_cmd(out, generations, population, quiet):
     """A short real campaign (proxy suite and real-data tier), then the discovered rule beside
     adam and sgd."""
-    from evolve.finalize import needs_total_steps
     from evolve.rundir import REPORT, RunDirectory
     from evolve.worker import score_rules
+    from primitives.program import needs_total_steps
     from primitives.rules import KNOWN_RULES
 
     out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
