@@ -65,6 +65,8 @@ class LiveView:
         self._last_page = -math.inf
         self._texts: dict[str, str] = {}
         self._generation = strategy.generation
+        # a funnel of an earlier stop has drawn the champions before this session already
+        self._champions_from = first if rd.file("heldout.json").is_file() else 0
 
     def update(self, row: dict[str, Any], hall: list[dict]) -> None:
         """After a generation: its scalars, the best rules' text when they changed, and the
@@ -87,6 +89,8 @@ class LiveView:
         selection as events, and the page with ``plots`` (already drawn by the report)."""
         heldout = self.rd.read_heldout() if self.rd.file("heldout.json").is_file() else None
         for champion in (heldout or {}).get("champions", []):
+            if champion["generation"] < self._champions_from:
+                continue
             self.events.scalars(champion["generation"],
                                 {"score/heldout_champion": champion.get("heldout_score")})
         selection = self.rd.read_selection()
