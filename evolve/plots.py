@@ -43,6 +43,12 @@ def figure_png(fig: Any, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
+def looked_up(row: dict) -> int:
+    """Rules the equivalence cache was asked about in a generation: its candidates and the
+    survivors re-scored on redrawn instances (the log's ``cache_hits`` counts both)."""
+    return (row.get("candidates") or 0) + (row.get("rescored") or 0)
+
+
 def _is_floor(value: float | None) -> bool:
     return value is not None and value <= FLOOR + 1e-9
 
@@ -130,7 +136,7 @@ def score_figure(log: list[dict], heldout: dict | None = None, title: str = "") 
     ax.set_title(title or "Scores over generations (higher is better)")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=7, loc="best", ncol=2)
-    candidates = np.array([max(r.get("candidates") or 0, 1) for r in log], dtype=float)
+    candidates = np.array([max(looked_up(r), 1) for r in log], dtype=float)
     evaluated = np.array([max(r.get("evaluated") or 0, 1) for r in log], dtype=float)
     rates.plot(gens, np.array([r.get("cache_hits") or 0 for r in log]) / candidates,
                color="#9467bd", label="answered by the equivalence cache")
@@ -354,5 +360,5 @@ def write_plots(rd: Any, log: list[dict], hall: list[dict], *, heldout: dict | N
 
 
 __all__ = ["figure_png", "front", "loss_curves_figure", "pareto_figure", "pareto_points",
-           "readable_log_axis", "score_band", "score_figure", "smooth_log", "task_losses",
+           "looked_up", "readable_log_axis", "score_band", "score_figure", "smooth_log", "task_losses",
            "write_plots"]

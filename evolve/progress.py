@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from evolve.budget import Budget, format_duration
+from evolve.plots import looked_up
 
 LEGEND = ("columns: best = the search champion's proxy score, a geometric-mean loss ratio "
           "against tuned Adam (1 = Adam, higher is better, 0.25 = failed); real = the "
@@ -157,7 +158,7 @@ class CampaignProgress:
         median = row.get("median_score")
         text += f"  median {median:.3f}" if median is not None else ""
         text += (f"  {row.get('candidates_per_s') or 0:.0f} cand/s"
-                 f"  cache {share(row.get('cache_hits'), row.get('candidates'))}"
+                 f"  cache {share(row.get('cache_hits'), looked_up(row))}"
                  f"  hurdle {share(row.get('hurdle_rejections'), row.get('evaluated'))}")
         if row.get("lost_evaluations"):
             text += f"  lost {row['lost_evaluations']} (retried {row['retried_evaluations']})"

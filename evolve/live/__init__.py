@@ -20,6 +20,7 @@ from typing import Any
 
 from evolve.live.events import EventWriter, read_scalars, read_texts
 from evolve.live.html import render
+from evolve.plots import looked_up
 from evolve.rundir import PARETO_PLOT, REPORT_HTML, SCORE_PLOT, TENSORBOARD, RunDirectory
 from primitives.files import atomic_write_text
 
@@ -40,7 +41,7 @@ def row_scalars(row: dict[str, Any]) -> dict[str, float | None]:
         "score/real_tier_best": row.get("real_best"),
         "rate/candidates_per_s": row.get("candidates_per_s"),
         "rate/evaluated_per_s": share(row.get("evaluated"), seconds),
-        "rate/cache_hit_share": share(row.get("cache_hits"), row.get("candidates")),
+        "rate/cache_hit_share": share(row.get("cache_hits"), looked_up(row)),
         "rate/hurdle_rejection_share": share(row.get("hurdle_rejections"), row.get("evaluated")),
         "workers/lost_evaluations": row.get("lost_evaluations"),
         "workers/retried_evaluations": row.get("retried_evaluations"),

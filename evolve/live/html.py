@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from evolve.errors import UserError
-from evolve.plots import front, pareto_points
+from evolve.plots import front, looked_up, pareto_points
 from evolve.rundir import RunDirectory
 
 STYLE = """
@@ -91,6 +91,7 @@ def _figures(log: list[dict], config: dict) -> list[tuple[str, str]]:
     candidates = sum(r.get("candidates") or 0 for r in log)
     evaluated = sum(r.get("evaluated") or 0 for r in log)
     hits = sum(r.get("cache_hits") or 0 for r in log)
+    asked = sum(looked_up(r) for r in log)
     hurdles = sum(r.get("hurdle_rejections") or 0 for r in log)
     lost = sum(r.get("lost_evaluations") or 0 for r in log)
     real = last.get("real_best")
@@ -100,7 +101,7 @@ def _figures(log: list[dict], config: dict) -> list[tuple[str, str]]:
         (_num(real) if real is not None else "—", "real-data tier's best"),
         (f"{last.get('evaluations', candidates)}", "candidates scored"),
         (f"{candidates / seconds:.1f}" if seconds else "—", "candidates per second"),
-        (f"{100 * hits / candidates:.0f}%" if candidates else "—", "equivalence-cache hits"),
+        (f"{100 * hits / asked:.0f}%" if asked else "—", "equivalence-cache hits"),
         (f"{100 * hurdles / evaluated:.0f}%" if evaluated else "—",
          "evaluated ones stopped at the hurdle"),
         (f"{lost}", "evaluations lost with a worker"),
