@@ -16,6 +16,7 @@ import pytest
 from test_tiers import tiny_config
 
 import evolve.live
+from evolve.config import CampaignConfig
 from evolve.live import read_scalars, read_texts
 from evolve.progress import LEGEND, CampaignProgress, Eta, Steps
 from evolve.runner import run_campaign
@@ -78,6 +79,16 @@ def test_tensorboard_scalars_follow_the_log(finished, capsys):
     selection = json.loads((finished / "selection.json").read_text())
     assert texts["rule/final_selection"][-1][1] == selection["rule"]
     assert texts["rule/search_best"][-1][1] == log[-1]["best_rule"]
+
+
+def test_the_live_view_changes_nothing_the_campaign_computes(finished):
+    from scripts.reliability_runs import final_state
+
+    tmp = finished.parent
+    config = json.loads((finished / "config.json").read_text())
+    run_campaign(tmp / "unwatched", config=CampaignConfig.from_dict(config), finish=True)
+    assert final_state(tmp / "unwatched") == final_state(finished)
+    assert not (tmp / "unwatched" / "tensorboard").exists()
 
 
 def test_report_html_is_rewritten_while_the_run_goes(finished):
