@@ -36,52 +36,6 @@ def _load_config_file(path: str | None) -> dict:
     return data
 
 
-class Progress:
-    """A rich progress bar on a terminal, plain lines elsewhere (logs, CI, pipes)."""
-
-    def __init__(self, label: str = "evolving"):
-        self.label = label
-        self.rich = None
-        self.task = None
-        self.start_time = time.perf_counter()
-        self.start_gen: int | None = None
-
-    def _begin(self, gen: int, total: int) -> None:
-        self.start_gen = gen - 1  # the generation before the first one this call runs
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
-            self.rich = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(),
-                TextColumn("gen {task.completed}/{task.total}"),
-                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
-            )
-            self.task = self.rich.add_task(self.label, total=total, completed=gen, info="")
-            self.rich.start()
-
-    def __call__(self, row: dict, total: int) -> None:
-        gen = row["generation"]
-        if self.start_gen is None:
-            self._begin(gen, total)
-        elapsed = time.perf_counter() - self.start_time
-        done = max(gen - (self.start_gen or 0), 1)
-        eta = elapsed / done * max(total - gen, 0)
-        best = row.get("best_score")
-        info = (f"best {best:.3f}  median {row.get('median_score') or 0:.3f}  "
-                f"{row.get('candidates_per_s') or 0:.0f} cand/s  cache {row.get('cache_hits', 0)}")
-        if row.get("lost_evaluations"):
-            info += f"  lost {row['lost_evaluations']} (retried {row['retried_evaluations']})"
-        if self.rich is not None:
-            self.rich.update(self.task, completed=gen, info=info)
-        else:
-            click.echo(f"gen {gen}/{total}  {info}  eta {eta:.0f}s", err=True)
-
-    def close(self) -> None:
-        if self.rich is not None:
-            self.rich.stop()
-
-
 def _config_from_options(config_file: str | None, overrides: dict) -> CampaignConfig:
     data = _load_config_file(config_file)
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -93,18 +47,26 @@ def _config_from_options(config_file: str | None, overrides: dict) -> CampaignCo
 
 
 def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = False,
-                    generations: int | None = None, validate: bool = False, quiet: bool = False):
-    """Run or resume the campaign in OUT to its end, funnel and report included."""
+                    generations: int | None = None, validate: bool = False, quiet: bool = False,
+                    time_limit: str | None = None, max_evaluations: int | None = None):
+    """Run or resume the campaign in OUT to its end (or its budget), funnel and report
+    included, with a progress bar (nothing with ``quiet``) and the live view."""
+    from evolve.budget import Budget, parse_duration
+    from evolve.cli import STARTED
+    from evolve.progress import CampaignProgress, StageProgress
     from evolve.runner import run_campaign
 
-    progress = None if quiet else Progress()
+    budget = Budget(time_limit=parse_duration(time_limit) if time_limit else None,
+                    max_evaluations=max_evaluations, started=STARTED)
+    progress = CampaignProgress(budget=budget, quiet=quiet)
+    stages = StageProgress("finishing", quiet=quiet, before=progress.close)
     try:
         return run_campaign(out, config=config, resume=resume, generations=generations,
                             progress=progress, finish=True, validate=validate,
-                            notify=lambda message: click.echo(message, err=True))
+                            notify=progress.note, budget=budget, live=True, stages=stages)
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
+        stages.close()
 
 
 RUN_OPTIONS = [
@@ -139,13 +101,34 @@ def run_options(fn):
     return fn
 
 
+BUDGET_OPTIONS = [
+    click.option("--time-limit", default=None, metavar="DURATION",
+                 help="Stop cleanly before this much wall-clock time has passed (90s, 30m, "
+                      "1.5h), keeping time for the final selection and report; `evolve "
+                      "resume` continues exactly."),
+    click.option("--max-evaluations", type=int, default=None, metavar="N",
+                 help="Stop at the end of the generation in which the run has scored N "
+                      "candidates (cache hits included), with the full report."),
+    click.option("--quiet", is_flag=True, help="No progress bar or lines (errors and notes "
+                                                "still print)."),
+]
+
+
+def budget_options(fn):
+    for option in reversed(BUDGET_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @click.command("run")
 @run_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--validate/--no-validate", default=False,
               help="Send the top held-out rules through torch validation (digits) at the end.")
+@budget_options
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
-            workers, ray_address, suite, tasks, real_k, out, validate):
+            workers, ray_address, suite, tasks, real_k, out, validate, time_limit,
+            max_evaluations, quiet):
     """Run an evolution campaign and write it to the run directory OUT.
 
     \b
@@ -155,16 +138,19 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
         evolve run --task my_task.py:make_task --out runs/mine
     Every candidate is scored on the proxy suite; the best new ones of each generation train
     on the real-data tier, whose confirmed best rule is the answer (RUN:best).
-    Interrupt with Ctrl-C: a checkpoint is saved; continue with `evolve resume RUN`.
+    Watch it: OUT/report.html reloads itself while the run goes; `tensorboard --logdir
+    OUT/tensorboard` shows its curves. Interrupt with Ctrl-C: a checkpoint, report and plots
+    are saved; continue with `evolve resume OUT`.
     """
     config = _config_from_options(config_file, dict(
         generations=generations, population=population, seed=seed, strategy=strategy,
-        warm_start=warm_start, algorithm=algorithm, executor=executor, workers=workers,
-        ray_address=ray_address, suite=suite, real_k=real_k))
+        warm_start=_resolve_warm_start(warm_start), algorithm=algorithm, executor=executor,
+        workers=workers, ray_address=ray_address, suite=suite, real_k=real_k))
     if tasks:
         config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)
-    _run_and_finish(out, config, validate=validate)
+    _run_and_finish(out, config, validate=validate, quiet=quiet, time_limit=time_limit,
+                    max_evaluations=max_evaluations)
     _print_summary(out)
 
 
@@ -174,16 +160,19 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
               help="A new total number of generations: extends a finished run exactly as if it "
                    "had been started with this number.")
 @click.option("--validate/--no-validate", default=False, help="As for `evolve run`.")
-def resume_cmd(run, generations, validate):
+@budget_options
+def resume_cmd(run, generations, validate, time_limit, max_evaluations, quiet):
     """Continue the campaign in RUN from its last checkpoint (same end state as never stopping).
 
     \b
     A run killed before its first checkpoint starts again from its config.json; a finished run
-    says so, and `--generations N` extends it.
+    says so, and `--generations N` extends it. A run stopped by --time-limit or
+    --max-evaluations continues here, with new budgets if given.
     """
     if generations is not None and generations < 0:
         raise UserError("--generations must be >= 0")
-    _run_and_finish(run, None, resume=True, generations=generations, validate=validate)
+    _run_and_finish(run, None, resume=True, generations=generations, validate=validate,
+                    quiet=quiet, time_limit=time_limit, max_evaluations=max_evaluations)
     _print_summary(run)
 
 
@@ -209,6 +198,7 @@ def show_cmd(run, as_json):
                         "real_best")},
             "heldout": heldout,
             "selection": rd.read_selection(),
+            "status": rd.read_status(),
         }, indent=2))
         return
     click.echo(f"hall of fame of {run} (1.0 = tuned Adam; real-data tier first, then the "
@@ -234,6 +224,7 @@ def show_cmd(run, as_json):
             click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
     rule, how = rd.final_selection()
     click.echo(f"{run}:best ({how}): {rule}")
+    _say_if_stopped(rd, run)
 
 
 @click.command("demo")
@@ -241,7 +232,8 @@ def show_cmd(run, as_json):
               help="Run directory [build/demo-run-<time>].")
 @click.option("--generations", type=int, default=40, show_default=True)
 @click.option("--population", type=int, default=32, show_default=True)
-def demo_cmd(out, generations, population):
+@click.option("--quiet", is_flag=True, help="No progress bar or lines.")
+def demo_cmd(out, generations, population, quiet):
     """A short real campaign (proxy suite and real-data tier), then the discovered rule beside
     adam and sgd."""
     from evolve.rundir import REPORT, RunDirectory
@@ -255,7 +247,7 @@ def demo_cmd(out, generations, population):
     click.echo(f"evolving {population} rules for {generations} generations on the "
                f"'{config.suite}' proxy suite, the best new one of each generation trained on "
                f"the real-data tier -> {out}", err=True)
-    _run_and_finish(out, config)
+    _run_and_finish(out, config, quiet=quiet)
     rd = RunDirectory(out)
     chosen, how = rd.final_selection()
     from evolve.tiers import real_suite
@@ -306,6 +298,19 @@ def _with_user_tasks(config: CampaignConfig, specs: tuple[str, ...]) -> Campaign
         raise UserError(f"--task: {err}") from None
 
 
+def _resolve_warm_start(spec: str | None) -> str | None:
+    """``--warm-start`` items that name a run's rule (``RUN:best``, ``RUN:3``...) become that
+    rule's text, so config.json holds the rules themselves and the campaign stays a function
+    of its config."""
+    if spec is None:
+        return None
+    from evolve.config import split_top_level
+    from evolve.rundir.refs import resolve_rule, split_run_ref
+
+    items = split_top_level(spec)
+    return ",".join(resolve_rule(i).text if split_run_ref(i) else i for i in items)
+
+
 def _check_suite(name: str) -> None:
     from evolve.worker import suite_names
 
@@ -313,8 +318,15 @@ def _check_suite(name: str) -> None:
         raise UserError(f"unknown suite {name!r}; choose one of {', '.join(suite_names())}")
 
 
+def _say_if_stopped(rd, run: str) -> None:
+    status = rd.read_status()
+    if status and status.get("state") == "stopped":
+        click.echo(f"stopped at generation {status['generation']} of {status['generations']} "
+                   f"({status['reason']}); continue with `evolve resume {run}`")
+
+
 def _print_summary(run: str) -> None:
-    from evolve.rundir import REPORT, RunDirectory
+    from evolve.rundir import REPORT, REPORT_HTML, RunDirectory
 
     rd = RunDirectory(run)
     hall = rd.read_hall_of_fame()
@@ -330,8 +342,9 @@ def _print_summary(run: str) -> None:
     else:
         rule, how = rd.final_selection()
         click.echo(f"final selection, {run}:best ({how}): {rule}")
+    _say_if_stopped(rd, run)
     if rd.has_report():
-        click.echo(f"report: {rd.file(REPORT)}")
+        click.echo(f"report: {rd.file(REPORT)} and {rd.file(REPORT_HTML)}")
 
 
 __all__ = ["demo_cmd", "resume_cmd", "run_cmd", "show_cmd"]

@@ -29,9 +29,13 @@ LOG = "log.jsonl"
 HALL = "hall_of_fame.json"
 HELDOUT = "heldout.json"
 SELECTION = "selection.json"
+STATUS = "status.json"
 REPORT = "report.md"
 SCORE_PLOT = "score.png"
 LOSS_PLOT = "loss_curves.png"
+PARETO_PLOT = "pareto.png"
+REPORT_HTML = "report.html"
+TENSORBOARD = "tensorboard"
 VALIDATION = "validation"
 CHECKPOINT_FORMAT = 2
 
@@ -303,6 +307,26 @@ class RunDirectory:
             raise UserError(f"{path} names no selected rule")
         return selection
 
+    def write_status(self, status: dict) -> None:
+        atomic_write_json(self.file(STATUS), status)
+
+    def read_status(self) -> dict | None:
+        """How the last call left the run (``state`` finished or stopped, ``reason``, the
+        ``generation`` its report describes), or None when no call has ended it yet."""
+        try:
+            status = json.loads(self.file(STATUS).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return status if isinstance(status, dict) else None
+
+    def report_is_final(self, generation: int) -> bool:
+        """Whether the report is the end-of-run one for ``generation`` (not a stop report,
+        nor one of fewer generations); runs from before ``status.json``: whether one exists."""
+        status = self.read_status()
+        if status is None:
+            return self.has_report() and not self.file(STATUS).exists()
+        return status.get("state") == "finished" and status.get("generation") == generation
+
     def write_report(self, text: str) -> Path:
         atomic_write_text(self.file(REPORT), text)
         return self.file(REPORT)
@@ -394,5 +418,5 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
 
 
 __all__ = ["CACHE", "CHECKPOINT", "CHECKPOINT_FORMAT", "CONFIG", "Checkpoint", "HALL", "HELDOUT",
-           "LOG", "LOSS_PLOT", "REPORT", "RunDirectory", "SCORE_PLOT", "VALIDATION", "check_writable_file",
+           "LOG", "LOSS_PLOT", "PARETO_PLOT", "REPORT", "REPORT_HTML", "TENSORBOARD", "RunDirectory", "SCORE_PLOT", "STATUS", "VALIDATION", "check_writable_file",
            "check_writable_folder"]
