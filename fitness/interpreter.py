@@ -22,7 +22,8 @@ length and where the step's schedule values live. Opcode loops index with unsign
 
 Entry points: :func:`new_registers`, :func:`rule_step` (and :func:`rule_step_tile` for loops
 that compute their gradient tile by tile), :func:`rule_direction`, :class:`StepRunner` (one step
-at a time from Python), :func:`run_quadratic` (benchmarks).
+at a time from Python), :func:`run_quadratic` (benchmarks). One file of about 430 lines: every
+function here is compiled into the others, and the Numba cache is keyed per compiled file.
 """
 
 from __future__ import annotations
