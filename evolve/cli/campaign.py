@@ -72,7 +72,7 @@ def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = F
 RUN_OPTIONS = [
     click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                  help="JSON file of CampaignConfig fields; options given here override it."),
-    click.option("--generations", type=int, default=None, help="Generations to run [20]."),
+    click.option("--generations", type=int, default=None, help="Generations to run [50]."),
     click.option("--population", type=int, default=None, help="Population size [32]."),
     click.option("--seed", type=int, default=None, help="Random seed; a campaign is a function of (config, seed) [0]."),
     click.option("--strategy", default=None,
