@@ -117,12 +117,9 @@ def _score(result) -> float:
 
 def stage_config(stage: str) -> dict:
     """What a stage's numbers depend on (its cache key): for the torch stages the tasks' configs
-    (data checksums included), the training code and the search; so changing the real-data tier
-    does not invalidate the (expensive) reference, and the reverse."""
-    import inspect
-
+    (data checksums and the digest of the training code included), the seeds and the search."""
     from fitness import lr_grid
-    from fitness.training import data, ensemble, real_tier, torch_tasks
+    from fitness.training import real_tier
 
     if stage in ("search", "heldout"):
         import fitness.tasks as tk
@@ -130,26 +127,9 @@ def stage_config(stage: str) -> dict:
         return {"stage": stage, "tasks": tk.TASKS_VERSION,
                 "evaluate": _hash_files(["fitness/evaluate.py"]),
                 "kernels": _hash_files(["fitness/kernels.py"])}
-    code = "".join(inspect.getsource(obj) for obj in (
-        real_tier.train_ensemble, real_tier.search_task, real_tier._eval, data.BatchOrder,
-        torch_tasks.task_loss, ensemble))
-    tasks = _stage_tasks(stage)
-    models = "".join(_source(t.forward) for t in tasks) if stage == "real" else "".join(
-        _source(t.model) for t in torch_tasks.make_tasks().values())
+    # each task's config carries the digest of the code that decides its numbers
     return {"stage": stage, "tier": real_tier.TIER_VERSION, "search": lr_grid.DEFAULT.to_dict(),
-            "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in tasks],
-            "code": hashlib.sha256(code.encode()).hexdigest()[:12],
-            "models": hashlib.sha256(models.encode()).hexdigest()[:12]}
-
-
-def _source(obj) -> str:
-    """The source of a model or forward function (its closure's own code), for cache keys."""
-    import inspect
-
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):
-        return repr(obj)
+            "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in _stage_tasks(stage)]}
 
 
 def _stage_tasks(stage: str) -> list:

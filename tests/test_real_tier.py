@@ -99,6 +99,27 @@ def test_adams_runs_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="recomputed"):
         other.baseline(other.tasks[0])
 
+    # so is other training code: tuned Adam's numbers of older code are never compared with
+    monkeypatch.setattr("fitness.training.real_tasks.code_digest", lambda source: "other-code")
+    edited = small_tier(tmp_path, tasks=("diabetes_mlp",))
+    with pytest.raises(AssertionError, match="recomputed"):
+        edited.baseline(edited.tasks[0])
+
+
+def test_a_tasks_code_digest_follows_the_code_and_a_users_task_file(tmp_path, monkeypatch):
+    from fitness.training import real_tasks
+
+    task_file = tmp_path / "mine.py"
+    task_file.write_text("x = 1\n")
+    spec = f"user:{task_file}:make_task"
+    before, user_before = real_tasks.code_digest(), real_tasks.code_digest(spec)
+    task_file.write_text("x = 2\n")
+    real_tasks.code_digest.cache_clear()
+    assert real_tasks.code_digest(spec) != user_before
+    monkeypatch.setattr(real_tasks, "_CODE_FILES", real_tasks._CODE_FILES[:-1])
+    real_tasks.code_digest.cache_clear()
+    assert real_tasks.code_digest() != before
+    real_tasks.code_digest.cache_clear()
 
 def test_the_readme_example_user_task_trains_in_the_tier(tmp_path):
     task = load_user_task(f"{EXAMPLE}:make_task")

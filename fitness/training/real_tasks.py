@@ -24,6 +24,7 @@ the function, raises, or returns the wrong thing is a :class:`TaskError` with on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -82,7 +83,32 @@ class RealTask:
         return {"name": self.name, "steps": self.steps, "batch_size": self.batch_size,
                 "layout": [[n, list(s)] for n, s in self.layout.shapes],
                 "loss": self.loss if isinstance(self.loss, str) else "custom",
-                "data": self.data().checksum(), "source": self.source}
+                "data": self.data().checksum(), "source": self.source,
+                "code": code_digest(self.source)}
+
+
+# Files whose code decides a task's numbers: the models, data, ensemble training and scoring
+# here, and the rule's torch math. Cached results (tuned Adam's above all) are keyed by them,
+# so an edit to any of them recomputes instead of comparing with numbers of older code.
+_CODE_FILES = ("fitness/training/ensemble.py", "fitness/training/data.py",
+               "fitness/training/real_data.py", "fitness/training/real_tasks.py",
+               "fitness/training/real_tier.py", "fitness/training/torch_tasks.py",
+               "fitness/schedule.py", "fitness/lr_grid.py", "fitness/score.py",
+               "primitives/torch_backend.py", "primitives/table.py")
+
+
+@functools.cache
+def code_digest(source: str = "built-in") -> str:
+    """A digest of the code that decides a task's results (and of a user's task file)."""
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for name in _CODE_FILES:
+        h.update((root / name).read_bytes())
+    if source.startswith("user:"):  # "user:FILE.py:FUNCTION"
+        user_file = Path(source[len("user:"):].rsplit(":", 1)[0])
+        if user_file.is_file():
+            h.update(user_file.read_bytes())
+    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------- models
