@@ -60,6 +60,18 @@ def _lion(params, lr, wd):
     return Lion(params, lr=lr, weight_decay=wd or 0.0)
 
 
+def _sgd_hd(params, lr, wd):
+    from evolve.bench.hypergradient import SGDHD
+
+    return SGDHD(params, lr=lr, weight_decay=wd or 0.0)
+
+
+def _adam_hd(params, lr, wd):
+    from evolve.bench.hypergradient import AdamHD
+
+    return AdamHD(params, lr=lr, weight_decay=wd or 0.0)
+
+
 BASELINES: dict[str, tuple[str, _Factory]] = {
     "adam": ("torch.optim.Adam (betas 0.9, 0.999)", _adam),
     "adamw": ("torch.optim.AdamW (weight decay 0.01 unless --weight-decay)", _adamw),
@@ -67,6 +79,11 @@ BASELINES: dict[str, tuple[str, _Factory]] = {
     "sgd_momentum": ("torch.optim.SGD (momentum 0.9)", _sgd_momentum),
     "nesterov": ("torch.optim.SGD (momentum 0.9, nesterov)", _nesterov),
     "lion": ("evolve.bench.lion.Lion, Chen et al. 2023 Algorithm 2 (betas 0.9, 0.99)", _lion),
+    # hypergradient descent (issue 14): not rules, so no proxy-suite row here
+    "sgd_hd": ("evolve.bench.hypergradient.SGDHD, Baydin et al. 2018 (hypergrad lr 1e-3)",
+               _sgd_hd),
+    "adam_hd": ("evolve.bench.hypergradient.AdamHD, Baydin et al. 2018 (hypergrad lr 1e-7)",
+                _adam_hd),
 }
 ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov"}
 

@@ -96,12 +96,15 @@ def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = F
                     generations: int | None = None, validate: bool = False, quiet: bool = False):
     """Run or resume the campaign in OUT to its end, funnel and report included."""
     from evolve.runner import run_campaign
+    from evolve.strategies import run_directory
 
     progress = None if quiet else Progress()
     try:
-        return run_campaign(out, config=config, resume=resume, generations=generations,
-                            progress=progress, finish=True, validate=validate,
-                            notify=lambda message: click.echo(message, err=True))
+        # strategies that keep files of their own (the Optuna journal) keep them in OUT
+        with run_directory(out):
+            return run_campaign(out, config=config, resume=resume, generations=generations,
+                                progress=progress, finish=True, validate=validate,
+                                notify=lambda message: click.echo(message, err=True))
     finally:
         if progress is not None:
             progress.close()
@@ -113,8 +116,10 @@ RUN_OPTIONS = [
     click.option("--generations", type=int, default=None, help="Generations to run [20]."),
     click.option("--population", type=int, default=None, help="Population size [32]."),
     click.option("--seed", type=int, default=None, help="Random seed; a campaign is a function of (config, seed) [0]."),
-    click.option("--strategy", default=None,
-                 help=f"What proposes rules: {', '.join(STRATEGIES)} [evolution]."),
+    click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=None,
+                 help="What proposes rules: evolution, random (random search), rl (a recurrent "
+                      "controller trained by REINFORCE) or optuna-adam (TPE over Adam's "
+                      "constants) [evolution]."),
     click.option("--warm-start", default=None,
                  help="'random', a known rule (adam: the Lion search's start), or a comma list "
                       "such as adam,lion,sgd [random]."),
@@ -139,9 +144,14 @@ def run_options(fn):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--validate/--no-validate", default=False,
               help="Send the top held-out rules through torch validation (digits) at the end.")
+@click.option("--refine/--no-refine", default=False,
+              help="At the end, fit the constants of the hall of fame's best rules by "
+                   "meta-gradient (`evolve refine`; results in OUT/refined/RANK/).")
+@click.option("--refine-top", type=int, default=3, show_default=True,
+              help="How many hall-of-fame rules (with constants) --refine refines.")
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
-            workers, ray_address, suite, out, validate):
-    """Run an evolution campaign and write it to the run directory OUT.
+            workers, ray_address, suite, out, validate, refine, refine_top):
+    """Run a campaign (evolution by default; --strategy) and write it to the run directory OUT.
 
     \b
     Examples:
@@ -154,8 +164,37 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
         warm_start=warm_start, algorithm=algorithm, executor=executor, workers=workers,
         ray_address=ray_address, suite=suite))
     _check_suite(config.suite)
+    if refine and refine_top < 1:
+        raise UserError("--refine-top must be at least 1")
     _run_and_finish(out, config, validate=validate)
     _print_summary(out)
+    if refine:
+        _refine_hall(out, config, refine_top)
+
+
+def _refine_hall(out: str, config: CampaignConfig, top: int) -> None:
+    """``evolve refine`` on the hall of fame's best rules with constants, into OUT/refined/N/."""
+    from evolve.refine import RefineConfig, refinable, refine_to
+    from evolve.rundir import RunDirectory
+    from primitives.grammar import parse
+
+    hall = RunDirectory(out).read_hall_of_fame()
+    done = 0
+    for rank, entry in enumerate(hall, 1):
+        if done == top:
+            break
+        if not refinable(parse(entry["rule"])):
+            click.echo(f"refine: number {rank} has no constants: {entry['rule']}", err=True)
+            continue
+        folder = Path(out) / "refined" / str(rank)
+        result = refine_to(entry["rule"], folder,
+                           RefineConfig(suite=config.suite, heldout_suite=config.heldout_suite,
+                                        seed=config.seed),
+                           notify=lambda message: click.echo(message, err=True))
+        s = result["scores"]
+        click.echo(f"refined number {rank}: search {s['before']['search']:.3f} -> "
+                   f"{s['after']['search']:.3f}: {result['refined']} ({folder}/refine.md)")
+        done += 1
 
 
 @click.command("resume")

@@ -40,6 +40,7 @@ from primitives.files import atomic_write_bytes
 from primitives.grammar import Node, lit, to_text
 
 JOURNAL = "optuna-journal.jsonl"
+CREATE_TRIAL = 4  # the journal's operation code of a new trial (optuna.storages.journal)
 # the parameters of a trial: name -> (low, high) on a log scale
 RANGES = {"one_minus_beta1": (1e-3, 1.0), "one_minus_beta2": (1e-5, 1e-1),
           "eps": (1e-12, 1e-1), "weight_decay": (1e-5, 1e-1)}
@@ -172,8 +173,14 @@ class OptunaAdam(Strategy):
             optuna = _optuna()
             backend = optuna.storages.journal.JournalFileBackend(str(self.journal_path))
             self._storage = optuna.storages.JournalStorage(backend)
-            self._study = optuna.create_study(storage=self._storage, study_name=self.study_name,
-                                              direction="maximize", load_if_exists=True)
+            if self.journal_path.is_file() and self.journal_path.stat().st_size:
+                # create_study(load_if_exists=True) would append a second creation line
+                self._study = optuna.load_study(study_name=self.study_name,
+                                                storage=self._storage)
+            else:
+                self._study = optuna.create_study(storage=self._storage,
+                                                  study_name=self.study_name,
+                                                  direction="maximize")
         return self._study
 
     def _journal_matches(self) -> bool:
@@ -185,16 +192,30 @@ class OptunaAdam(Strategy):
         told = [(t.params, t.value) for t in trials]
         return told == [(t["params"], t["value"]) for t in self.trials]
 
-    def _sync_journal(self, size: int | None) -> None:
-        """Make the journal hold exactly the told trials: cut it back, or rebuild it."""
+    def _sync_journal(self) -> None:
+        """Make the journal hold exactly the told trials: cut it back, or rebuild it.
+
+        Optuna writes one operation a line, and a finished trial added to the study is one
+        operation (``CREATE_TRIAL``), so the checkpoint's part ends with the line of its last
+        trial."""
         path = self.journal_path
         assert path is not None
-        if size is not None and path.is_file() and path.stat().st_size > size:
+        if path.is_file():
             with open(path, "rb") as fh:
-                head = fh.read(size)
-            atomic_write_bytes(path, head)
-        if path.is_file() and self._journal_matches():
-            return
+                lines = fh.readlines()
+            keep, trials = 0, 0
+            for keep, line in enumerate(lines, 1):
+                if trials == len(self.trials):
+                    keep -= 1
+                    break
+                try:
+                    trials += json.loads(line).get("op_code") == CREATE_TRIAL
+                except (ValueError, AttributeError):
+                    break
+            if keep < len(lines):
+                atomic_write_bytes(path, b"".join(lines[:keep]))
+            if self._journal_matches():
+                return
         self._study = self._storage = None
         tmp = path.with_name(f".{JOURNAL}.rebuild")
         if tmp.exists():
@@ -215,12 +236,10 @@ class OptunaAdam(Strategy):
         return {"best_params": best["params"] if best else None}
 
     def _state(self) -> dict[str, Any]:
-        size = None
         if self.journal_path is not None:
-            self._journal_study()  # created at the start, so the size below is never 0
-            size = self.journal_path.stat().st_size
+            self._journal_study()  # the journal exists from the campaign's first checkpoint
         return {"trials": self.trials, "pending_params": self._pending_params,
-                "journal_bytes": size, "study_name": self.study_name}
+                "study_name": self.study_name}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         if state["study_name"] != self.study_name:
@@ -231,8 +250,7 @@ class OptunaAdam(Strategy):
         for params in [t["params"] for t in self.trials] + self._pending_params:
             adam_rule(params)  # a tampered checkpoint fails here (KeyError, ValueError)
         if self.journal_path is not None:
-            size = state["journal_bytes"]
-            self._sync_journal(int(size) if size is not None else None)
+            self._sync_journal()
 
 
 def journal_path(run_dir: str | Path) -> Path:
