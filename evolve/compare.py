@@ -57,6 +57,7 @@ class CompareConfig:
     population: int = 100
     children: int = 50
     suite: str = "default"
+    heldout_suite: str = "heldout"
     executor: str = "process"
     workers: int = 0
     real_tier: bool = True
@@ -97,7 +98,8 @@ class CompareConfig:
     def campaign(self, strategy: str, seed: int) -> CampaignConfig:
         return CampaignConfig(strategy=strategy, population=self.population,
                               children=self.children, generations=self.generations,
-                              suite=self.suite, seed=seed, executor=self.executor,
+                              suite=self.suite, heldout_suite=self.heldout_suite, seed=seed,
+                              executor=self.executor,
                               workers=self.workers, tournament=min(4, self.population))
 
     def to_dict(self) -> dict[str, Any]:

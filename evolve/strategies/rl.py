@@ -16,8 +16,10 @@ sequence of tokens with policy gradients, the rule's score as the reward. Here:
   token, the parent primitive, the slot's type and its argument position; a linear head gives
   logits over the vocabulary, masked.
 * **Training**: REINFORCE on each told batch, reward ``log2(score)`` (the log-ratio scale on
-  which suite scores are averaged), advantage against a moving-average baseline, an entropy
-  bonus to keep exploring, Adam on the controller's parameters, gradient norm clipped.
+  which suite scores are averaged), in its risk-seeking form (Petersen et al. 2021): only the
+  rules above the batch's best-fifth threshold pull, their advantage taken against a baseline
+  that is the larger of that threshold and its moving average; an entropy bonus keeps it
+  exploring; Adam on the controller's parameters, gradient norm clipped.
 
 Determinism (a campaign is a function of (config, seed)): parameters are initialised from the
 strategy's Generator, samples are drawn from it by inverse CDF on probabilities computed in
@@ -80,7 +82,8 @@ class ControllerSettings:
     embedding: int = 32
     hidden: int = 64
     lr: float = 5e-3
-    entropy: float = 0.01  # weight of the entropy bonus
+    entropy: float = 0.05  # weight of the entropy bonus (per token of a rule, on average)
+    risk_seeking: float = 0.2  # learn from the batch's best fraction only (1.0: plain REINFORCE)
     baseline_decay: float = 0.9  # of the moving-average reward baseline
     clip_norm: float = 1.0
 
@@ -260,18 +263,26 @@ class RLController(Strategy):
 
     def _update(self, told: list[Individual]) -> None:
         rewards = np.array([math.log2(max(ind.score, FLOOR)) for ind in told])
-        mean = float(rewards.mean())
-        baseline = mean if self.baseline is None else self.baseline
-        advantages = torch.from_numpy(rewards - baseline)
+        # Risk-seeking policy gradient (Petersen et al. 2021, Deep Symbolic Regression): a
+        # search wants the best rule, not the best average. Plain REINFORCE here collapses onto
+        # `g` within ~20 updates (most random rules score the floor, so g beats the mean by far
+        # and the policy stops exploring); so only the batch's top fraction pulls, against a
+        # baseline that never lags below the current threshold (a lagging one rewarded the copies
+        # of g that fill a collapsing batch, and collapsed it further).
+        threshold = float(np.quantile(rewards, 1.0 - self.settings.risk_seeking))
+        baseline = threshold if self.baseline is None else max(threshold, self.baseline)
+        advantages = torch.from_numpy(np.maximum(rewards - baseline, 0.0))
         with torch_threads(1):
             logp, entropy = self._replay(self._pending_tokens)
-            loss = -(advantages * logp).mean() - self.settings.entropy * entropy.mean()
+            lengths = torch.tensor([len(t) for t in self._pending_tokens], dtype=torch.float64)
+            loss = -(advantages * logp).mean() - self.settings.entropy * (entropy / lengths).mean()
             self.optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(self.policy.parameters(), self.settings.clip_norm)
             self.optimizer.step()
         decay = self.settings.baseline_decay
-        self.baseline = mean if self.baseline is None else decay * self.baseline + (1 - decay) * mean
+        self.baseline = (threshold if self.baseline is None
+                         else decay * self.baseline + (1 - decay) * threshold)
         self._last_entropy = float(entropy.detach().mean())
         self._pending_tokens = []
         self.updates += 1
