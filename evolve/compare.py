@@ -61,6 +61,7 @@ class CompareConfig:
     executor: str = "process"
     workers: int = 0
     real_tier: bool = True
+    real_tasks: tuple[str, ...] | None = None  # None: the real-data tier's own task list
 
     def check(self) -> None:
         """UserError (one line) for a comparison that cannot run."""
@@ -104,6 +105,7 @@ class CompareConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "strategies": list(self.strategies),
+                "real_tasks": list(self.real_tasks) if self.real_tasks else None,
                 "generations": self.generations, "evaluations": self.evaluations}
 
 
@@ -156,28 +158,39 @@ def _row(rd: RunDirectory, strategy: str, seed: int) -> dict[str, Any]:
 class RealScores:
     """Real-data tier scores of final picks, kept in ``OUT/real_tier_scores.json`` by rule."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, tasks: tuple[str, ...] | None = None):
         self.path = out / REAL_CACHE
+        self.tasks = tasks
         self.scores: dict[str, dict] = {}
         if self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
-                self.scores = data if isinstance(data, dict) else {}
+                # scores of another task list are another tier's
+                if isinstance(data, dict) and data.get("tasks") == self._task_names():
+                    self.scores = data.get("scores", {})
             except (OSError, ValueError):
                 self.scores = {}  # a damaged cache is only recomputed work
         self._tier = None
+
+    def _task_names(self) -> list[str]:
+        from fitness.training.real_tier import RealTierConfig
+
+        return list(self.tasks or RealTierConfig().tasks)
 
     def score(self, rule: str) -> float:
         if rule not in self.scores:
             from fitness.baselines import cache_dir
             from fitness.training.real_tier import RealTier, RealTierConfig
+            from fitness.training.torch_tasks import torch_threads
 
             if self._tier is None:
-                self._tier = RealTier(RealTierConfig(), cache_dir=cache_dir())
-            result = self._tier.evaluate_one(rule)
+                tier = RealTierConfig(tasks=tuple(self._task_names()))
+                self._tier = RealTier(tier, cache_dir=cache_dir())
+            with torch_threads(1):
+                result = self._tier.evaluate_one(rule)
             self.scores[rule] = {"score": result.score,
                                  "tasks": {t.task: t.log_ratio for t in result.tasks}}
-            atomic_write_json(self.path, self.scores)
+            atomic_write_json(self.path, {"tasks": self._task_names(), "scores": self.scores})
         return float(self.scores[rule]["score"])
 
 
@@ -217,7 +230,7 @@ def compare(out: str | Path, config: CompareConfig, notify: Notify | None = None
                    f"loop {row['search_loop_seconds']:.0f} s")
             rows.append(row)
     if config.real_tier:
-        real = RealScores(out)
+        real = RealScores(out, config.real_tasks)
         for row in rows:
             notify(f"real-data tier: {row['strategy']} seed {row['seed']}")
             row["real"] = real.score(row["rule"])
@@ -254,7 +267,8 @@ def markdown(results: dict) -> str:
         f"{BUDGET_DEFINITION}); population {cfg['population']}, {cfg['children']} per "
         f"generation, {cfg['generations']} generations",
         f"- seeds 0..{cfg['seeds'] - 1} for every strategy; search suite `{cfg['suite']}`, "
-        f"executor {cfg['executor']}",
+        f"executor {cfg['executor']}; real-data tier tasks: "
+        f"{', '.join(cfg['real_tasks']) if cfg.get('real_tasks') else 'the tier defaults'}",
         "- scores: 1.0 = tuned Adam, higher is better; the final pick is each campaign's "
         "`RUN:best`; mean ± std over seeds",
         "",

@@ -62,6 +62,7 @@ class RefineConfig:
     cmaes_sigma: float = 0.5
     seed: int = 0
     real_tier: bool = True
+    real_tasks: tuple[str, ...] | None = None  # None: the real-data tier's own task list
 
 
 def refinable(tree: Node) -> list[Constant]:
@@ -302,7 +303,9 @@ def refine(rule: str, config: RefineConfig = RefineConfig(), notify: Notify | No
         from fitness.baselines import cache_dir
         from fitness.training.real_tier import RealTier, RealTierConfig
 
-        tier = RealTier(RealTierConfig(), cache_dir=cache_dir())
+        tier_config = RealTierConfig(tasks=config.real_tasks) if config.real_tasks \
+            else RealTierConfig()
+        tier = RealTier(tier_config, cache_dir=cache_dir())
         with torch_threads(1):
             notify("refine: real-data tier, before")
             scores["before"]["real"] = float(tier.evaluate_one(rule).score)

@@ -45,20 +45,22 @@ Example:
 @click.option("--executor", type=click.Choice(EXECUTORS), default="process", show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="0 = one per core")
 @click.option("--real/--no-real", "real_tier", default=True, show_default=True,
-              help="score each final pick on the real-data tier (tens of seconds a rule)")
+              help="score each final pick on the real-data tier (minutes a rule on a busy 2-core machine)")
+@click.option("--real-tasks", default=None,
+              help="comma-separated real-data tier tasks for the final picks [the tier's own]")
 @click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for compare.md, compare.json, best_so_far.png and runs/")
 def compare_cmd(strategies: str, budget: int, seeds: int, population: int, children: int,
-                suite: str, executor: str, workers: int, real_tier: bool, as_json: bool,
-                out: str) -> None:
+                suite: str, executor: str, workers: int, real_tier: bool, real_tasks: str | None,
+                as_json: bool, out: str) -> None:
     from evolve.cli.campaign import _check_suite
     from evolve.compare import PLOT, TABLE, CompareConfig, compare
 
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     config = CompareConfig(strategies=names, budget=budget, seeds=seeds, population=population,
                            children=children, suite=suite, executor=executor, workers=workers,
-                           real_tier=real_tier)
+                           real_tier=real_tier, real_tasks=_real_tasks(real_tasks))
     config.check()
     _check_suite(suite)
     started = time.perf_counter()
@@ -70,6 +72,20 @@ def compare_cmd(strategies: str, budget: int, seeds: int, population: int, child
     for name, s in results["summary"].items():
         mean = s["search"]["mean"]
         _echo(f"{name:12s} final pick search {mean if mean is None else round(mean, 3)}")
+
+
+def _real_tasks(text: str | None) -> tuple[str, ...] | None:
+    """--real-tasks -> built-in task names (UserError naming the known ones)."""
+    if text is None:
+        return None
+    from fitness.training.real_tasks import BUILTIN_NAMES
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [n for n in names if n not in BUILTIN_NAMES]
+    if unknown or not names:
+        raise UserError(f"--real-tasks: unknown or no task ({', '.join(unknown)}); choose from "
+                        f"{', '.join(BUILTIN_NAMES)}")
+    return names
 
 
 @click.command("refine")
@@ -86,9 +102,11 @@ def compare_cmd(strategies: str, budget: int, seeds: int, population: int, child
               help="task instances and CMA-ES draws")
 @click.option("--real/--no-real", "real_tier", default=True, show_default=True,
               help="also score before and after on the real-data tier")
+@click.option("--real-tasks", default=None,
+              help="comma-separated real-data tier tasks [the tier's own]")
 @click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
 def refine_cmd(rule: str, out: str, suite: str, steps: int, cmaes_generations: int, seed: int,
-               real_tier: bool, as_json: bool) -> None:
+               real_tier: bool, real_tasks: str | None, as_json: bool) -> None:
     """Fit RULE's numeric constants by differentiating the loss after unrolled training.
 
     \b
@@ -109,7 +127,7 @@ def refine_cmd(rule: str, out: str, suite: str, steps: int, cmaes_generations: i
     ref = resolve_rule(rule)
     check_writable_folder(out, "--out")
     config = RefineConfig(suite=suite, steps=steps, cmaes_generations=cmaes_generations,
-                          seed=seed, real_tier=real_tier)
+                          seed=seed, real_tier=real_tier, real_tasks=_real_tasks(real_tasks))
     results = refine_to(ref.text, out, config, notify=_echo)
     if as_json:
         click.echo(json.dumps(results, indent=1))
