@@ -309,9 +309,8 @@ def plot(results: dict, path: Path) -> None:
         line, = ax.plot(x, y.mean(axis=0), label=f"{name} (mean of {len(curves)})")
         ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
     ax.axhline(1.0, color="grey", ls="--", lw=1, label="tuned Adam")
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("best search score so far")
-    ax.set_title("strategies at equal budget (band: min-max over seeds)")
+    ax.set(xlabel="evaluations", ylabel="best search score so far",
+           title="strategies at equal budget (band: min-max over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))

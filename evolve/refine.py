@@ -53,13 +53,13 @@ BETA_EPS = 1e-12  # logits of betas are taken in [BETA_EPS, 1 - BETA_EPS]
 class RefineConfig:
     """What refinement runs: suites, steps, CMA-ES budget, seed, and whether to use the real tier."""
 
-    suite: str = "default"
+    suite: str = "default"  # whose tasks the constants are fitted on
     heldout_suite: str = "heldout"
-    steps: int = 40
-    meta_lr: float = 0.05
+    steps: int = 40  # meta-gradient steps
+    meta_lr: float = 0.05  # Adam's step on the transformed constants (logits, log-magnitudes)
     clip_norm: float = 1.0
     cmaes_generations: int = 12
-    cmaes_sigma: float = 0.5
+    cmaes_sigma: float = 0.5  # in the transformed space
     seed: int = 0
     real_tier: bool = True
     real_tasks: tuple[str, ...] | None = None  # None: the real-data tier's own task list
@@ -398,9 +398,8 @@ def plot(results: dict, path: Path) -> None:
         if rows:
             ax.plot([r["step"] for r in rows], [r["objective"] for r in rows], marker=".",
                     label=phase + (" (best of each generation)" if phase == "cmaes" else ""))
-    ax.set_xlabel("step / generation")
-    ax.set_ylabel("mean -log2(loss ratio to Adam)")
-    ax.set_title("meta-objective (lower is better)")
+    ax.set(xlabel="step / generation", ylabel="mean -log2(loss ratio to Adam)",
+           title="meta-objective (lower is better)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))

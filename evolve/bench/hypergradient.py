@@ -32,6 +32,14 @@ from collections.abc import Iterable
 import torch
 
 
+def _evaluate(closure):
+    """The closure's loss, with gradients on (``step`` itself runs without)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class _HypergradientOptimizer(torch.optim.Optimizer):
     """The shared loop: per group, the hypergradient step on alpha, then the update."""
 
@@ -51,10 +59,7 @@ class _HypergradientOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
