@@ -299,14 +299,16 @@ def optimizer_update(task: TorchTask, make: Callable[[list, float], torch.optim.
 
 
 def hd_suite_score(kind: str, suite: str = "search", seed: int = 0) -> float:
-    """SGD-HD or Adam-HD on a proxy suite, scored against tuned Adam as rules are."""
+    """SGD-HD (``sgd_hd``) or Adam-HD (``adam_hd``) on a proxy suite, scored against tuned
+    Adam as rules are; ``adam`` runs torch.optim.Adam through the same path, the control that
+    shows what the path itself (its lr search) gives Adam."""
     from evolve.bench.hypergradient import SGDHD, AdamHD
     from evolve.worker import score_rules
     from fitness import lr_grid
     from fitness.score import log_ratio, suite_score
     from fitness.tasks import build, get_suite
 
-    cls = {"sgd_hd": SGDHD, "adam_hd": AdamHD}[kind]
+    cls = {"sgd_hd": SGDHD, "adam_hd": AdamHD, "adam": torch.optim.Adam}[kind]
     adam = {t.task: t for t in score_rules(suite, seed, ["adam"], hurdle=False)[0].tasks}
     ratios = []
     for spec in get_suite(suite):
