@@ -194,7 +194,7 @@ def _gradient_phase(objective: Objective, free: dict[int, torch.Tensor], config:
         opt.zero_grad()
         values = {i: from_free(cons[i], u) for i, u in free.items()}
         value = objective(values, create_graph=True)
-        current = {i: float(v) for i, v in values.items()}
+        current = {i: float(v.detach()) for i, v in values.items()}
         if math.isfinite(float(value)) and (best is None or float(value) < best[0]):
             best = (float(value), current)
         trace.append({"phase": "gradient", "step": step, "objective": float(value)})
@@ -365,6 +365,9 @@ def markdown(results: dict) -> str:
         f"- meta-objective on `{results['config']['suite']}` tasks "
         f"{', '.join(results['tasks'])}" + (f" (skipped: {', '.join(results['skipped_tasks'])})"
                                             if results["skipped_tasks"] else ""),
+        "- real-data tier tasks: " + (", ".join(results["config"]["real_tasks"])
+                                      if results["config"].get("real_tasks")
+                                      else "the tier's own"),
         "",
         "| score (1.0 = tuned Adam) | before | after |",
         "|---|---|---|",

@@ -195,3 +195,26 @@ def test_hypergradient_baselines_resolve_in_the_benchmark():
     for name, cls in (("sgd_hd", SGDHD), ("adam_hd", AdamHD)):
         spec = resolve_spec(name)
         assert isinstance(spec.make([torch.zeros(2, requires_grad=True)], 0.1), cls)
+
+
+@pytest.mark.slow
+def test_run_refine_refines_the_hall_of_fame_into_the_run(tmp_path, monkeypatch):
+    import functools
+    import json
+
+    import evolve.refine
+
+    # the wiring is what is tested: a short refinement without the real-data tier
+    quick = functools.partial(evolve.refine.RefineConfig, steps=2, cmaes_generations=1,
+                              real_tier=False)
+    monkeypatch.setattr(evolve.refine, "RefineConfig", quick)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"suite": "hurdle", "heldout_suite": "hurdle"}))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "--warm-start", "adam",
+                                       "--population", "4", "--generations", "1",
+                                       "--executor", "serial", "--out", str(run), "--refine",
+                                       "--refine-top", "1"])
+    assert result.exit_code == 0, result.output
+    refined = json.loads((run / "refined" / "1" / "refine.json").read_text())
+    assert refined["scores"]["after"]["search"] >= refined["scores"]["before"]["search"]
