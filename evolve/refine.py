@@ -195,9 +195,10 @@ def _gradient_phase(objective: Objective, free: dict[int, torch.Tensor], config:
         values = {i: from_free(cons[i], u) for i, u in free.items()}
         value = objective(values, create_graph=True)
         current = {i: float(v.detach()) for i, v in values.items()}
-        if math.isfinite(float(value)) and (best is None or float(value) < best[0]):
-            best = (float(value), current)
-        trace.append({"phase": "gradient", "step": step, "objective": float(value)})
+        number = float(value.detach())
+        if math.isfinite(number) and (best is None or number < best[0]):
+            best = (number, current)
+        trace.append({"phase": "gradient", "step": step, "objective": number})
         if step == config.steps:
             break
         if value.requires_grad:
