@@ -220,7 +220,7 @@ def _gradient_phase(objective: Objective, free: dict[int, torch.Tensor], config:
         torch.nn.utils.clip_grad_norm_(live, config.clip_norm)
         opt.step()
         if step % 10 == 0:
-            notify(f"refine: gradient step {step}/{config.steps}, objective {float(value):.4f}")
+            notify(f"refine: gradient step {step}/{config.steps}, objective {number:.4f}")
     return (best[1] if best else {}), zero
 
 
