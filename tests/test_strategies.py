@@ -182,5 +182,6 @@ def test_unknown_strategy_is_one_line_and_exit_2(tmp_path):
     result = CliRunner().invoke(main, ["run", "--strategy", "annealing", "--out",
                                        str(tmp_path / "x")])
     assert result.exit_code == 2
-    assert "annealing" in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "strategy must be one of" in lines[0] and "annealing" in lines[0]
     assert not (tmp_path / "x").exists()

@@ -116,10 +116,10 @@ RUN_OPTIONS = [
     click.option("--generations", type=int, default=None, help="Generations to run [20]."),
     click.option("--population", type=int, default=None, help="Population size [32]."),
     click.option("--seed", type=int, default=None, help="Random seed; a campaign is a function of (config, seed) [0]."),
-    click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=None,
-                 help="What proposes rules: evolution, random (random search), rl (a recurrent "
-                      "controller trained by REINFORCE) or optuna-adam (TPE over Adam's "
-                      "constants) [evolution]."),
+    click.option("--strategy", default=None,
+                 help=f"What proposes rules: {', '.join(STRATEGIES)} (random search, a "
+                      "recurrent controller trained by REINFORCE, TPE over Adam's constants) "
+                      "[evolution]."),
     click.option("--warm-start", default=None,
                  help="'random', a known rule (adam: the Lion search's start), or a comma list "
                       "such as adam,lion,sgd [random]."),
