@@ -311,6 +311,13 @@ def plot(results: dict, path: Path) -> None:
     ax.axhline(1.0, color="grey", ls="--", lw=1, label="tuned Adam")
     ax.set(xlabel="evaluations", ylabel="best search score so far",
            title="strategies at equal budget (band: min-max over seeds)")
+    save_png(fig, ax, path)
+
+
+def save_png(fig: Any, ax: Any, path: Path) -> None:
+    """Legend, layout, then the figure as a PNG written atomically, and closed."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
@@ -318,4 +325,4 @@ def plot(results: dict, path: Path) -> None:
 
 
 __all__ = ["BUDGET_DEFINITION", "CompareConfig", "DEFAULT_STRATEGIES", "RealScores", "compare",
-           "markdown", "plot", "run_dir", "run_one", "summarize"]
+           "markdown", "plot", "run_dir", "run_one", "save_png", "summarize"]

@@ -41,7 +41,7 @@ from evolve.errors import UserError
 from evolve.unroll import Constant, RuleStep, TorchTask, constants, rule_update, run, supported
 from fitness.score import CLIP, FAIL
 from fitness.training.torch_tasks import torch_threads
-from primitives.files import atomic_write, atomic_write_json, atomic_write_text
+from primitives.files import atomic_write_json, atomic_write_text
 from primitives.grammar import Node, lit, parse, to_text
 from primitives.table import BETA
 
@@ -392,6 +392,8 @@ def markdown(results: dict) -> str:
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
+    from evolve.compare import save_png
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -404,10 +406,7 @@ def plot(results: dict, path: Path) -> None:
                     label=phase + (" (best of each generation)" if phase == "cmaes" else ""))
     ax.set(xlabel="step / generation", ylabel="mean -log2(loss ratio to Adam)",
            title="meta-objective (lower is better)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    plt.close(fig)
+    save_png(fig, ax, path)
 
 
 def refine_to(rule: str, out: str | Path, config: RefineConfig = RefineConfig(),
