@@ -62,6 +62,7 @@ class CompareConfig:
     workers: int = 0
     real_tier: bool = True
     real_tasks: tuple[str, ...] | None = None  # None: the real-data tier's own task list
+    real_k: int | None = None  # tier-2 candidates per generation in each campaign (None: default)
 
     def check(self) -> None:
         """UserError (one line) for a comparison that cannot run."""
@@ -97,11 +98,12 @@ class CompareConfig:
         return self.population + self.generations * self.children
 
     def campaign(self, strategy: str, seed: int) -> CampaignConfig:
+        tier2 = {} if self.real_k is None else {"real_k": self.real_k}
         return CampaignConfig(strategy=strategy, population=self.population,
                               children=self.children, generations=self.generations,
                               suite=self.suite, heldout_suite=self.heldout_suite, seed=seed,
-                              executor=self.executor,
-                              workers=self.workers, tournament=min(4, self.population))
+                              executor=self.executor, workers=self.workers,
+                              tournament=min(4, self.population), **tier2)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "strategies": list(self.strategies),
@@ -141,11 +143,17 @@ def _row(rd: RunDirectory, strategy: str, seed: int) -> dict[str, Any]:
     rule, how = rd.final_selection()
     heldout = rd.read_heldout() or {"ranking": []}
     entry = next((r for r in heldout["ranking"] if r["rule"] == rule), None)
+    if entry is None:  # a pick the funnel did not rank (a tier-2 choice): score it the same way
+        from evolve.worker import score_rules
+
+        cfg = rd.read_config()
+        entry = {"search_score": score_rules(cfg.suite, cfg.seed, [rule])[0].score,
+                 "heldout_score": score_rules(cfg.heldout_suite, cfg.seed, [rule])[0].score}
     curve = [[int(r["evaluations"]), r["best_score"]] for r in log]
     return {
         "strategy": strategy, "seed": seed, "run": str(rd.path), "rule": rule, "how": how,
-        "search": entry["search_score"] if entry else None,
-        "heldout": entry["heldout_score"] if entry else None,
+        "search": entry["search_score"],
+        "heldout": entry["heldout_score"],
         "evaluations": curve[-1][0] if curve else 0,
         "distinct_evaluations": sum(int(r.get("evaluated", 0)) for r in log),
         "cache_hits": sum(int(r.get("cache_hits", 0)) for r in log),

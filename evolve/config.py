@@ -8,9 +8,10 @@ fields admit. A bad value is a :class:`ConfigError` whose message names the fiel
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from fitness.training import REAL_TASK_NAMES, SCHEDULE_NAMES
 from primitives.grammar import RuleSyntaxError, parse, to_text
 from primitives.rules import KNOWN_RULES
 
@@ -31,28 +32,49 @@ class ConfigError(ValueError):
 
 @dataclass
 class CampaignConfig:
-    """Everything that determines a campaign (with the seed). Stored as config.json."""
+    """Everything that determines a campaign (with the seed). Stored as config.json.
 
-    strategy: str = "evolution"
-    population: int = 32
-    generations: int = 20
+    The comment on each field's line is its meaning in docs/config.md (evolve.config_doc).
+    """
+
+    # the search: what proposes rules, and how evolution varies them
+    strategy: str = "evolution"  # what proposes rules (evolution: aging or generational)
+    population: int = 32  # rules in the population
+    generations: int = 20  # batches after the first one (generation 0 is the initial batch)
     children: int = 0  # children per generation; 0 = population // 2
-    algorithm: str = "aging"
-    tournament: int = 4
-    crossover_prob: float = 0.1
-    parsimony: float = 0.002
-    max_height: int = 8
-    max_size: int = 32
-    warm_start: str = "random"
+    algorithm: str = "aging"  # aging: regularized evolution (the oldest dies); generational: (mu+lambda)
+    tournament: int = 4  # rules sampled per tournament that picks a parent
+    crossover_prob: float = 0.1  # chance that a child comes from one-point crossover
+    parsimony: float = 0.002  # score subtracted per node of size when parents are picked
+    max_height: int = 8  # tallest rule tree allowed
+    max_size: int = 32  # most nodes a rule may have
+    warm_start: str = "random"  # random, a known rule (adam), a comma list (adam,lion,sgd) or rule texts
     restart_after: int = 0  # generations without improvement before a restart; 0 = never
-    suite: str = "default"
-    heldout_suite: str = "heldout"
-    hall_of_fame: int = 10
-    seed: int = 0
-    checkpoint_every: int = 5
-    executor: str = "process"
-    workers: int = 0  # 0 = one per core
-    ray_address: str | None = None
+    # scoring on the proxy suites
+    suite: str = "default"  # proxy suite every candidate is scored on (`evolve tasks`)
+    heldout_suite: str = "heldout"  # proxy suite of the held-out funnel at the end
+    # the run: bookkeeping, seed and where scoring runs
+    hall_of_fame: int = 10  # best distinct rules kept (of each tier)
+    seed: int = 0  # the seed: a campaign is a function of (config, seed)
+    checkpoint_every: int = 5  # generations between checkpoints (also at stops and the end)
+    executor: str = "process"  # serial, process (a spawned pool) or ray; never changes results
+    workers: int = 0  # worker processes of the process executor; 0 = one per core
+    ray_address: str | None = None  # Ray cluster address with executor ray (null: a local one)
+    # the real-data tier (tier 2) and the final selection
+    real_k: int = 2  # new candidates per generation trained on tier 2 (0: no tier 2)
+    real_min_score: float = 0.9  # proxy score a candidate needs to be trained on tier 2
+    real_tasks: list[str] = field(default_factory=lambda: list(REAL_TASK_NAMES))  # tier-2 tasks: built-in names or FILE.py:FUNCTION (your own)
+    real_seeds: int = 2  # seeds per learning rate on tier 2
+    confirm: int = 5  # top tier-2 rules re-scored on fresh seeds for the final selection
+    schedule: str = "cosine"  # learning-rate schedule of every optimizer, in every tier
+    redraw_every: int = 25  # generations between new proxy-task instances (0: never)
+
+    def proxy_seed(self, generation: int) -> int:
+        """The seed of the proxy-task instances that score ``generation``'s batch: new
+        instances every ``redraw_every`` generations, so rules cannot fit fixed ones."""
+        if self.redraw_every <= 0:
+            return self.seed
+        return self.seed + generation // self.redraw_every
 
     @property
     def children_per_generation(self) -> int:
@@ -75,6 +97,9 @@ class CampaignConfig:
             if name == "ray_address":
                 if value is not None and not isinstance(value, str):
                     raise ConfigError("ray_address must be a string such as 'auto' or null")
+            elif expected is list:
+                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    raise ConfigError(f"{name} must be a list of names, got {value!r}")
             elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             elif expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -107,6 +132,17 @@ class CampaignConfig:
         need(self.executor in EXECUTORS, f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         need(self.workers >= 0, "workers must be >= 0")
         need(self.seed >= 0, "seed must be >= 0")
+        need(self.real_k >= 0, f"real_k must be >= 0, got {self.real_k}")
+        need(self.real_seeds >= 1, f"real_seeds must be >= 1, got {self.real_seeds}")
+        need(self.confirm >= 0, f"confirm must be >= 0, got {self.confirm}")
+        need(math.isfinite(self.real_min_score), "real_min_score must be a number")
+        need(self.redraw_every >= 0, f"redraw_every must be >= 0, got {self.redraw_every}")
+        need(self.schedule in SCHEDULE_NAMES,
+             f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {self.schedule!r}")
+        for task in self.real_tasks:
+            need(task in REAL_TASK_NAMES or (":" in task and task.split(":")[0].endswith(".py")),
+                 f"real_tasks: {task!r} is neither a built-in task ({', '.join(REAL_TASK_NAMES)}) "
+                 "nor FILE.py:FUNCTION")
         warm_start_rules(self.warm_start)  # raises ConfigError when unknown
 
     def to_dict(self) -> dict[str, Any]:

@@ -91,6 +91,9 @@ class Evolution(Strategy):
     def _reported(self) -> list[Individual]:
         return self.population
 
+    def _survivors(self) -> list[Individual]:
+        return self.population
+
     def _stats(self) -> dict[str, Any]:
         return {"restarts": self.restarts}
 

@@ -52,7 +52,9 @@ class LostEvaluations(RuntimeError):
 class Executor(Protocol):
     """Scores rule texts on one suite and seed, somewhere.
 
-    * ``map(rules)`` returns one :class:`fitness.score.Result` per rule, in the order given.
+    * ``map(rules, suite=None, seed=None)`` returns one :class:`fitness.score.Result` per rule,
+      in the order given, on the executor's suite and seed unless others are named (redrawn
+      proxy instances; ``real:...`` suites are the real-data tier, see :mod:`evolve.tiers`).
       Each is a pure function of (rule, suite, seed), so every executor returns the same
       results; the driver's equivalence cache and the strategy see no difference.
     * A worker that dies (killed, out of memory, a lost node) is never a score: its rules are
@@ -68,7 +70,8 @@ class Executor(Protocol):
     workers: int
     stats: ExecutorStats
 
-    def map(self, rules: Sequence[str]) -> list[Result]: ...
+    def map(self, rules: Sequence[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]: ...
 
     def close(self) -> None: ...
 
@@ -101,8 +104,12 @@ class SerialExecutor:
         self.stats = ExecutorStats()
         self._chunk_fn = chunk_fn or evaluate_chunk
 
-    def map(self, rules: Sequence[str]) -> list[Result]:
-        return self._chunk_fn(self.suite, self.seed, list(rules)) if rules else []
+    def map(self, rules: Sequence[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]:
+        if not rules:
+            return []
+        return self._chunk_fn(suite or self.suite, self.seed if seed is None else seed,
+                              list(rules))
 
     def close(self) -> None:
         pass
@@ -120,16 +127,18 @@ class _RetryingExecutor:
     attempts = ATTEMPTS
     stats: ExecutorStats
 
-    def _round(self, chunks: list[list[str]], todo: list[int],
+    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
                results: list[list[Result] | None]) -> str:
         raise NotImplementedError
 
     def _before_retry(self, attempt: int) -> None:
         """Called before each attempt after the first."""
 
-    def map(self, rules: Sequence[str]) -> list[Result]:
+    def map(self, rules: Sequence[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]:
         if not rules:
             return []
+        job = (suite or self.suite, self.seed if seed is None else seed)
         chunks = _chunks(list(rules), self.workers * 2)
         results: list[list[Result] | None] = [None] * len(chunks)
         todo = list(range(len(chunks)))
@@ -138,7 +147,7 @@ class _RetryingExecutor:
             if attempt:
                 self.stats.retried += sum(len(chunks[i]) for i in todo)
                 self._before_retry(attempt)
-            cause = self._round(chunks, todo, results) or cause
+            cause = self._round(job, chunks, todo, results) or cause
             todo = [i for i in todo if results[i] is None]
             if not todo:
                 return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
@@ -185,12 +194,11 @@ class ProcessExecutor(_RetryingExecutor):
     def _before_retry(self, attempt: int) -> None:
         time.sleep(0.2 * attempt)  # let whatever killed the workers pass
 
-    def _round(self, chunks: list[list[str]], todo: list[int],
+    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
                results: list[list[Result] | None]) -> str:
         try:
             pool = self._ensure_pool()
-            futures = {pool.submit(self._chunk_fn, self.suite, self.seed, chunks[i]): i
-                       for i in todo}
+            futures = {pool.submit(self._chunk_fn, *job, chunks[i]): i for i in todo}
         except cf.process.BrokenProcessPool:
             self._kill_pool()
             return _KILLED
@@ -254,9 +262,9 @@ class RayExecutor(_RetryingExecutor):
         # retries are ours (counted, and never a made-up score), not Ray's
         self._remote = ray.remote(max_retries=0)(chunk_fn or evaluate_chunk)
 
-    def _round(self, chunks: list[list[str]], todo: list[int],
+    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
                results: list[list[Result] | None]) -> str:
-        refs = {i: self._remote.remote(self.suite, self.seed, chunks[i]) for i in todo}
+        refs = {i: self._remote.remote(*job, chunks[i]) for i in todo}
         cause = ""
         for i, ref in refs.items():
             try:

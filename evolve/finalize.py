@@ -1,29 +1,35 @@
-"""After a campaign: simplify the hall of fame, run the funnel, write the report and plots.
+"""After a campaign: the final selection, simplify the hall of fame, the funnel, report, plots.
 
-Funnel (Lion search): the hall of fame and every best-so-far champion are re-scored on the
-held-out suite, whose task families were never used in search. The report ranks by held-out
-score and flags meta-overfitting: generations where the champion's search score went up while
-its held-out score went down.
+Selection (:mod:`evolve.tiers`): the real-data tier's best rules are re-scored on fresh seeds and
+the best confirmed one is the campaign's answer (``selection.json``, ``RUN:best``). The hall of
+fame is simplified (pruned on probe inputs, sympy) and deduplicated by simplified form; the
+Pareto front of tier-2 score against rule size is listed as PySR does.
+
+Funnel (Lion search): the hall of fame and every best-so-far champion are also re-scored on the
+held-out proxy suite, whose task families were never used in search; the report flags
+meta-overfitting: generations where the champion's search score went up while its held-out
+score went down. (How well each stage predicts real training is measured by
+``scripts/fidelity.py``.)
+
+A run stopped by a budget goes through all of it too; one stopped by a signal gets
+:func:`stop_report`: plots and a report of what it has, without scoring anything again. The
+plots themselves are :mod:`evolve.plots`'.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from evolve.rundir import LOSS_PLOT, SCORE_PLOT, VALIDATION, RunDirectory
+from evolve.executors import Executor
+from evolve.plots import front, write_plots
+from evolve.rundir import VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
-from evolve.worker import fingerprint, score_rules
-from primitives.program import compile_rule
+from evolve.tiers import confirm_seeds, real_suite, select
+from evolve.worker import fingerprint, score_rules, warm_real_tier
+from primitives.program import needs_total_steps
 from primitives.rules import KNOWN_RULES
-
-
-def needs_total_steps(rule: str) -> bool:
-    """Whether the rule reads a schedule (cos_decay, lin_decay), so its optimizer needs
-    ``total_steps``."""
-    return compile_rule(rule).uses_schedule
 
 
 def funnel(strategy: Strategy) -> dict[str, Any]:
@@ -63,24 +69,91 @@ def funnel(strategy: Strategy) -> dict[str, Any]:
 
 
 def finalize(rd: RunDirectory, strategy: Strategy, *, validate: bool = False,
-             counters: dict[str, int] | None = None) -> dict[str, Any]:
-    """Simplify the hall of fame, run the funnel (and torch validation), write plots and report.
+             counters: dict[str, int] | None = None, executor: Executor | None = None,
+             stopped: str | None = None,
+             stages: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The final selection, the simplified hall of fame, the funnel (and torch validation),
+    plots and report. ``executor`` scores the confirmations (default: in this process).
 
     ``counters`` are the run's totals (lost and retried evaluations, which the log cannot
-    hold when a generation was cut short by lost workers)."""
+    hold when a generation was cut short by lost workers). ``stopped`` says why a run ends
+    before its last generation (a budget); ``stages`` hears each stage as it begins."""
+    stage = stages or (lambda _: None)
+    cfg = strategy.config
+    if strategy.real.entries:
+        stage(f"final selection: re-scoring tier 2's top {min(cfg.confirm, len(strategy.real.entries))} "
+              "rules on fresh seeds")
+    selection = confirm_and_select(rd, strategy, executor)
+    stage("simplifying the hall of fame")
+    hall = simplified_hall(rd.read_hall_of_fame())
+    rd.write_hall_of_fame(hall)
+    stage(f"funnel: the hall of fame and champions on the held-out suite '{cfg.heldout_suite}'")
+    heldout = {**funnel(strategy), "generation": strategy.generation}
+    rd.write_heldout(heldout)
+    if validate:
+        stage("torch validation of the top held-out rules")
+    validation = _validate_top(rd, heldout) if validate else None
+    stage("plots and report")
+    rule = selection["rule"] if selection else (heldout["ranking"][0]["rule"]
+                                                if heldout["ranking"] else hall[0]["rule"])
+    plots = write_plots(rd, rd.read_log(), hall, heldout=heldout, suite=cfg.suite,
+                        seed=strategy.instance_seed, rule=rule)
+    report = rd.write_report(_report(rd, strategy, hall, heldout, plots, validation,
+                                     counters or {}, selection, stopped))
+    return {"heldout": heldout, "selection": selection, "report": str(report), "plots": plots}
+
+
+def stop_report(rd: RunDirectory, strategy: Strategy, counters: dict[str, int],
+                reason: str) -> list[str]:
+    """The report and plots of a run stopped by a signal, from what it has (nothing is scored
+    again, nothing simplified: it must be quick); returns the plots' names."""
     hall = rd.read_hall_of_fame()
+    plots = write_plots(rd, rd.read_log(), hall)
+    rd.write_report(_report(rd, strategy, hall, None, plots, None, counters, None, reason))
+    return plots
+
+
+def simplified_hall(hall: list[dict]) -> list[dict]:
+    """Each entry with its pruned and sympy forms; one entry per simplified form (the first,
+    which is the better: the hall is best first)."""
+    out, seen = [], set()
     for entry in hall:
         entry["simplified"] = prune(entry["rule"], fingerprint)
+        if entry["simplified"] in seen:
+            continue
+        seen.add(entry["simplified"])
         entry["sympy"] = sympy_form(entry["simplified"])
         entry["needs_total_steps"] = needs_total_steps(entry["rule"])
-    rd.write_hall_of_fame(hall)
-    heldout = funnel(strategy)
-    rd.write_heldout(heldout)
-    validation = _validate_top(rd, heldout) if validate else None
-    plots = _plots(rd, strategy)
-    report = rd.write_report(_report(rd, strategy, hall, heldout, plots, validation,
-                                     counters or {}))
-    return {"heldout": heldout, "report": str(report)}
+        out.append(entry)
+    return out
+
+
+def confirm_and_select(rd: RunDirectory, strategy: Strategy,
+                       executor: Executor | None = None) -> dict[str, Any] | None:
+    """Re-score tier 2's top ``confirm`` rules on fresh seeds and write ``selection.json``:
+    the ranking by the geometric mean of both tier-2 scores, its first rule the answer."""
+    cfg = strategy.config
+    board = strategy.real.leaderboard()
+    if not board:
+        return None
+    top = board[: cfg.confirm]
+    confirmations = {}
+    if top:
+        suite = real_suite(cfg, confirm_seeds(cfg))
+        warm_real_tier(suite)
+        rules = [e.rule for e in top]
+        results = executor.map(rules, suite) if executor is not None \
+            else score_rules(suite, cfg.seed, rules)
+        confirmations = {e.fingerprint: r for e, r in zip(top, results)}
+    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations)
+    pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
+    how = (f"the real-data tier's best of {len(board)} rules, confirmed on fresh seeds "
+           f"{confirm_seeds(cfg)}" if top else "the real-data tier's best rule")
+    selection = {"rule": ranking[0]["rule"], "how": how, "generation": strategy.generation, "confirm_seeds": confirm_seeds(cfg),
+                 "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
+                 "schedule": cfg.schedule, "ranking": ranking, "pareto": pareto}
+    rd.write_selection(selection)
+    return selection
 
 
 def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
@@ -105,76 +178,32 @@ def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
     return results
 
 
-def _plots(rd: RunDirectory, strategy: Strategy) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    log = rd.read_log()
-    names = []
-    if log:
-        gens = [r["generation"] for r in log]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(gens, [r["best_score"] for r in log], label="best so far")
-        ax.plot(gens, [r["population_best"] for r in log], label="population best", alpha=0.7)
-        ax.plot(gens, [r["median_score"] for r in log], label="population median", alpha=0.7)
-        ax.axhline(1.0, color="grey", ls="--", lw=1, label="tuned Adam")
-        ax.set_xlabel("generation")
-        ax.set_ylabel("search score (1 = tuned Adam)")
-        ax.legend(fontsize=8)
-        ax.set_title("score over generations")
-        fig.tight_layout()
-        rd.save_figure(fig, SCORE_PLOT)
-        plt.close(fig)
-        names.append(SCORE_PLOT)
-    curves = _loss_curves(strategy)
-    if curves:
-        task, series = curves
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for label, (lr, losses) in series.items():
-            ax.semilogy(np.arange(len(losses)), losses, label=f"{label} (lr {lr:g})")
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.set_title(f"{task}: best rule against tuned Adam and SGD")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        rd.save_figure(fig, LOSS_PLOT)
-        plt.close(fig)
-        names.append(LOSS_PLOT)
-    return names
+def _selection_lines(selection: dict | None) -> list[str]:
+    if not selection:
+        return ["## Real-data tier", "", "Tier 2 scored no rule (it is off, or no candidate "
+                "reached `real_min_score`); `RUN:best` is the held-out funnel's first rule.", ""]
+    lines = ["## The campaign's answer: the real-data tier (tier 2)", "",
+             f"`RUN:best` = `{selection['rule']}` — {selection['how']}. Tier-2 tasks: "
+             + ", ".join(selection["tasks"]) + f"; {selection['schedule']} schedule. Scores are "
+             "geometric-mean test-loss ratios against tuned Adam (1.0 = Adam, higher is "
+             "better); final = geometric mean of the tier-2 and confirmation scores.", "",
+             "| rank | final | tier 2 | confirmation | proxy | size | rule |",
+             "|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(selection["ranking"], 1):
+        def fmt(v):
+            return f"{v:.3f}" if v is not None else "—"
+        lines.append(f"| {i} | {fmt(row['final_score'])} | {fmt(row['real_score'])} | "
+                     f"{fmt(row['confirm_score'])} | {fmt(row['proxy_score'])} | {row['size']} | "
+                     f"`{row['rule']}` |")
+    lines += ["", "### Pareto front: tier-2 score against rule size", "",
+              "| size | tier 2 | rule |", "|---|---|---|"]
+    lines += [f"| {p['size']} | {p['score']:.3f} | `{p['rule']}` |" for p in selection["pareto"]]
+    return lines + [""]
 
 
-def _loss_curves(strategy: Strategy):
-    """Loss curves at each optimizer's best lr on the first task of the search suite."""
-    from fitness.interpreter import StepRunner
-    from fitness.tasks import build, get_suite
-
-    cfg = strategy.config
-    best = strategy.hall_of_fame[0]
-    spec = get_suite(cfg.suite)[0]
-    task = build(spec, cfg.seed)
-    series = {}
-    for label in ("best rule", "adam", "sgd"):
-        rule = best.rule if label == "best rule" else KNOWN_RULES[label].rule
-        tasks = best.tasks if label == "best rule" else score_rules(cfg.suite, cfg.seed, [rule])[0].tasks
-        lr = next((t.best_lr for t in tasks if t.task == spec.name), None)
-        if not lr:
-            continue
-        runner = StepRunner(compile_rule(rule), task.w0, total_steps=task.steps)
-        losses = []
-        for step in range(task.steps):
-            loss, grad = task.loss_and_grad(runner.weights, step)
-            losses.append(loss)
-            if not np.isfinite(loss):
-                break
-            runner.step(grad, lr)
-        series[label] = (lr, np.array(losses))
-    return (spec.name, series) if series else None
-
-
-def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dict,
-            plots: list[str], validation: dict | None, counters: dict[str, int]) -> str:
+def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dict | None,
+            plots: list[str], validation: dict | None, counters: dict[str, int],
+            selection: dict | None = None, stopped: str | None = None) -> str:
     cfg = strategy.config
     log = rd.read_log()
     evaluated = sum(r.get("evaluated", 0) for r in log)
@@ -183,9 +212,13 @@ def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dic
     lost = counters.get("lost", sum(r.get("lost_evaluations") or 0 for r in log))
     retried = counters.get("retried", sum(r.get("retried_evaluations") or 0 for r in log))
     seconds = sum(r.get("seconds", 0) for r in log)
-    lines = [
-        f"# Campaign report: {rd.path.name}",
-        "",
+    lines = [f"# Campaign report: {rd.path.name}", ""]
+    if stopped:
+        lines += [f"**Stopped at generation {strategy.generation} of {cfg.generations}** "
+                  f"({stopped}); `evolve resume {rd.path}` continues it exactly"
+                  + ("" if heldout else "; the final selection and the held-out funnel run "
+                     "when it ends") + ".", ""]
+    lines += [
         f"- strategy **{cfg.strategy}** ({cfg.algorithm}), population {cfg.population}, "
         f"{strategy.generation} generations, warm start `{cfg.warm_start}`, seed {cfg.seed}, "
         f"executor {cfg.executor}",
@@ -196,19 +229,36 @@ def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dic
         f"({strategy.evaluations / seconds if seconds else 0:.0f} candidates/s)",
         f"- workers: {lost} evaluations lost with a worker, {retried} retried (a lost "
         "evaluation is never a score)",
+        f"- real-data tier: {len(strategy.real.entries)} rules trained (the best "
+        f"{cfg.real_k} new ones of each generation with a proxy score of at least "
+        f"{cfg.real_min_score:g}); proxy instances redrawn every {cfg.redraw_every or 'never'} "
+        "generations",
         "",
-        "## Hall of fame (search suite)",
+        *_selection_lines(selection),
+        "## Hall of fame (tier-2 rules first by tier-2 score, then the proxy's best)",
         "",
-        "| # | score | rule | pruned | sympy |",
-        "|---|---|---|---|---|",
+        "| # | tier | score | proxy | rule | pruned | sympy |",
+        "|---|---|---|---|---|---|---|",
     ]
     for i, e in enumerate(hall, 1):
-        lines.append(f"| {i} | {e['score']:.3f} | `{e['rule']}` | `{e['simplified']}` | "
-                     f"`{e['sympy']}` |")
+        proxy = e.get("proxy_score", e["score"])
+        lines.append(f"| {i} | {e.get('tier', 'proxy')} | {e['score']:.3f} | {proxy:.3f} | "
+                     f"`{e['rule']}` | `{e.get('simplified', '—')}` | `{e.get('sympy', '—')}` |")
     if any(e.get("needs_total_steps") for e in hall):
         lines += ["", "Rules that read `cos_decay` or `lin_decay` need `total_steps` when "
                   "exported (`MyOpt(params, lr=..., total_steps=N)`)."]
-    lines += [
+    lines += _funnel_lines(heldout) if heldout else []
+    if validation:
+        lines += ["", "## Torch validation (the funnel's last stage)", "",
+                  f"Top held-out rules against adam and sgd: `{VALIDATION}/validate.md` "
+                  f"(table) and `{VALIDATION}/*.png` (curves)."]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _funnel_lines(heldout: dict) -> list[str]:
+    lines = [
         "",
         f"## Funnel: held-out suite `{heldout['suite']}`",
         "",
@@ -225,13 +275,7 @@ def _report(rd: RunDirectory, strategy: Strategy, hall: list[dict], heldout: dic
     for c in heldout["champions"]:
         flag = "**yes**: search up, held-out down" if c.get("meta_overfitting") else ""
         lines.append(f"| {c['generation']} | {c['score']:.3f} | {c['heldout_score']:.3f} | {flag} |")
-    if validation:
-        lines += ["", "## Torch validation (the funnel's last stage)", "",
-                  f"Top held-out rules against adam and sgd: `{VALIDATION}/validate.md` "
-                  f"(table) and `{VALIDATION}/*.png` (curves)."]
-    if plots:
-        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-__all__ = ["finalize", "funnel", "needs_total_steps"]
+__all__ = ["finalize", "funnel", "stop_report"]

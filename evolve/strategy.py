@@ -29,14 +29,15 @@ from __future__ import annotations
 import importlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
 
 from evolve.config import STRATEGIES, CampaignConfig, ConfigError
-from fitness.score import FLOOR, Result, TaskScore
+from evolve.tiers import RealTierStage
+from fitness.score import FLOOR, Result, TaskScore, json_safe
 from primitives.grammar import parse
 
 STATE_FORMAT = 2
@@ -57,7 +58,7 @@ class Individual:
         return self.score - parsimony * self.size
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Individual:
@@ -66,16 +67,6 @@ class Individual:
                  for t in data.get("tasks", [])]
         return cls(rule=data["rule"], score=float(data["score"]), size=int(data["size"]),
                    birth=int(data["birth"]), tasks=tasks, reason=data.get("reason"))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def strategy_class(name: str) -> type[Strategy]:
@@ -110,6 +101,8 @@ class Strategy(ABC):
         self.best_since = 0  # generation of the last improvement of the best score
         self._pending: list[str] | None = None
         self._last: list[Individual] = []
+        self.real = RealTierStage(config)  # tier 2: what it scored (the campaign's answer)
+        self.instance_seed = config.seed  # the proxy instances the scores below were drawn on
 
     @staticmethod
     def create(config: CampaignConfig) -> Strategy:
@@ -144,6 +137,20 @@ class Strategy(ABC):
         self._update(told)
         return told
 
+    def rescore(self, score: Callable[[list[str]], list[Result]], seed: int) -> int:
+        """Score again, on proxy instances drawn with ``seed``, every rule whose score steers
+        what comes next (the hall of fame, and a subclass's :meth:`_survivors`); returns how
+        many rules were scored."""
+        survivors = self._survivors()
+        rules = sorted({i.rule for i in self.hall_of_fame + survivors})
+        fresh = dict(zip(rules, score(rules))) if rules else {}
+        for ind in self.hall_of_fame + survivors:
+            new = self._individual(ind.rule, fresh[ind.rule], ind.birth)
+            ind.score, ind.tasks, ind.reason = new.score, new.tasks, new.reason
+        self.hall_of_fame.sort(key=lambda i: (-i.score, i.size, i.rule))
+        self.instance_seed = seed
+        return len(rules)
+
     # ------------------------------------------------------------------ what subclasses write
     @abstractmethod
     def _propose(self) -> list[str]:
@@ -165,6 +172,11 @@ class Strategy(ABC):
     def _reported(self) -> list[Individual]:
         """The individuals the log's population columns describe (default: the last batch)."""
         return self._last
+
+    def _survivors(self) -> list[Individual]:
+        """Individuals whose scores steer later proposals (a population); rescored when the
+        proxy instances are redrawn. Default: none."""
+        return []
 
     def _stats(self) -> dict[str, Any]:
         """Extra columns for the log."""
@@ -226,6 +238,8 @@ class Strategy(ABC):
             "champions": self.champions,
             "evaluations": self.evaluations,
             "best_since": self.best_since,
+            "real": self.real.state_dict(),
+            "instance_seed": self.instance_seed,
             "own": self._state(),
         }
 
@@ -248,6 +262,8 @@ class Strategy(ABC):
         strategy.champions = [dict(c) for c in state["champions"]]
         strategy.evaluations = int(state["evaluations"])
         strategy.best_since = int(state["best_since"])
+        strategy.real.load_state(state.get("real", []))
+        strategy.instance_seed = int(state.get("instance_seed", config.seed))
         strategy._load_state(state["own"])
         for rule in [i.rule for i in strategy.hall_of_fame] + (strategy._pending or []):
             parse(rule)  # a tampered checkpoint fails here with a RuleSyntaxError

@@ -27,7 +27,7 @@ import torch
 from fitness import kernels
 from fitness.tasks import ASCEND_FACTOR, TaskInstance
 from primitives.grammar import Node, parse, to_text
-from primitives.table import CONST, TABLE, VEC, schedule_frac
+from primitives.table import BIAS_CORRECTION, CONST, TABLE, VEC, schedule_frac
 
 FAMILIES = ("quadratic", "rosenbrock", "logreg", "mlp", "teacher")
 # the quadratic's loop checks its loss every this many steps (fitness.kernels.CHECK_EVERY)
@@ -239,16 +239,17 @@ class RuleStep:
                 out[id(node)] = g if node.name == "g" else w
             elif prim.kind == "schedule":
                 frac = schedule_frac(t, self.total_steps)
-                out[id(node)] = g.new_tensor(prim.extra["py"](frac))
+                out[id(node)] = g.new_tensor(prim.kernel.py_func(frac))
             elif prim.kind == "state":
                 if key not in updated:
+                    # the table's own formulas (the kernels' Python forms work on tensors)
                     x = out[id(node.args[0])]
                     beta = out[id(node.args[1])]
                     old = self.buffers.get(key, torch.zeros_like(g))
-                    new = beta * old + ((1.0 - beta) * x if prim.update == "ema" else x)
+                    new = prim.update.kernel.py_func(old, x, beta)
                     self.buffers[key] = new
-                    if prim.read == "bias_corrected":
-                        denom = 1.0 - beta**t
+                    if prim.bias_corrected:
+                        denom = BIAS_CORRECTION.kernel.py_func(beta, float(t))
                         new = new / denom if float(denom.detach()) != 0.0 else torch.zeros_like(new)
                     updated[key] = new
                 out[id(node)] = updated[key]

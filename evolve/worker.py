@@ -36,8 +36,40 @@ def evaluator(suite: str, seed: int, hurdle: bool = True):
     return _EVALUATORS[key]
 
 
+def real_tier(suite: str):
+    """This process's real-data tier for a ``real:{json}`` suite (see :func:`evolve.tiers.real_suite`),
+    built on first use; its tuned-Adam runs come from the disk cache the driver filled."""
+    if suite not in _EVALUATORS:
+        import json
+
+        import torch
+
+        from fitness.baselines import cache_dir
+        from fitness.training.real_tier import RealTier, RealTierConfig
+
+        torch.set_num_threads(1)  # tiny networks: workers, not threads, are the parallelism
+        spec = json.loads(suite[len("real:"):])
+        config = RealTierConfig(tasks=tuple(spec["tasks"]), seeds=tuple(spec["seeds"]),
+                                schedule=spec["schedule"])
+        _EVALUATORS[suite] = RealTier(config, cache_dir=cache_dir())
+    return _EVALUATORS[suite]
+
+
+def warm_real_tier(suite: str) -> None:
+    """Compute (or load) tuned Adam's runs on every task of a real-data tier suite in this
+    process, so that workers find them in the disk cache instead of each computing them."""
+    tier = real_tier(suite)
+    for task in tier.tasks:
+        tier.baseline(task)
+
+
 def score_rules(suite: str, seed: int, rules: list[str], hurdle: bool = True) -> list[Result]:
-    """Score rule texts on a suite in this process: one typed Result per rule, in order."""
+    """Score rule texts on a suite in this process: one typed Result per rule, in order.
+
+    A ``real:...`` suite trains them on the real-data tier (which has no hurdle and no seed
+    of its own: its seeds are in the suite's spec)."""
+    if suite.startswith("real:"):
+        return real_tier(suite).evaluate_many(list(rules))
     ev = evaluator(suite, seed, hurdle)
     return [_as_result(ev, raw, suite, seed) for raw in ev.evaluate_many(list(rules))]
 
@@ -118,5 +150,5 @@ def warm_numba() -> None:
     score_rules("hurdle", 0, ["g"])
 
 
-__all__ = ["evaluate_chunk", "evaluator", "fingerprint", "init_worker", "score_rules",
-           "suite_names", "warm_numba"]
+__all__ = ["evaluate_chunk", "evaluator", "fingerprint", "init_worker", "real_tier",
+           "score_rules", "suite_names", "warm_numba", "warm_real_tier"]

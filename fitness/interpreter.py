@@ -26,7 +26,10 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from primitives.program import REG_GRAD, REG_WEIGHT, Program
 from primitives.table import (
+    ACCUMULATE_UPDATE,
+    BIAS_CORRECTION,
     ELEMENTWISE_KERNELS,
+    EMA_UPDATE,
     N_ELEMENTWISE,
     OP_ACC,
     OP_BIAS,
@@ -43,6 +46,7 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 _KERNELS = ELEMENTWISE_KERNELS
 _SCHEDULES = SCHEDULE_KERNELS
+_EMA, _ACC, _BIAS = EMA_UPDATE.kernel, ACCUMULATE_UPDATE.kernel, BIAS_CORRECTION.kernel
 
 
 @njit(**_JIT)
@@ -81,14 +85,13 @@ def exec_step(code, consts, regs, t, total_steps):
         if op < N_ELEMENTWISE:
             _elementwise(op, dst, x, regs[code[r, 3]], regs[code[r, 4]], kc)
         elif op == OP_EMA:
-            one_minus = 1.0 - kc
             for i in range(n):
-                dst[i] = kc * dst[i] + one_minus * x[i]
+                dst[i] = _EMA(dst[i], x[i], kc)
         elif op == OP_ACC:
             for i in range(n):
-                dst[i] = kc * dst[i] + x[i]
+                dst[i] = _ACC(dst[i], x[i], kc)
         elif op == OP_BIAS:
-            denom = 1.0 - kc**t
+            denom = _BIAS(kc, float(t))
             if denom == 0.0:
                 for i in range(n):
                     dst[i] = 0.0

@@ -3,9 +3,11 @@
 Numba's on-disk cache checks only the timestamp of the file that defines a cached function, not
 of the functions it inlines from other files (the primitive table's kernels inside the
 interpreter, the interpreter inside the task loops). So the cache folder is keyed by a hash of
-every source whose code ends up in a cached function: an edit to any of them gets a fresh folder
-instead of stale machine code. :func:`configure` runs when :mod:`fitness` is first imported,
-before any cached function is defined, and the variable it sets is inherited by workers.
+every source whose code ends up in a cached function, and of the primitive table's rows as they
+are now (:func:`primitives.table.kernel_signature`: a row added at run time changes the kernel
+tuple the interpreter dispatches over): a change to any of them gets a fresh folder instead of
+stale machine code. :func:`configure` runs when :mod:`fitness` is first imported, before any
+cached function is defined, locks the table, and the variable it sets is inherited by workers.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ COMPILED_SOURCES = ("primitives/table.py", "fitness/interpreter.py", "fitness/ke
 
 
 def source_key() -> str:
-    """sha256 (12 hex digits) of the sources compiled into cached functions."""
+    """sha256 (12 hex digits) of the sources compiled into cached functions and of the rows of
+    the primitive table, which is locked from here on (its rows are what gets compiled)."""
+    from primitives import table
+
     digest = hashlib.sha256()
     for rel in COMPILED_SOURCES:
         path = _ROOT / rel
         if path.exists():
             digest.update(path.read_bytes())
+    table.lock()
+    digest.update(table.kernel_signature().encode())
     return digest.hexdigest()[:12]
 
 

@@ -124,7 +124,7 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite floats become None)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Result:
@@ -151,13 +151,14 @@ def failed_result(rule: str, reason: str, tasks: Iterable[str] = (), **extra: An
                   **extra)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN or inf)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -173,6 +174,7 @@ __all__ = [
     "Result",
     "TaskScore",
     "failed_result",
+    "json_safe",
     "log_ratio",
     "progress",
     "suite_score",

@@ -1,9 +1,11 @@
 """The code generator: a standalone torch module with one Optimizer class for a rule.
 
-The source is generated from the compiled :class:`~primitives.program.Program`, one line per
-opcode from the primitive table's ``torch_src`` templates. Only validated names (the class name
-must be a Python identifier) and numbers (``repr`` of floats) from the user's input reach the
-file; the rule text in the docstring is the canonical text the grammar printed.
+The class's step is the rule's :class:`~primitives.torch_plan.Plan` (the same plan
+``EvolvedOptimizer`` executes) printed as source: one line per ``torch._foreach_*`` call, run
+over all parameters of a group with ``foreach=True`` and over one parameter at a time with
+``foreach=False``. Only validated names (the class name must be a Python identifier that is not
+a keyword) and numbers (``repr`` of floats) from the user's input reach the file; the rule text
+in the docstring is the canonical text the grammar printed.
 """
 
 from __future__ import annotations
@@ -15,130 +17,91 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
+from primitives import table
 from primitives.files import atomic_write_text
 from primitives.grammar import RuleSyntaxError
-from primitives.program import REG_GRAD, REG_WEIGHT, Program, compile_rule
+from primitives.lowering import lower
+from primitives.program import Program, compile_rule
 from primitives.rules import resolve
-from primitives.table import (
-    ELEMENTWISE,
-    N_ELEMENTWISE,
-    OP_ACC,
-    OP_BIAS,
-    OP_EMA,
-    OP_SCHEDULE,
-    SCHEDULES,
-)
+from primitives.table import SCHEDULE_FRAC_SRC
+from primitives.torch_plan import Call, Plan
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def check_class_name(name: str) -> str:
-    if not isinstance(name, str) or not _IDENT.match(name) or keyword.iskeyword(name):
+    """``name`` if it can name the exported class, else ValueError saying why not."""
+    if isinstance(name, str) and keyword.iskeyword(name):
+        raise ValueError(f"class name {name!r} is a Python keyword; choose another name")
+    if not isinstance(name, str) or not _IDENT.match(name):
         raise ValueError(
             f"class name {name!r} is not a Python identifier; use letters, digits and _"
         )
     return name
 
 
-def _reg_names(program: Program) -> dict[int, str]:
-    names = {REG_GRAD: "g", REG_WEIGHT: "w"}
-    for s in program.states:
-        names[s.register] = f"s{s.register}"
-    for r in program.literal_registers.tolist():
-        names[r] = f"c{r}"
-    for r in range(program.n_registers):
-        names.setdefault(r, f"r{r}")
-    return names
+def _arg_source(arg: Any) -> str:
+    if isinstance(arg, str):
+        return arg
+    if isinstance(arg, float):
+        return repr(arg)
+    return arg.source()
 
 
-def _analyse(program: Program) -> tuple[dict[int, int], dict[int, bool], dict[int, bool], dict[int, bool]]:
-    """Use counts, full-shape flags and sign facts (nonneg, never zero) per register."""
-    uses: dict[int, int] = {program.output: 1}
-    full = {REG_GRAD: True, REG_WEIGHT: True}
-    nonneg: dict[int, bool] = {}
-    positive: dict[int, bool] = {}
-    for s in program.states:
-        full[s.register] = True
-    for r, v in zip(program.literal_registers.tolist(), program.literal_values.tolist()):
-        full[r], nonneg[r], positive[r] = False, v >= 0.0, v > 0.0
-    consts = program.consts.tolist()
-    for op, dst, a, b, c, k in program.code.tolist():
-        inputs = {a, b, c} if op < N_ELEMENTWISE else ({a} if op in (OP_EMA, OP_ACC, OP_BIAS) else set())
-        for r in inputs:
-            uses[r] = uses.get(r, 0) + 1
-        if op < N_ELEMENTWISE:
-            prim = ELEMENTWISE[op]
-            vec = [a, b, c][: prim.vec_arity]
-            kc = float(consts[k]) if k >= 0 else 0.0
-            nn = tuple(nonneg.get(r, False) for r in vec) + (False, False)
-            pos = tuple(positive.get(r, False) for r in vec) + (False, False)
-            nonneg[dst], positive[dst] = prim.extra["sign_rule"](nn, pos, kc)
-            full[dst] = any(full.get(r, False) for r in vec)
-        elif op in (OP_EMA, OP_ACC):
-            # a buffer of nonnegative inputs stays nonnegative (beta in [0, 1])
-            nonneg[dst] = nonneg.get(dst, True) and nonneg.get(a, False)
-        elif op == OP_BIAS:
-            nonneg[dst], full[dst] = nonneg.get(a, False), True
+def _call_source(call: Call) -> list[str]:
+    """The line(s) of one plan call."""
+    if call.kind == "foreach":
+        args = [_arg_source(a) for a in call.args]
+        args += [f"{k}={_arg_source(v)}" for k, v in call.kwargs]
+        line = f"torch._foreach_{call.method}({', '.join(args)})"
+    elif call.kind == "map":
+        row = table.TABLE[call.method]
+        lists = [a for a in call.args if isinstance(a, str)]
+        loop = ["_x", "_y", "_z"][: len(lists)]
+        names, hoisted, it = [], [], iter(loop)
+        for i, arg in enumerate(call.args):
+            if isinstance(arg, str):
+                names.append(next(it))
+            else:  # a number: computed once, a 0-dim tensor like the list's
+                hoisted.append(f"_c{i} = {arg.source()}")
+                names.append(f"{loop[0]}.new_tensor(_c{i})")
+        names += [names[0]] * (3 - len(names))
+        expr = row.torch_src.format(x=names[0], y=names[1], z=names[2], c=repr(call.const),
+                                    absc=repr(abs(call.const)))
+        source = lists[0] if len(lists) == 1 else f"zip({', '.join(lists)})"
+        line = f"[{expr} for {', '.join(loop)} in {source}]"
+        if call.out is not None:
+            line = f"{call.out} = {line}"
+        return hoisted + [line]
+    else:
+        line = f"[torch.full_like(_x, {_arg_source(call.args[1])}) for _x in {call.args[0]}]"
+    if call.out is not None:
+        line = f"{call.out} = {line}"
+    if call.only_with_decay:
+        return ["if weight_decay != 0.0:", "    " + line]
+    return [line]
+
+
+def plan_source(plan: Plan, name: str, doc: str) -> str:
+    """Source of ``def name(params, grads, states, t, total_steps, lr, weight_decay)`` running
+    ``plan`` (it returns the directions for a direction plan, None for a step plan)."""
+    lines = [f"def {name}(params, grads, states, t, total_steps, lr, weight_decay):",
+             f'    """{doc}"""']
+    body = [f"{var} = [state[{key!r}] for state in states]" for var, key in plan.states]
+    if plan.uses_schedule:
+        body.append(f"frac = {SCHEDULE_FRAC_SRC}")
+    for call in plan.calls:
+        body.extend(_call_source(call))
+    if not plan.step:
+        if isinstance(plan.output, str):
+            body.append(f"return {plan.output}")
         else:
-            nonneg[dst], full[dst] = True, False  # schedules lie in [0, 1]
-    return uses, full, nonneg, positive
-
-
-def direction_source(program: Program, indent: str = "    ") -> list[str]:
-    """Body lines of ``_direction(g, w, state, t, total_steps)`` for this program.
-
-    Temporaries used once are overwritten in place, and protected division drops its mask
-    where the denominator can never be zero: the results are bit-for-bit those of the plain
-    form, with fewer passes over memory (the step time of the exported class).
-    """
-    names = _reg_names(program)
-    uses, full, _, positive = _analyse(program)
-    fixed = {REG_GRAD, REG_WEIGHT} | {s.register for s in program.states}
-    fixed |= set(program.literal_registers.tolist())
-    lines: list[str] = []
-    for s in program.states:
-        lines.append(f"{names[s.register]} = state[{s.key!r}]")
-    literal_values = program.literal_values.tolist()
-    for r, v in zip(program.literal_registers.tolist(), literal_values):
-        lines.append(f"{names[r]} = g.new_tensor({float(v)!r})")
-    if program.uses_schedule:
-        lines.append("frac = min(max((t - 1) / total_steps, 0.0), 1.0) if total_steps else 0.0")
-    consts = program.consts.tolist()
-    for op, dst, a, b, c, k in program.code.tolist():
-        kc = float(consts[k]) if k >= 0 else 0.0
-        x, y, z, out = names[a], names[b], names[c], names[dst]
-        if op < N_ELEMENTWISE:
-            prim = ELEMENTWISE[op]
-            template = prim.torch_src
-            inplace = prim.extra["inplace_src"]
-            if prim.extra["nonzero_src"] and positive.get(b, False):
-                template, inplace = prim.extra["nonzero_src"]
-            # overwrite x when it is a full-shape temporary and this is its only use
-            own_x = a not in fixed and uses.get(a, 0) == 1 and full.get(a, False)
-            if inplace and prim.vec_arity == 2 and a == b:
-                own_x = False
-            if inplace and own_x:
-                template = inplace
-            expr = template.format(
-                x=x, y=y, z=z, c=repr(kc), absc=repr(abs(kc)), omc=repr(1.0 - kc)
-            )
-            lines.append(f"{out} = {expr}")
-        elif op == OP_EMA:
-            lines.append(f"{out}.mul_({kc!r}).add_({x}, alpha={1.0 - kc!r})")
-        elif op == OP_ACC:
-            lines.append(f"{out}.mul_({kc!r}).add_({x})")
-        elif op == OP_BIAS:
-            if kc == 1.0:
-                lines.append(f"{out} = torch.zeros_like({x})")
-            else:
-                lines.append(f"{out} = {x} / (1.0 - {kc!r} ** t)")
-        else:
-            prim = SCHEDULES[op - OP_SCHEDULE]
-            value = prim.extra["src"].format(frac="frac")
-            lines.append(f"{out} = g.new_tensor({value})")
-    lines.append(f"return {names[program.output]}")
-    return [indent + line for line in lines]
+            value = plan.output.source()
+            body.append(f"return [torch.tensor({value}, dtype=g.dtype, device=g.device) "
+                        "for g in grads]")
+    return "\n".join(lines + ["    " + line for line in body]) + "\n"
 
 
 _TEMPLATE = '''"""{name}: an optimizer update rule discovered with evolve-optim.
@@ -163,8 +126,15 @@ class {name}(torch.optim.Optimizer):
         lr: learning rate (default {lr!r}).
         weight_decay: decoupled weight decay, as AdamW and Lion.
         maximize: maximise the objective instead of minimising it.
-        foreach: accepted for API compatibility with torch.optim; the update runs per tensor.
-        total_steps: schedule length for rules that use lin_decay or cos_decay.
+        foreach: run the rule with torch._foreach_* ops over all parameters of a group at once
+            (default: on CUDA, as torch.optim.Adam); False runs it one parameter at a time,
+            which needs less temporary memory.
+        total_steps: schedule length T, required for rules that use lin_decay or cos_decay.
+            After T steps those schedules stay at 0 (their terms stop moving the weights) and
+            a warning says so once.
+
+    lr schedulers that cycle momentum (OneCycleLR, CyclicLR) need cycle_momentum=False: the
+    rule's decay constants are part of the rule, there is no momentum or betas to cycle.
     """
 
     def __init__(self, params, lr={lr!r}, weight_decay=0.0, *, maximize=False, foreach=None,
@@ -193,51 +163,75 @@ class {name}(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr = group["lr"]
-            weight_decay = group["weight_decay"]
+            # parameters that joined later (their grad was None before) have their own step
+            # count, so the group runs once per count
+            by_step = {{}}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("{name} does not support sparse gradients")
-                g = -p.grad if group["maximize"] else p.grad
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
 {state_init}                state["step"] += 1
-                d = _direction(g, p, state, state["step"], group["total_steps"])
-                if weight_decay != 0.0:
-                    d = d + weight_decay * p
-                p.add_(d, alpha=-lr)
+                by_step.setdefault(state["step"], []).append(p)
+            foreach = group["foreach"]
+            for t, params in by_step.items():
+{schedule_warning}                grads = [p.grad for p in params]
+                if group["maximize"]:
+                    grads = torch._foreach_neg(grads)
+                states = [self.state[p] for p in params]
+                args = (t, group["total_steps"], group["lr"], group["weight_decay"])
+                if foreach if foreach is not None else params[0].is_cuda:
+                    _step(params, grads, states, *args)
+                else:
+                    for p, g, s in zip(params, grads, states):
+                        _step([p], [g], [s], *args)
         return loss
+{warn_method}
 
+{step_function}'''
 
-def _direction(g, w, state, t, total_steps):
-    """The update direction for one parameter; updates its state buffers in place."""
-{body}
+_SCHEDULE_CHECK = '''        if total_steps is None:
+            raise ValueError("this rule uses a schedule (lin_decay/cos_decay): pass "
+                             "total_steps=<the number of steps you will train>")
+'''
+_SCHEDULE_WARNING = '''                if group["total_steps"] and t > group["total_steps"]:
+                    self._warn_schedule_end(t, group["total_steps"])
+'''
+_WARN_METHOD = '''
+    def _warn_schedule_end(self, t, total_steps):
+        if not getattr(self, "_schedule_end_warned", False):
+            self._schedule_end_warned = True
+            # stacklevel: past this method, step() and torch.optim's wrappers, to the caller
+            warnings.warn({message}, stacklevel=5)
 '''
 
 
 def export_torch(rule: str | Program, name: str = "EvolvedOptimizer", lr: float = 1e-3) -> str:
     """Source of a standalone module defining ``class <name>(torch.optim.Optimizer)``."""
+    from primitives.torch_backend import schedule_end_message
+
     check_class_name(name)
     program = rule if isinstance(rule, Program) else compile_rule(resolve(rule))
     lr = float(lr)
     if not lr >= 0.0 or lr == float("inf"):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    plan = lower(program, step=True)
     state_init = "".join(
-        f"                    state[{s.key!r}] = torch.zeros_like(p, "
+        f"                    state[{key!r}] = torch.zeros_like(p, "
         "memory_format=torch.preserve_format)\n"
-        for s in program.states
+        for _, key in plan.states
     )
-    schedule_check = ""
-    imports = "import torch"
+    imports, schedule_check, schedule_warning, warn_method = "import torch", "", "", ""
     if program.uses_schedule:
-        imports = "import math\n\nimport torch"
-        schedule_check = (
-            "        if total_steps is None:\n"
-            '            raise ValueError("this rule uses a schedule: pass total_steps=<steps>")\n'
-        )
+        imports = "import math\nimport warnings\n\nimport torch"
+        schedule_check, schedule_warning = _SCHEDULE_CHECK, _SCHEDULE_WARNING
+        message = "f" + repr(schedule_end_message(name, 12345, 67890)).replace(
+            "12345", "{t}").replace("67890", "{total_steps}")
+        warn_method = _WARN_METHOD.format(message=message)
+    doc = "One step of the rule for parameters that share the step count t (updates them in place)."
     return _TEMPLATE.format(
         name=name,
         rule=program.text,
@@ -246,7 +240,9 @@ def export_torch(rule: str | Program, name: str = "EvolvedOptimizer", lr: float 
         lr=lr,
         state_init=state_init,
         schedule_check=schedule_check,
-        body="\n".join(direction_source(program)),
+        schedule_warning=schedule_warning,
+        warn_method=warn_method,
+        step_function=plan_source(plan, "_step", doc),
     )
 
 
@@ -266,11 +262,15 @@ def write_module(path: str | os.PathLike, source: str) -> None:
 
 def load_optimizer_class(rule: str | Program, name: str = "EvolvedRule", lr: float = 1e-3):
     """The Optimizer class from the exported module for ``rule`` (the file a user gets)."""
-    source = export_torch(rule, name, lr)
+    return getattr(load_module(export_torch(rule, name, lr), name), name)
+
+
+def load_module(source: str, name: str):
+    """Import generated ``source`` (written under the cache folder, named by its digest)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     module_name = f"evolve_exported_{name}_{digest}"
     if module_name in sys.modules:
-        return getattr(sys.modules[module_name], name)
+        return sys.modules[module_name]
     path = _exported_dir() / f"{module_name}.py"
     if not path.exists() or path.read_text(encoding="utf-8") != source:
         write_module(path, source)
@@ -280,8 +280,8 @@ def load_optimizer_class(rule: str | Program, name: str = "EvolvedRule", lr: flo
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
-    return getattr(module, name)
+    return module
 
 
-__all__ = ["check_class_name", "direction_source", "export_torch", "load_optimizer_class",
-           "write_module"]
+__all__ = ["check_class_name", "export_torch", "load_module", "load_optimizer_class",
+           "plan_source", "write_module"]

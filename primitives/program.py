@@ -33,12 +33,11 @@ from primitives.grammar import (
 from primitives.table import (
     CONST,
     ELEMENTWISE_INDEX,
-    OP_ACC,
     OP_BIAS,
-    OP_EMA,
     OP_SCHEDULE,
     SCHEDULE_INDEX,
     TABLE,
+    UPDATE_OPCODES,
     VEC,
 )
 
@@ -51,7 +50,7 @@ class StateBuffer:
     """A per-parameter buffer the rule keeps across steps."""
 
     register: int
-    update: str  # "ema" or "accumulate"
+    update: str  # the StateUpdate row's name: "ema" or "accumulate"
     beta: float
     source: str  # canonical text of the expression it averages
 
@@ -84,6 +83,19 @@ class Program:
         """The tuple of arrays the interpreter entry points take, in order."""
         return (self.code, self.consts, self.literal_registers, self.literal_values,
                 self.n_registers, self.output)
+
+
+def needs_total_steps(rule: str | Node | Program) -> bool:
+    """Whether a rule (known name, text, tree or Program) reads a schedule (``lin_decay``,
+    ``cos_decay``), so its torch optimizer needs ``total_steps``. RuleSyntaxError on bad text."""
+    if isinstance(rule, Program):
+        return rule.uses_schedule
+    if isinstance(rule, str):
+        from primitives.rules import resolve
+
+        rule = parse(resolve(rule))
+    return any(TABLE.get(node.name) is not None and TABLE[node.name].kind == "schedule"
+               for node in rule.walk())
 
 
 def rule_hash(text: str) -> str:
@@ -131,10 +143,10 @@ class _Compiler:
             prim = TABLE.get(node.name)
             if prim is not None and prim.kind == "state":
                 beta = float(node.args[1].value)
-                skey = f"{prim.update}|{beta!r}|{texts[id(node.args[0])]}"
+                skey = f"{prim.update.name}|{beta!r}|{texts[id(node.args[0])]}"
                 if skey not in seen_state:
                     seen_state.add(skey)
-                    state_keys.append((skey, prim.update, beta, texts[id(node.args[0])]))
+                    state_keys.append((skey, prim.update.name, beta, texts[id(node.args[0])]))
         # literals in vec positions
         for node, typ in _typed_postorder(tree):
             if node.is_literal and typ == VEC and node.value not in seen_lit:
@@ -177,13 +189,13 @@ class _Compiler:
             elif prim.kind == "state":
                 beta = float(node.args[1].value)
                 src = memo[texts[id(node.args[0])]]
-                skey = f"{prim.update}|{beta!r}|{texts[id(node.args[0])]}"
+                skey = f"{prim.update.name}|{beta!r}|{texts[id(node.args[0])]}"
                 sreg = state_reg[skey]
                 if skey not in updated_states:
                     updated_states.add(skey)
-                    op = OP_EMA if prim.update == "ema" else OP_ACC
+                    op = UPDATE_OPCODES[prim.update.name]
                     self.code.append((op, sreg, src, src, src, self.const_index(beta)))
-                if prim.read == "raw":
+                if not prim.bias_corrected:
                     memo[key] = sreg
                 else:
                     dst = next_reg
@@ -251,4 +263,5 @@ def _typed_postorder(tree: Node):
         stack.extend((a, t, False) for a, t in reversed(list(zip(node.args, prim.args))))
 
 
-__all__ = ["Program", "StateBuffer", "compile_rule", "rule_hash", "REG_GRAD", "REG_WEIGHT"]
+__all__ = ["Program", "StateBuffer", "compile_rule", "needs_total_steps", "rule_hash", "REG_GRAD",
+           "REG_WEIGHT"]

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from primitives.grammar import Node, parse
-
 
 @dataclass(frozen=True)
 class KnownRule:
+    """A published optimizer as a rule: its name, rule text, where it comes from, a note."""
+
     name: str
     rule: str
     source: str
     note: str = ""
-
-    def tree(self) -> Node:
-        return parse(self.rule)
 
 
 # Lion updates its momentum *after* taking the sign. Our state buffers are updated before the
@@ -74,6 +71,15 @@ KNOWN_RULES: dict[str, KnownRule] = {
             "addsign",
             "mul(add(1.0, mul(sign(g), sign(ema(g, 0.9)))), g)",
             "Bello et al. 2017, Neural Optimizer Search (AddSign, alpha 1)",
+        ),
+        KnownRule(
+            "evo2025",
+            "add(mul(sign(g), 0.7345), "
+            "mul(div(ema(g, 0.8553), add(sqrt(ema(square(g), 0.9358)), 5.4e-09)), 3.6352))",
+            "Marfinetz 2025, Evolving Deep Learning Optimizers (arXiv 2512.11853), the evolved "
+            "optimizer: d = 0.7345 sign(g) + 3.6352 m / (sqrt(v) + 5.4e-9), m and v plain EMAs "
+            "of g and g^2 (b1 0.8553, b2 0.9358, no bias correction)",
+            "the paper's lr warmup and cosine decay are the training schedule, outside the rule",
         ),
         KnownRule(
             "adabelief",

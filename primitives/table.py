@@ -1,10 +1,14 @@
-"""The primitive table: every primitive of the search space, defined once for every backend.
+"""The primitive table: every primitive of the search space, one row each, read by every backend.
 
-Each entry names a primitive and gives its argument types, its scalar Numba kernel (the
-interpreter applies it in one vectorised loop), its torch form (a callable for the torch backend
-and a source template for the code generator), its sympy form and how it prints in LaTeX.
-Backends never special-case a primitive by name: they read this table. The tests in
-``tests/test_table.py`` run over every entry, so a new primitive is one entry here.
+A row holds everything a backend needs (its fields are named below): the scalar Numba kernel the
+interpreter runs, the torch callable and source template for elementwise code, the ``_foreach``
+pipeline of the exported optimizer, the sign facts and bias-correction algebra its code generator
+uses, the sympy form and the LaTeX template. The math of the state buffers (the EMA, the
+accumulator, Adam's bias correction) is a row of its own (:class:`StateUpdate`,
+:data:`BIAS_CORRECTION`), so the interpreter, the torch backend and the exported class share it.
+Backends never special-case a primitive by name, and the tests of ``tests/test_table.py`` run over
+every row, so a new primitive is one row here (or one :func:`register` call before ``fitness`` is
+imported, which is how the tests add one).
 
 Types (the DEAP type tags live in :mod:`primitives.gp`):
 
@@ -13,13 +17,19 @@ Types (the DEAP type tags live in :mod:`primitives.gp`):
 * ``beta``  a decay constant in [0, 1] for a state buffer (EMA, momentum).
 
 A numeric literal in a ``vec`` position is a constant tensor filled with that value.
+
+The module is over 400 lines because it is the table: one row per primitive with its kernel and
+forms side by side, which is the point of the module.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from numba import njit
@@ -31,35 +41,34 @@ BETA = "beta"
 # exp() clips its argument here so that one large intermediate does not make every rule inf.
 EXP_CLIP = 50.0
 
+# A pipeline is a tuple of steps ``(method, *args)``: ``torch._foreach_<method>`` applied to the
+# value flowing through it (the first vec input, or a state buffer), the lowering choosing the
+# in-place variant where the value is a temporary of its own. Argument tokens: "x", "y" (the vec
+# inputs; "x1", "x2" the two factors of a product), "c", "|c|", "-|c|" (the const), "b", "1-b"
+# (a decay constant), or a float; a dict as the last element holds keyword arguments.
+Pipeline = tuple[tuple[Any, ...], ...]
+
+
+def _no_sign_facts(nonneg: tuple, positive: tuple, c: float) -> tuple[bool, bool]:
+    return False, False
+
 
 @dataclass(frozen=True)
 class Primitive:
-    """One primitive of the search space.
+    """What every row has: a name the grammar admits, argument types, a doc line, LaTeX.
 
-    kind:
-      ``elementwise``  out = kernel(x, y, z, c) per element; ``args`` are vec inputs followed by
-                       at most one ``const`` literal (passed as ``c``).
-      ``state``        a per-parameter buffer updated once per step from its vec input before the
-                       rule reads it (torch.optim's convention); ``read`` says what is returned.
-      ``operand``      a leaf: the gradient ``g`` or the weights ``w``.
-      ``schedule``     a leaf that depends on the step only: ``kernel(frac)`` with
-                       frac = (t - 1) / total_steps clipped to [0, 1].
+    ``kind`` is ``elementwise``, ``state``, ``operand`` (g, w) or ``schedule``. ``latex`` is a
+    template over the arguments (vec inputs ``x y z``, const ``c``, decay ``b``);
+    ``latex_prec`` is its precedence (0: delimits its arguments, 1: additive, 2: multiplicative,
+    3: a power), so the printer knows where parentheses are needed.
     """
 
     name: str
     kind: str
     args: tuple[str, ...]
     doc: str
-    kernel: Any = None
-    torch_fn: Callable | None = None
-    torch_src: str = ""
-    sympy_fn: Callable | None = None
     latex: str = ""
-    # state primitives: how the buffer is updated ("ema" or "accumulate") and read ("raw" or
-    # "bias_corrected").
-    update: str = ""
-    read: str = ""
-    extra: dict = field(default_factory=dict)
+    latex_prec: int = 0
 
     @property
     def arity(self) -> int:
@@ -70,9 +79,106 @@ class Primitive:
         return sum(1 for a in self.args if a == VEC)
 
 
+@dataclass(frozen=True)
+class Elementwise(Primitive):
+    """out = f(x, y, z, c) per element: vec inputs, then at most one const literal (``c``).
+
+    kernel:      scalar Numba kernel ``(x, y, z, c) -> float`` (``inline='always'``); the
+                 interpreter applies it in one loop. NaN handling matches torch on CPU.
+    torch_fn:    the same on tensors, ``(x, y, z, c) -> Tensor`` (broadcasting, out of place).
+    torch_src:   source template of ``torch_fn`` for generated code (``{x} {y} {z} {c}
+                 {absc}`` = |c|).
+    foreach:     the pipeline of ``torch._foreach_*`` ops that computes it over lists of
+                 tensors; None: the lowering maps ``torch_fn`` over the tensors.
+    guard:       index of the vec input whose zeros the primitive protects (div's y, log's x):
+                 ``foreach`` holds only where that input is never zero; elsewhere ``torch_fn``
+                 (masked) is used.
+    sign_rule:   ``(nonneg, positive, c) -> (nonneg, positive)`` of the result from those of
+                 the vec inputs ("positive" = never exactly zero, even for NaN inputs).
+    divisor:     how a positive per-step divisor d on the inputs passes through, so Adam's bias
+                 corrections stay scalars: ``keep`` f(x/d) = f(x)/d, ``drop`` f(x/d) = f(x),
+                 ``sqrt``, ``square``, ``product`` (x/d1 * y/d2), ``quotient``, ``shift``
+                 (x/d + c = (x + c*d)/d for a scalar c, or two lists with the same d); ""
+                 divides first.
+    fused:       ``(method, a, b)``: f is ``a * b`` (``addcmul_``) or ``a / b`` (``addcdiv_``) of
+                 the tokens a, b, so a consumer adds ``value * f`` to a tensor in one pass
+                 without materialising f (a state buffer's update, the parameter step).
+    sympy_fn:    the sympy form ``(x, y, c...) -> Expr`` with the kernel's protections.
+    """
+
+    kernel: Any = None
+    torch_fn: Callable | None = None
+    torch_src: str = ""
+    foreach: Pipeline | None = None
+    guard: int | None = None
+    sign_rule: Callable = _no_sign_facts
+    divisor: str = ""
+    fused: tuple[str, str, str] | tuple[()] = ()
+    sympy_fn: Callable | None = None
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """How a state buffer m is updated from its input x once per step, with decay b.
+
+    kernel:  scalar Numba kernel ``(m, x, b) -> new m`` (the interpreter's loop body);
+    foreach: the in-place pipeline on the list of buffers (tokens "x", "b", "1-b");
+    foreach_product: the same where x is a product x1*x2 (a ``fused`` addcmul_ row), which is
+             then never materialised (Adam's second moment: ``mul_`` and ``addcmul_``).
+    """
+
+    name: str
+    formula: str
+    kernel: Any
+    foreach: Pipeline
+    foreach_product: Pipeline
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    """Adam's bias correction: a buffer is read as m / denominator(b, t), and as 0 when b == 1.
+
+    kernel: scalar Numba kernel ``(b, t) -> 1 - b**t`` (``t`` the 1-based step, as a float);
+    src:    its source template for generated code (``{b}`` a float literal, ``t`` the step).
+    """
+
+    formula: str
+    kernel: Any
+    src: str
+
+
+@dataclass(frozen=True)
+class State(Primitive):
+    """A per-parameter buffer updated once per step from its vec input, before the rule reads
+    it (torch.optim's convention); ``bias_corrected`` reads it through :data:`BIAS_CORRECTION`."""
+
+    update: StateUpdate | None = None
+    bias_corrected: bool = False
+
+
+@dataclass(frozen=True)
+class Schedule(Primitive):
+    """A leaf that depends on the step only: ``kernel(frac)`` with frac from :func:`schedule_frac`.
+
+    ``kernel`` is a scalar Numba kernel (its ``py_func`` is the Python form); ``src`` its source
+    template for generated code (``{frac}``; ``math`` is imported there).
+    """
+
+    kernel: Any = None
+    src: str = ""
+
+
 # --------------------------------------------------------------------------------------------
 # Scalar Numba kernels. Uniform signature (x, y, z, c) so the interpreter can dispatch over a
-# tuple of them; unused arguments are ignored. NaN handling is chosen to match torch on CPU.
+# tuple of them; unused arguments are ignored.
+
+
+@njit(inline="always")
+def lerp(start, end, weight):
+    """torch.lerp's formula (the branch with the smaller rounding error for each weight)."""
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
 
 
 @njit(inline="always")
@@ -169,7 +275,23 @@ def _k_clip(x, y, z, c):
 
 @njit(inline="always")
 def _k_interp(x, y, z, c):
-    return (1.0 - c) * x + c * y
+    return lerp(x, y, c)
+
+
+@njit(inline="always")
+def _u_ema(m, x, b):
+    return b * m + (1.0 - b) * x
+
+
+@njit(inline="always")
+def _u_accumulate(m, x, b):
+    return b * m + x
+
+
+@njit(inline="always")
+def _bias_denominator(b, t):
+    # a float power (libm pow), as torch.optim.Adam's bias correction computes it
+    return 1.0 - b ** t
 
 
 @njit(inline="always")
@@ -183,33 +305,7 @@ def _s_cos(frac):
 
 
 # --------------------------------------------------------------------------------------------
-# torch forms (imported lazily so that the search path never needs torch)
-
-
-def _t(name: str) -> Callable:
-    """torch callable for an elementwise primitive; kept apart from the kernels for clarity."""
-
-    def where0(cond, value, like):
-        return value.where(cond, like.new_zeros(()))
-
-    forms: dict[str, Callable] = {
-        "add": lambda x, y, z, c: x + y,
-        "sub": lambda x, y, z, c: x - y,
-        "mul": lambda x, y, z, c: x * y,
-        "div": lambda x, y, z, c: where0(y != 0, x / y, x),
-        "neg": lambda x, y, z, c: -x,
-        "abs": lambda x, y, z, c: x.abs(),
-        "sign": lambda x, y, z, c: x.sign(),
-        "sqrt": lambda x, y, z, c: x.abs().sqrt(),
-        "square": lambda x, y, z, c: x * x,
-        "exp": lambda x, y, z, c: x.clamp(max=EXP_CLIP).exp(),
-        "log": lambda x, y, z, c: where0(x != 0, x.abs().log(), x),
-        "max": lambda x, y, z, c: _torch().maximum(x, y),
-        "min": lambda x, y, z, c: _torch().minimum(x, y),
-        "clip": lambda x, y, z, c: x.clamp(-abs(c), abs(c)),
-        "interp": lambda x, y, z, c: (1.0 - c) * x + c * y,
-    }
-    return forms[name]
+# torch and sympy helpers (imported lazily, so that the search path never needs either)
 
 
 def _torch():
@@ -218,239 +314,358 @@ def _torch():
     return torch
 
 
-# Source templates for the code generator: {x} {y} are tensor expressions, {c} a float literal.
-_TORCH_SRC = {
-    "add": "{x} + {y}",
-    "sub": "{x} - {y}",
-    "mul": "{x} * {y}",
-    "div": "({x} / {y}).where({y} != 0, {y}.new_zeros(()))",
-    "neg": "-{x}",
-    "abs": "{x}.abs()",
-    "sign": "{x}.sign()",
-    "sqrt": "{x}.abs().sqrt()",
-    "square": "{x} * {x}",
-    "exp": "{x}.clamp(max=" + repr(EXP_CLIP) + ").exp()",
-    "log": "{x}.abs().log().where({x} != 0, {x}.new_zeros(()))",
-    "max": "torch.maximum({x}, {y})",
-    "min": "torch.minimum({x}, {y})",
-    "clip": "{x}.clamp(-{absc}, {absc})",
-    "interp": "{omc} * {x} + {c} * {y}",
-}
-
-
-# In-place variants for the code generator, used when {x} is a temporary whose only use is
-# this opcode (so overwriting it is invisible). Missing: no in-place form.
-_TORCH_INPLACE = {
-    "add": "{x}.add_({y})",
-    "sub": "{x}.sub_({y})",
-    "mul": "{x}.mul_({y})",
-    "neg": "{x}.neg_()",
-    "abs": "{x}.abs_()",
-    "sign": "{x}.sign_()",
-    "sqrt": "{x}.abs_().sqrt_()",
-    "square": "{x}.mul_({x})",
-    "exp": "{x}.clamp_(max=" + repr(EXP_CLIP) + ").exp_()",
-    "clip": "{x}.clamp_(-{absc}, {absc})",
-}
-# Where the denominator is never exactly zero, protected division is plain division
-# (NaN and inf propagate the same way in both), so the generator can drop the mask.
-_TORCH_DIV_NONZERO = ("{x} / {y}", "{x}.div_({y})")
-
-# Sign facts for the code generator: (nonneg, positive) of the result from those of the vec
-# inputs ("positive" = never exactly zero; NaN is allowed, it propagates identically).
-_SIGN_RULES = {
-    "add": lambda nn, pos, c: (nn[0] and nn[1], (nn[0] and pos[1]) or (pos[0] and nn[1])),
-    "mul": lambda nn, pos, c: (nn[0] and nn[1], False),
-    "div": lambda nn, pos, c: (nn[0] and nn[1], False),
-    "abs": lambda nn, pos, c: (True, pos[0]),
-    "sqrt": lambda nn, pos, c: (True, pos[0]),
-    "square": lambda nn, pos, c: (True, False),
-    "exp": lambda nn, pos, c: (True, False),
-    "sign": lambda nn, pos, c: (nn[0], pos[0] and nn[0]),
-    "max": lambda nn, pos, c: (nn[0] or nn[1], (pos[0] and nn[0]) or (pos[1] and nn[1])),
-    "min": lambda nn, pos, c: (nn[0] and nn[1], pos[0] and pos[1] and nn[0] and nn[1]),
-    "clip": lambda nn, pos, c: (nn[0], False),
-    "interp": lambda nn, pos, c: (nn[0] and nn[1] and 0.0 <= c <= 1.0, False),
-}
-
-
 def _sympy():
     import sympy
 
     return sympy
 
 
-def _sympy_form(name: str) -> Callable:
-    def f(*a):
-        sp = _sympy()
-        x = a[0] if a else None
-        y = a[1] if len(a) > 1 else None
-        forms = {
-            "add": lambda: x + y,
-            "sub": lambda: x - y,
-            "mul": lambda: x * y,
-            "div": lambda: x / y,
-            "neg": lambda: -x,
-            "abs": lambda: sp.Abs(x),
-            "sign": lambda: sp.sign(x),
-            "sqrt": lambda: sp.sqrt(sp.Abs(x)),
-            "square": lambda: x**2,
-            "exp": lambda: sp.exp(x),
-            "log": lambda: sp.log(sp.Abs(x)),
-            "max": lambda: sp.Max(x, y),
-            "min": lambda: sp.Min(x, y),
-            "clip": lambda: sp.Max(sp.Min(x, abs(y)), -abs(y)),
-            "interp": lambda: (1 - a[2]) * x + a[2] * y,
-        }
-        return forms[name]()
-
-    return f
+def _where0(cond, value, like):
+    return value.where(cond, like.new_zeros(()))
 
 
-def _elementwise(name: str, args: tuple[str, ...], kernel, doc: str, latex: str) -> Primitive:
-    return Primitive(
-        name=name,
-        kind="elementwise",
-        args=args,
-        doc=doc,
-        kernel=kernel,
-        torch_fn=_t(name),
-        torch_src=_TORCH_SRC[name],
-        sympy_fn=_sympy_form(name),
-        latex=latex,
-        extra={
-            "inplace_src": _TORCH_INPLACE.get(name),
-            "sign_rule": _SIGN_RULES.get(name, lambda nn, pos, c: (False, False)),
-            "nonzero_src": _TORCH_DIV_NONZERO if name == "div" else None,
-        },
-    )
+@cache
+def protected_sympy() -> tuple[type, type]:
+    """sympy functions ``pdiv(x, y)`` and ``plog(x)`` with the kernels' protections.
+
+    They become ``x/y`` and ``log|x|`` (or 0) as soon as sympy can tell whether the guarded
+    value is zero (a number, or ``sqrt(v) + 1e-08``), and stay opaque otherwise: a Piecewise at
+    zero would say the same but makes ``simplify`` of evolved rules several times slower.
+    """
+    sp = _sympy()
+
+    class pdiv(sp.Function):  # noqa: N801 - sympy prints the class name
+        """x / y, and 0 where y == 0."""
+
+        @classmethod
+        def eval(cls, x, y):
+            if y.is_zero:
+                return sp.S.Zero
+            if y.is_zero is False:
+                return x / y
+            return None
+
+        def _eval_rewrite_as_Piecewise(self, x, y, **kwargs):
+            return sp.Piecewise((0, sp.Eq(y, 0)), (x / y, True))
+
+    class plog(sp.Function):  # noqa: N801
+        """log|x|, and 0 where x == 0."""
+
+        @classmethod
+        def eval(cls, x):
+            if x.is_zero:
+                return sp.S.Zero
+            if x.is_zero is False:
+                return sp.log(sp.Abs(x))
+            return None
+
+        def _eval_rewrite_as_Piecewise(self, x, **kwargs):
+            return sp.Piecewise((0, sp.Eq(x, 0)), (sp.log(sp.Abs(x)), True))
+
+    return pdiv, plog
+
+
+def _sympy_div(x, y):
+    return protected_sympy()[0](x, y)
+
+
+def _sympy_log(x):
+    return protected_sympy()[1](x)
+
+
+def _sympy_clip(x, c):
+    sp = _sympy()
+    return sp.Max(sp.Min(x, abs(c)), -abs(c))
 
 
 V, C, B = VEC, CONST, BETA
 
-ELEMENTWISE: tuple[Primitive, ...] = (
-    _elementwise("add", (V, V), _k_add, "x + y", "{x} + {y}"),
-    _elementwise("sub", (V, V), _k_sub, "x - y", "{x} - {y}"),
-    _elementwise("mul", (V, V), _k_mul, "x * y", "{x} {y}"),
-    _elementwise("div", (V, V), _k_div, "x / y, and 0 where y == 0", "\\frac{{{x}}}{{{y}}}"),
-    _elementwise("neg", (V,), _k_neg, "-x", "-{x}"),
-    _elementwise("abs", (V,), _k_abs, "|x|", "|{x}|"),
-    _elementwise("sign", (V,), _k_sign, "sign(x) in {-1, 0, 1} (0 for NaN, as torch)", ""),
-    _elementwise("sqrt", (V,), _k_sqrt, "sqrt(|x|)", "\\sqrt{{|{x}|}}"),
-    _elementwise("square", (V,), _k_square, "x * x", "{x}^2"),
-    _elementwise("exp", (V,), _k_exp, f"exp(min(x, {EXP_CLIP:g}))", "e^{{{x}}}"),
-    _elementwise("log", (V,), _k_log, "log|x|, and 0 where x == 0", "\\log|{x}|"),
-    _elementwise("max", (V, V), _k_max, "elementwise maximum (NaN propagates)", ""),
-    _elementwise("min", (V, V), _k_min, "elementwise minimum (NaN propagates)", ""),
-    _elementwise("clip", (V, C), _k_clip, "clamp x to [-|c|, |c|]", ""),
-    _elementwise("interp", (V, V, C), _k_interp, "(1 - a) * x + a * y", ""),
+ELEMENTWISE: tuple[Elementwise, ...] = (
+    Elementwise(
+        "add", "elementwise", (V, V), "x + y", "{x} + {y}", 1,
+        kernel=_k_add, torch_fn=lambda x, y, z, c: x + y, torch_src="{x} + {y}",
+        foreach=(("add", "y"),), divisor="shift",
+        sign_rule=lambda nn, pos, c: (nn[0] and nn[1], (nn[0] and pos[1]) or (pos[0] and nn[1])),
+        sympy_fn=lambda x, y: x + y,
+    ),
+    Elementwise(
+        "sub", "elementwise", (V, V), "x - y", "{x} - {y}", 1,
+        kernel=_k_sub, torch_fn=lambda x, y, z, c: x - y, torch_src="{x} - {y}",
+        foreach=(("sub", "y"),), divisor="shift", sympy_fn=lambda x, y: x - y,
+    ),
+    Elementwise(
+        "mul", "elementwise", (V, V), "x * y", "{x} \\cdot {y}", 2,
+        kernel=_k_mul, torch_fn=lambda x, y, z, c: x * y, torch_src="{x} * {y}",
+        foreach=(("mul", "y"),), sign_rule=lambda nn, pos, c: (nn[0] and nn[1], False),
+        divisor="product", fused=("addcmul_", "x", "y"), sympy_fn=lambda x, y: x * y,
+    ),
+    Elementwise(
+        "div", "elementwise", (V, V), "x / y, and 0 where y == 0", "\\frac{{{x}}}{{{y}}}", 0,
+        kernel=_k_div, torch_fn=lambda x, y, z, c: _where0(y != 0, x / y, x),
+        torch_src="({x} / {y}).where({y} != 0, {y}.new_zeros(()))",
+        foreach=(("div", "y"),), guard=1,
+        sign_rule=lambda nn, pos, c: (nn[0] and nn[1], False),
+        divisor="quotient", fused=("addcdiv_", "x", "y"), sympy_fn=_sympy_div,
+    ),
+    Elementwise(
+        "neg", "elementwise", (V,), "-x", "-{x}", 2,
+        kernel=_k_neg, torch_fn=lambda x, y, z, c: -x, torch_src="-{x}",
+        foreach=(("neg",),), sign_rule=lambda nn, pos, c: (False, pos[0]),
+        divisor="keep", sympy_fn=lambda x: -x,
+    ),
+    Elementwise(
+        "abs", "elementwise", (V,), "|x|", "\\left|{x}\\right|", 0,
+        kernel=_k_abs, torch_fn=lambda x, y, z, c: x.abs(), torch_src="{x}.abs()",
+        foreach=(("abs",),), sign_rule=lambda nn, pos, c: (True, pos[0]),
+        divisor="keep", sympy_fn=lambda x: _sympy().Abs(x),
+    ),
+    Elementwise(
+        # never "positive": sign(nan) is 0
+        "sign", "elementwise", (V,), "sign(x) in {-1, 0, 1} (0 for NaN, as torch)",
+        "\\operatorname{{sign}}\\left({x}\\right)", 0,
+        kernel=_k_sign, torch_fn=lambda x, y, z, c: x.sign(), torch_src="{x}.sign()",
+        foreach=(("sign",),), sign_rule=lambda nn, pos, c: (nn[0], False),
+        divisor="drop", sympy_fn=lambda x: _sympy().sign(x),
+    ),
+    Elementwise(
+        "sqrt", "elementwise", (V,), "sqrt(|x|)", "\\sqrt{{\\left|{x}\\right|}}", 0,
+        kernel=_k_sqrt, torch_fn=lambda x, y, z, c: x.abs().sqrt(), torch_src="{x}.abs().sqrt()",
+        foreach=(("abs",), ("sqrt",)), sign_rule=lambda nn, pos, c: (True, pos[0]),
+        divisor="sqrt", sympy_fn=lambda x: _sympy().sqrt(_sympy().Abs(x)),
+    ),
+    Elementwise(
+        "square", "elementwise", (V,), "x * x", "{x}^{{2}}", 3,
+        kernel=_k_square, torch_fn=lambda x, y, z, c: x * x, torch_src="{x} * {x}",
+        foreach=(("mul", "x"),), sign_rule=lambda nn, pos, c: (True, False),
+        divisor="square", fused=("addcmul_", "x", "x"), sympy_fn=lambda x: x**2,
+    ),
+    Elementwise(
+        "exp", "elementwise", (V,), f"exp(min(x, {EXP_CLIP:g}))", "e^{{{x}}}", 3,
+        kernel=_k_exp, torch_fn=lambda x, y, z, c: x.clamp(max=EXP_CLIP).exp(),
+        torch_src="{x}.clamp(max=" + repr(EXP_CLIP) + ").exp()",
+        foreach=(("clamp_max", EXP_CLIP), ("exp",)), sign_rule=lambda nn, pos, c: (True, False),
+        sympy_fn=lambda x: _sympy().exp(_sympy().Min(x, EXP_CLIP)),
+    ),
+    Elementwise(
+        "log", "elementwise", (V,), "log|x|, and 0 where x == 0", "\\log\\left|{x}\\right|", 0,
+        kernel=_k_log, torch_fn=lambda x, y, z, c: _where0(x != 0, x.abs().log(), x),
+        torch_src="{x}.abs().log().where({x} != 0, {x}.new_zeros(()))",
+        foreach=(("abs",), ("log",)), guard=0, sympy_fn=_sympy_log,
+    ),
+    Elementwise(
+        "max", "elementwise", (V, V), "elementwise maximum (NaN propagates)",
+        "\\max\\left({x}, {y}\\right)", 0,
+        kernel=_k_max, torch_fn=lambda x, y, z, c: _torch().maximum(x, y),
+        torch_src="torch.maximum({x}, {y})", foreach=(("maximum", "y"),),
+        sign_rule=lambda nn, pos, c: (nn[0] or nn[1], (pos[0] and nn[0]) or (pos[1] and nn[1])),
+        sympy_fn=lambda x, y: _sympy().Max(x, y),
+    ),
+    Elementwise(
+        "min", "elementwise", (V, V), "elementwise minimum (NaN propagates)",
+        "\\min\\left({x}, {y}\\right)", 0,
+        kernel=_k_min, torch_fn=lambda x, y, z, c: _torch().minimum(x, y),
+        torch_src="torch.minimum({x}, {y})", foreach=(("minimum", "y"),),
+        sign_rule=lambda nn, pos, c: (nn[0] and nn[1], pos[0] and pos[1] and nn[0] and nn[1]),
+        sympy_fn=lambda x, y: _sympy().Min(x, y),
+    ),
+    Elementwise(
+        "clip", "elementwise", (V, C), "clamp x to [-|c|, |c|]",
+        "\\operatorname{{clip}}_{{{c}}}\\left({x}\\right)", 0,
+        kernel=_k_clip, torch_fn=lambda x, y, z, c: x.clamp(-abs(c), abs(c)),
+        torch_src="{x}.clamp(-{absc}, {absc})",
+        foreach=(("clamp_min", "-|c|"), ("clamp_max", "|c|")),
+        sign_rule=lambda nn, pos, c: (nn[0], False), sympy_fn=_sympy_clip,
+    ),
+    Elementwise(
+        "interp", "elementwise", (V, V, C), "(1 - c) * x + c * y, computed as torch.lerp",
+        "\\operatorname{{interp}}_{{{c}}}\\left({x}, {y}\\right)", 0,
+        kernel=_k_interp, torch_fn=lambda x, y, z, c: x.lerp(y, c), torch_src="{x}.lerp({y}, {c})",
+        foreach=(("lerp", "y", "c"),),
+        sign_rule=lambda nn, pos, c: (nn[0] and nn[1] and 0.0 <= c <= 1.0, False),
+        sympy_fn=lambda x, y, c: (1 - c) * x + c * y,
+    ),
 )
 
-STATE: tuple[Primitive, ...] = (
-    Primitive(
-        name="ema",
-        kind="state",
-        args=(V, B),
-        doc="exponential moving average m = b*m + (1-b)*x, updated before the rule reads it",
-        update="ema",
-        read="raw",
-    ),
-    Primitive(
-        name="ema_bc",
-        kind="state",
-        args=(V, B),
-        doc="the same EMA, bias-corrected as Adam: m / (1 - b**t)",
-        update="ema",
-        read="bias_corrected",
-    ),
-    Primitive(
-        name="mom",
-        kind="state",
-        args=(V, B),
-        doc="heavy-ball accumulator m = b*m + x (torch.optim.SGD momentum, dampening 0)",
-        update="accumulate",
-        read="raw",
-    ),
+# The EMA is b*m + (1-b)*x (torch.optim.Adam's second moment), not torch.lerp (Adam's first
+# moment): the same value but other inf/NaN cases, and only this form takes a product without
+# materialising it, which saves a temporary list per step (page faults: ~3 passes on CPU).
+EMA_UPDATE = StateUpdate(
+    "ema", "m = b*m + (1-b)*x", _u_ema,
+    (("mul", "b"), ("add", "x", {"alpha": "1-b"})),
+    (("mul", "b"), ("addcmul", "x1", "x2", "1-b")),
+)
+ACCUMULATE_UPDATE = StateUpdate(
+    "accumulate", "m = b*m + x (torch.optim.SGD's momentum buffer, dampening 0)", _u_accumulate,
+    (("mul", "b"), ("add", "x")),
+    (("mul", "b"), ("addcmul", "x1", "x2", 1.0)),
+)
+BIAS_CORRECTION = BiasCorrection("m / (1 - b**t); 0 where b == 1", _bias_denominator,
+                                 "(1.0 - {b} ** t)")
+
+STATE: tuple[State, ...] = (
+    State("ema", "state", (V, B), "exponential moving average m = b*m + (1-b)*x, updated "
+          "before the rule reads it", "\\operatorname{{EMA}}_{{{b}}}\\left({x}\\right)",
+          update=EMA_UPDATE),
+    State("ema_bc", "state", (V, B), "the same EMA, bias-corrected as Adam: m / (1 - b**t)",
+          "\\widehat{{\\operatorname{{EMA}}}}_{{{b}}}\\left({x}\\right)",
+          update=EMA_UPDATE, bias_corrected=True),
+    State("mom", "state", (V, B), "heavy-ball accumulator m = b*m + x (torch.optim.SGD "
+          "momentum, dampening 0)", "\\operatorname{{mom}}_{{{b}}}\\left({x}\\right)",
+          update=ACCUMULATE_UPDATE),
 )
 
 OPERANDS: tuple[Primitive, ...] = (
-    Primitive(name="g", kind="operand", args=(), doc="the gradient"),
-    Primitive(name="w", kind="operand", args=(), doc="the parameter (weights) before the step"),
+    Primitive("g", "operand", (), "the gradient", "g"),
+    Primitive("w", "operand", (), "the parameter (weights) before the step", "w"),
 )
 
-SCHEDULES: tuple[Primitive, ...] = (
-    Primitive(
-        name="lin_decay",
-        kind="schedule",
-        args=(),
-        doc="linear decay 1 - (t-1)/T over total_steps T (Neural Optimizer Search)",
-        kernel=_s_lin,
-        extra={"py": lambda frac: 1.0 - frac, "src": "1.0 - {frac}"},
-    ),
-    Primitive(
-        name="cos_decay",
-        kind="schedule",
-        args=(),
-        doc="cosine decay 0.5 * (1 + cos(pi * (t-1)/T)) over total_steps T",
-        kernel=_s_cos,
-        extra={
-            "py": lambda frac: 0.5 * (1.0 + math.cos(math.pi * frac)),
-            "src": "0.5 * (1.0 + math.cos(math.pi * {frac}))",
-        },
-    ),
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("lin_decay", "schedule", (),
+             "linear decay 1 - (t-1)/T over total_steps T (Neural Optimizer Search); 0 after T",
+             "\\operatorname{{lin}}(t)", kernel=_s_lin, src="1.0 - {frac}"),
+    Schedule("cos_decay", "schedule", (),
+             "cosine decay 0.5 * (1 + cos(pi * (t-1)/T)) over total_steps T; 0 after T",
+             "\\operatorname{{cos}}(t)", kernel=_s_cos,
+             src="0.5 * (1.0 + math.cos(math.pi * {frac}))"),
 )
 
-TABLE: dict[str, Primitive] = {p.name: p for p in ELEMENTWISE + STATE + OPERANDS + SCHEDULES}
+TABLE: dict[str, Primitive] = {}
+ELEMENTWISE_INDEX: dict[str, int] = {}
+SCHEDULE_INDEX: dict[str, int] = {}
 
-# Opcode layout shared by the interpreter and the torch backend.
-N_ELEMENTWISE = len(ELEMENTWISE)
-ELEMENTWISE_INDEX = {p.name: i for i, p in enumerate(ELEMENTWISE)}
-OP_EMA = 100  # state update: s = b*s + (1-b)*x
-OP_ACC = 101  # state update: s = b*s + x
-OP_BIAS = 102  # dst = s / (1 - b**t)
+# Opcode layout shared by the interpreter and the torch backend. Elementwise opcodes are the
+# row's index in ELEMENTWISE, so they must stay below OP_EMA.
+OP_EMA = 100  # state update: EMA_UPDATE
+OP_ACC = 101  # state update: ACCUMULATE_UPDATE
+OP_BIAS = 102  # dst = s / BIAS_CORRECTION(b, t)
 OP_SCHEDULE = 110  # + index into SCHEDULES: dst = schedule(frac), filled each step
-SCHEDULE_INDEX = {p.name: i for i, p in enumerate(SCHEDULES)}
+UPDATE_OPCODES = {EMA_UPDATE.name: OP_EMA, ACCUMULATE_UPDATE.name: OP_ACC}
+UPDATES = {OP_EMA: EMA_UPDATE, OP_ACC: ACCUMULATE_UPDATE}
 
-ELEMENTWISE_KERNELS = tuple(p.kernel for p in ELEMENTWISE)
-SCHEDULE_KERNELS = tuple(p.kernel for p in SCHEDULES)
-
-
-def names() -> list[str]:
-    """Every name the rule grammar admits."""
-    return sorted(TABLE)
+N_ELEMENTWISE = 0
+ELEMENTWISE_KERNELS: tuple = ()
+SCHEDULE_KERNELS: tuple = ()
+_locked = False
 
 
-def schedule_frac(t: int, total_steps: int) -> float:
-    """Position in the schedule for 1-based step t: (t-1)/T clipped to [0, 1]."""
-    if total_steps <= 0:
+def _index() -> None:
+    """Rebuild the name and opcode indexes after the rows changed."""
+    global N_ELEMENTWISE, ELEMENTWISE_KERNELS, SCHEDULE_KERNELS
+    TABLE.clear()
+    TABLE.update({p.name: p for p in ELEMENTWISE + STATE + OPERANDS + SCHEDULES})
+    ELEMENTWISE_INDEX.clear()
+    ELEMENTWISE_INDEX.update({p.name: i for i, p in enumerate(ELEMENTWISE)})
+    SCHEDULE_INDEX.clear()
+    SCHEDULE_INDEX.update({p.name: i for i, p in enumerate(SCHEDULES)})
+    N_ELEMENTWISE = len(ELEMENTWISE)
+    ELEMENTWISE_KERNELS = tuple(p.kernel for p in ELEMENTWISE)
+    SCHEDULE_KERNELS = tuple(p.kernel for p in SCHEDULES)
+
+
+_index()
+
+
+def register(prim: Elementwise | Schedule) -> None:
+    """Add an elementwise or schedule row at run time (a plug-in, or a test's new primitive).
+
+    Call it before importing :mod:`fitness` or any backend: those read the table when they are
+    imported, and importing :mod:`fitness` locks it (the interpreter's cache key covers the rows
+    present then, see :func:`kernel_signature`).
+    """
+    global ELEMENTWISE, SCHEDULES
+    if _locked:
+        raise RuntimeError(
+            f"cannot add {prim.name!r}: the primitive table is locked (fitness was imported and "
+            "keyed its compiled interpreter to the rows it saw); register primitives first"
+        )
+    if prim.name in TABLE or not prim.name.isidentifier():
+        raise ValueError(f"primitive name {prim.name!r} is taken or not an identifier")
+    if isinstance(prim, Elementwise) and prim.kind == "elementwise":
+        if len(ELEMENTWISE) + 1 >= OP_EMA:
+            raise ValueError(f"at most {OP_EMA - 1} elementwise primitives fit the opcodes")
+        if not prim.args or prim.args[0] != VEC or prim.args.count(CONST) > 1 or BETA in prim.args:
+            raise ValueError("elementwise args are vec inputs then at most one const")
+        ELEMENTWISE = ELEMENTWISE + (prim,)
+    elif isinstance(prim, Schedule) and prim.kind == "schedule" and not prim.args:
+        SCHEDULES = SCHEDULES + (prim,)
+    else:
+        raise ValueError(f"{prim.name!r}: only elementwise and schedule rows can be registered")
+    _index()
+
+
+def lock() -> None:
+    """Refuse further :func:`register` calls (fitness calls this when it takes its cache key)."""
+    global _locked
+    _locked = True
+
+
+def kernel_signature() -> str:
+    """sha256 of what the interpreter's compiled dispatch depends on: row order, names, argument
+    types and the source of every kernel (so a row added at run time changes it)."""
+    digest = hashlib.sha256()
+    kernels = [(p.name, p.args, p.kernel) for p in ELEMENTWISE + SCHEDULES]
+    kernels += [(u.name, (), u.kernel) for u in UPDATES.values()]
+    kernels.append(("bias", (), BIAS_CORRECTION.kernel))
+    for name, args, kernel in kernels:
+        digest.update(f"{name}{args}".encode())
+        try:
+            digest.update(inspect.getsource(kernel.py_func).encode())
+        except (OSError, TypeError):  # defined without a source file: its bytecode stands in
+            code = kernel.py_func.__code__
+            digest.update(code.co_code + repr(code.co_consts).encode())
+    return digest.hexdigest()[:16]
+
+
+def schedule_frac(t: int, total_steps: int | None) -> float:
+    """Position in the schedule for 1-based step t: (t-1)/T clipped to [0, 1] (0 without T).
+
+    After T steps the position stays at 1, so ``lin_decay`` and ``cos_decay`` stay at their end
+    value 0 (the torch classes warn once when that happens).
+    """
+    if not total_steps or total_steps <= 0:
         return 0.0
     return min(max((t - 1) / total_steps, 0.0), 1.0)
 
 
-def scalar_reference(name: str, x: float, y: float = 0.0, c: float = 0.0) -> float:
-    """Apply one elementwise primitive to Python floats (for tests and docs)."""
-    return float(TABLE[name].kernel.py_func(x, y, 0.0, c))
+SCHEDULE_FRAC_SRC = "min(max((t - 1) / total_steps, 0.0), 1.0) if total_steps else 0.0"
 
 
 __all__ = [
+    "ACCUMULATE_UPDATE",
     "BETA",
+    "BIAS_CORRECTION",
+    "BiasCorrection",
     "CONST",
     "ELEMENTWISE",
     "ELEMENTWISE_INDEX",
     "ELEMENTWISE_KERNELS",
+    "EMA_UPDATE",
     "EXP_CLIP",
+    "Elementwise",
     "N_ELEMENTWISE",
     "OPERANDS",
     "OP_ACC",
     "OP_BIAS",
     "OP_EMA",
     "OP_SCHEDULE",
+    "Pipeline",
     "Primitive",
     "SCHEDULES",
+    "SCHEDULE_FRAC_SRC",
     "SCHEDULE_INDEX",
     "SCHEDULE_KERNELS",
     "STATE",
+    "Schedule",
+    "State",
+    "StateUpdate",
     "TABLE",
+    "UPDATES",
+    "UPDATE_OPCODES",
     "VEC",
+    "kernel_signature",
+    "lerp",
+    "lock",
+    "protected_sympy",
+    "register",
     "schedule_frac",
 ]

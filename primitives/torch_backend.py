@@ -7,37 +7,38 @@ closure's loss; parameters whose grad is None are skipped; lr schedulers work be
 reads ``group["lr"]`` each time. Weight decay is decoupled: ``w <- w - lr * (d + wd * w)``.
 
 The rule is compiled to the same :class:`~primitives.program.Program` the Numba interpreter
-runs, and each opcode is applied with the primitive table's torch form. With ``foreach=True``
-(the default on CUDA) each opcode is applied to all parameters of a group in one list
-comprehension and state updates use ``torch._foreach_*`` kernels.
+runs and lowered to a :class:`~primitives.torch_plan.Plan` of ``torch._foreach_*`` calls, the
+same plan the exported class prints as source (:mod:`primitives.export_torch`). With
+``foreach=True`` (the default on CUDA) it runs once over all parameters of a group, otherwise
+once per parameter. :func:`run_program` runs the plan without the parameter update and returns
+the directions (the real-data tier calls it on stacked tensors).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 import torch
 
+from primitives import table
 from primitives.grammar import Node
-from primitives.program import REG_GRAD, REG_WEIGHT, Program, compile_rule
+from primitives.lowering import lower
+from primitives.program import Program, compile_rule
 from primitives.rules import resolve
-from primitives.table import (
-    ELEMENTWISE,
-    N_ELEMENTWISE,
-    OP_ACC,
-    OP_BIAS,
-    OP_EMA,
-    OP_SCHEDULE,
-    SCHEDULES,
-    schedule_frac,
-)
+from primitives.torch_plan import GRADS, PARAMS, Plan, Scalar, StepArgs
 
 
 @lru_cache(maxsize=256)
 def _program(text: str) -> Program:
     return compile_rule(resolve(text))
+
+
+@lru_cache(maxsize=512)
+def _plan(text: str, step: bool) -> Plan:
+    return lower(_program(text), step)
 
 
 def rule_text(rule: str | Node | Program) -> str:
@@ -49,53 +50,69 @@ def rule_text(rule: str | Node | Program) -> str:
     return _program(rule).text
 
 
+def execute(plan: Plan, params: list, grads: list, states: list[dict], step: StepArgs) -> list | None:
+    """Run ``plan`` on lists of tensors; state buffers (and, for a step plan, params) change in
+    place. Returns the directions for a direction plan, None for a step plan."""
+    env: dict[str, Any] = {GRADS: grads, PARAMS: params}
+    for name, key in plan.states:
+        env[name] = [st[key] for st in states]
+    for call in plan.calls:
+        if call.only_with_decay and step.weight_decay == 0.0:
+            continue
+        args = [_value(a, env, step) for a in call.args]
+        kwargs = {k: _value(v, env, step) for k, v in call.kwargs}
+        if call.kind == "foreach":
+            result = getattr(torch, "_foreach_" + call.method)(*args, **kwargs)
+        elif call.kind == "map":
+            result = _map(table.TABLE[call.method].torch_fn, args, call.const)
+        else:  # fill
+            result = [torch.full_like(x, args[1]) for x in args[0]]
+        if call.out is not None:
+            env[call.out] = result
+    if plan.step:
+        return None
+    if isinstance(plan.output, Scalar):
+        value = plan.output.evaluate(step)
+        return [torch.tensor(value, dtype=g.dtype, device=g.device) for g in grads]
+    return env[plan.output]
+
+
+def _map(fn, args: list, const: float) -> list:
+    """fn over the tensors of the list arguments; a number is a 0-dim tensor like them."""
+    like = next(a for a in args if not isinstance(a, float))  # foreach ops return tuples
+    out = []
+    for i, x in enumerate(like):
+        xs = [x.new_tensor(a) if isinstance(a, float) else a[i] for a in args]
+        out.append(fn(*xs, *xs[:1] * (3 - len(xs)), const))
+    return out
+
+
+def _value(arg: Any, env: dict, step: StepArgs) -> Any:
+    if isinstance(arg, str):
+        return env[arg]
+    if isinstance(arg, float):
+        return arg
+    return arg.evaluate(step)
+
+
 def run_program(program: Program, grads: list, weights: list, states: list[dict], t: int,
                 total_steps: int | None) -> list:
     """Apply one step of ``program`` to lists of tensors; returns the directions d.
 
     ``states[i]`` holds parameter i's buffers under ``StateBuffer.key``; they are updated in
-    place. Literal and schedule registers are 0-dim tensors that broadcast.
+    place. A direction that is the same everywhere (a literal, a schedule) is a 0-dim tensor
+    that broadcasts. Tensors of any shape work (one stacked (M, P) tensor included).
     """
-    n = len(grads)
-    if n == 0:
+    if not grads:
         return []
-    proto = grads[0]
-    regs: list[list | None] = [None] * program.n_registers
-    regs[REG_GRAD] = grads
-    regs[REG_WEIGHT] = weights
-    for reg, value in zip(program.literal_registers.tolist(), program.literal_values.tolist()):
-        scalar = torch.tensor(value, dtype=proto.dtype, device=proto.device)
-        regs[reg] = [scalar] * n
-    keys = {s.register: s.key for s in program.states}
-    for reg, key in keys.items():
-        regs[reg] = [st[key] for st in states]
-    consts = program.consts.tolist()
-    for op, dst, a, b, c, k in program.code.tolist():
-        kc = consts[k] if k >= 0 else 0.0
-        if op < N_ELEMENTWISE:
-            fn = ELEMENTWISE[op].torch_fn
-            xs, ys, zs = regs[a], regs[b], regs[c]
-            regs[dst] = [fn(xs[i], ys[i], zs[i], kc) for i in range(n)]
-        elif op == OP_EMA or op == OP_ACC:
-            bufs = regs[dst]
-            xs = _as_full(regs[a], bufs)
-            torch._foreach_mul_(bufs, kc)
-            torch._foreach_add_(bufs, xs, alpha=(1.0 - kc) if op == OP_EMA else 1.0)
-        elif op == OP_BIAS:
-            denom = 1.0 - kc**t
-            src = regs[a]
-            regs[dst] = [s / denom if denom != 0.0 else torch.zeros_like(s) for s in src]
-        else:
-            prim = SCHEDULES[op - OP_SCHEDULE]
-            value = prim.extra["py"](schedule_frac(t, total_steps or 0))
-            scalar = torch.tensor(value, dtype=proto.dtype, device=proto.device)
-            regs[dst] = [scalar] * n
-    return regs[program.output]
+    plan = _plan(program.text, False)
+    return execute(plan, weights, grads, states, StepArgs(t, total_steps))
 
 
-def _as_full(xs: list, like: list) -> list:
-    """foreach kernels need equal shapes: expand 0-dim literals to their buffer's shape."""
-    return [x if x.shape == y.shape else x.expand_as(y) for x, y in zip(xs, like)]
+def schedule_end_message(owner: str, t: int, total_steps: int) -> str:
+    return (f"{owner}: step {t} is past total_steps={total_steps}; the rule's schedule "
+            "(lin_decay/cos_decay) stays at its end value 0 from here on, so its scheduled "
+            "terms no longer move the weights. Pass total_steps = the number of steps you train.")
 
 
 class EvolvedOptimizer(torch.optim.Optimizer):
@@ -108,8 +125,15 @@ class EvolvedOptimizer(torch.optim.Optimizer):
         lr: learning rate.
         weight_decay: decoupled weight decay (AdamW style), outside the rule.
         maximize: follow the gradient upwards instead of downwards.
-        foreach: apply each opcode to all parameters of a group together (default: on CUDA).
-        total_steps: schedule length T for rules that use ``lin_decay`` or ``cos_decay``.
+        foreach: run the rule with ``torch._foreach_*`` ops over all parameters of a group
+            together (default: on CUDA), else one parameter at a time (less temporary memory).
+        total_steps: schedule length T for rules that use ``lin_decay`` or ``cos_decay``
+            (required for them, see :func:`primitives.program.needs_total_steps`). After T
+            steps those schedules stay at 0 and a warning says so once.
+
+    lr schedulers that cycle momentum (``OneCycleLR``, ``CyclicLR``) need
+    ``cycle_momentum=False``: a rule's decay constants are part of the rule, so there is no
+    ``momentum`` or ``betas`` hyperparameter to cycle.
     """
 
     def __init__(
@@ -132,7 +156,8 @@ class EvolvedOptimizer(torch.optim.Optimizer):
             raise ValueError(f"Invalid total_steps: {total_steps}")
         if _program(text).uses_schedule and total_steps is None:
             raise ValueError(
-                "this rule uses a schedule (lin_decay/cos_decay): pass total_steps=<steps>"
+                "this rule uses a schedule (lin_decay/cos_decay): pass total_steps=<the number "
+                "of steps you will train>"
             )
         defaults: dict[str, Any] = dict(
             rule=text,
@@ -159,44 +184,44 @@ class EvolvedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            program = _program(group["rule"])
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
+            plan = _plan(group["rule"], True)
+            # parameters that joined later (their grad was None before) have their own step
+            # count, so the group runs once per count
+            by_step: dict[int, list] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
                 if p.grad.is_sparse:
                     raise RuntimeError("EvolvedOptimizer does not support sparse gradients")
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
-                    for buf in program.states:
-                        state[buf.key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    for _, key in plan.states:
+                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
+                by_step.setdefault(state["step"], []).append(p)
             foreach = group["foreach"]
-            if foreach is None:
-                foreach = params[0].is_cuda
-            # all params of a group advance together; group them by step count so that a
-            # parameter that joined later (its grad was None before) gets its own bias correction
-            by_step: dict[int, list] = {}
-            for p in params:
-                by_step.setdefault(self.state[p]["step"], []).append(p)
+            total = group["total_steps"]
             for t, ps in by_step.items():
-                if foreach:
-                    self._update(program, group, ps, t)
+                if plan.uses_schedule and total and t > total:
+                    self._warn_schedule_end(t, total)
+                grads = [p.grad for p in ps]
+                if group["maximize"]:
+                    grads = torch._foreach_neg(grads)
+                states = [self.state[p] for p in ps]
+                args = StepArgs(t, total, group["lr"], group["weight_decay"])
+                if foreach if foreach is not None else ps[0].is_cuda:
+                    execute(plan, ps, grads, states, args)
                 else:
-                    for p in ps:
-                        self._update(program, group, [p], t)
+                    for p, g, s in zip(ps, grads, states):
+                        execute(plan, [p], [g], [s], args)
         return loss
 
-    def _update(self, program: Program, group: dict, params: list, t: int) -> None:
-        grads = [-p.grad if group["maximize"] else p.grad for p in params]
-        states = [self.state[p] for p in params]
-        directions = run_program(program, grads, params, states, t, group["total_steps"])
-        lr, wd = group["lr"], group["weight_decay"]
-        for p, d in zip(params, directions):
-            if wd != 0.0:
-                d = d + wd * p
-            p.add_(d, alpha=-lr)
+    def _warn_schedule_end(self, t: int, total: int) -> None:
+        if not getattr(self, "_schedule_end_warned", False):
+            self._schedule_end_warned = True
+            # past this method, step() and torch.optim's no_grad and hook wrappers: the caller
+            warnings.warn(schedule_end_message(type(self).__name__, t, total), stacklevel=5)
 
 
-__all__ = ["EvolvedOptimizer", "rule_text", "run_program"]
+__all__ = ["EvolvedOptimizer", "execute", "rule_text", "run_program", "schedule_end_message"]

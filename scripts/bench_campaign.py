@@ -31,9 +31,10 @@ class RecordingExecutor(SerialExecutor):
         super().__init__(suite, seed)
         self.seen: list[str] = []
 
-    def map(self, rules: list[str]) -> list[Result]:
+    def map(self, rules: list[str], suite: str | None = None,
+            seed: int | None = None) -> list[Result]:
         self.seen.extend(rules)
-        return super().map(rules)
+        return super().map(rules, suite, seed)
 
 
 @click.command()
@@ -45,7 +46,7 @@ class RecordingExecutor(SerialExecutor):
 def main(generations: int, population: int, warm_start: str, seed: int, as_json: bool) -> None:
     warm_numba()
     cfg = CampaignConfig(population=population, generations=generations, warm_start=warm_start,
-                         seed=seed, executor="serial", checkpoint_every=5)
+                         seed=seed, executor="serial", checkpoint_every=5, real_k=0)
     executor = RecordingExecutor(cfg.suite, cfg.seed)
     executor.map(["g"])  # build the worker's evaluator before timing
     executor.seen.clear()

@@ -88,10 +88,15 @@ def collect(limit: int | None) -> list[str]:
     from primitives.grammar import parse, to_text
     from primitives.rules import KNOWN_RULES
 
-    # adam first: every summary compares with it, also with --limit
-    texts = [KNOWN_RULES["adam"].rule] + [r.rule for r in KNOWN_RULES.values()]
-    texts += adam_variants() + campaign_rules()
-    texts += random_rules(12)
+    # adam first (every summary compares with it), then the families in turn, so that a
+    # --limit keeps a mix of known, Adam-like, random and evolved rules
+    families = [[r.rule for r in KNOWN_RULES.values()], adam_variants(), random_rules(12),
+                campaign_rules()]
+    texts = [KNOWN_RULES["adam"].rule]
+    while any(families):
+        for family in families:
+            if family:
+                texts.append(family.pop(0))
     seen, out = set(), []
     for text in texts:
         canonical = to_text(parse(text))
@@ -129,11 +134,22 @@ def stage_config(stage: str) -> dict:
         real_tier.train_ensemble, real_tier.search_task, real_tier._eval, data.BatchOrder,
         torch_tasks.task_loss, torch_tasks.schedule_factor, ensemble))
     tasks = _stage_tasks(stage)
-    extra = _hash_files(["fitness/training/torch_tasks.py"]) if stage == "reference" \
-        else _hash_files(["fitness/training/real_tasks.py"])
+    models = "".join(_source(t.forward) for t in tasks) if stage == "real" else "".join(
+        _source(t.model) for t in torch_tasks.make_tasks().values())
     return {"stage": stage, "tier": real_tier.TIER_VERSION, "search": lr_grid.DEFAULT.to_dict(),
             "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in tasks],
-            "code": hashlib.sha256(code.encode()).hexdigest()[:12], "models": extra}
+            "code": hashlib.sha256(code.encode()).hexdigest()[:12],
+            "models": hashlib.sha256(models.encode()).hexdigest()[:12]}
+
+
+def _source(obj) -> str:
+    """The source of a model or forward function (its closure's own code), for cache keys."""
+    import inspect
+
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        return repr(obj)
 
 
 def _stage_tasks(stage: str) -> list:

@@ -175,7 +175,7 @@ def corrupt_files(workdir: Path) -> dict:
 
     run = workdir / "corrupt-run"
     cfg = CampaignConfig(population=6, generations=3, suite="hurdle", heldout_suite="hurdle",
-                         executor="serial", checkpoint_every=1)
+                         executor="serial", checkpoint_every=1, real_k=0)
     run_campaign(run, config=cfg, stop_after=1)
     checkpoint = run / "checkpoint.json"
     good = checkpoint.read_text()

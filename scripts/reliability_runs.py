@@ -37,7 +37,7 @@ def kill_and_resume(workdir: Path, kills: int, seed: int = 0, generations: int =
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config = {"population": 10, "generations": generations, "seed": 4, "suite": "hurdle",
-              "heldout_suite": "hurdle", "executor": "serial", "checkpoint_every": 1}
+              "heldout_suite": "hurdle", "executor": "serial", "checkpoint_every": 1, "real_k": 0}
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(config))
     straight = workdir / "straight"
@@ -233,7 +233,7 @@ def worker_kill_storm(workdir: Path, seconds: float = 6.0, interval: float = 0.2
     of an uninterrupted serial run."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = {"population": 10, "generations": 150, "seed": 5, "suite": "hurdle",
-              "heldout_suite": "hurdle", "checkpoint_every": 10, "workers": 2}
+              "heldout_suite": "hurdle", "checkpoint_every": 10, "workers": 2, "real_k": 0}
     config_path = workdir / "storm-config.json"
     config_path.write_text(json.dumps({**config, "executor": "serial"}))
     straight = workdir / "storm-straight"
@@ -283,7 +283,7 @@ def disk_full_during_checkpoint(workdir: Path) -> dict:
     from evolve.runner import run_campaign
 
     cfg = CampaignConfig(population=8, generations=4, seed=1, suite="hurdle",
-                         heldout_suite="hurdle", executor="serial", checkpoint_every=1)
+                         heldout_suite="hurdle", executor="serial", checkpoint_every=1, real_k=0)
     run = workdir / "diskfull"
     run_campaign(run, config=cfg, stop_after=2)
     before = (run / "checkpoint.json").read_text()

@@ -195,3 +195,24 @@ def test_the_summary_compares_every_optimizer_with_tuned_adam_over_all_tasks():
     assert summary["sgd"]["loss_ratio"] == pytest.approx(math.prod(ratios) ** 0.5, rel=1e-6)
     text = markdown(results)
     assert "## Against tuned adam" in text and "| adam | 1.000 | 0/2 | 0 |" in text
+
+
+def test_modern_baselines_muon_takes_hidden_matrices_and_schedule_free_runs_constant():
+    from evolve.bench.benchmark import spec_schedule
+    from evolve.bench.modern import MuonWithAdamW
+
+    specs = {s.label: s for s in resolve_specs("schedulefree,muon,adam")}
+    assert spec_schedule(specs["schedulefree"], "cosine") == "constant"
+    assert spec_schedule(specs["muon"], "cosine") == "cosine"
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                              torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = specs["muon"].make(net.parameters(), 0.01, None, 10)
+    assert isinstance(opt, MuonWithAdamW)
+    muon_params = [p for g in opt.muon.param_groups for p in g["params"]]
+    assert len(muon_params) == 1 and muon_params[0] is net[2].weight
+    assert len(opt.param_groups) == 2  # a schedule reaches both halves
+    task = make_tasks(quick=True)["digits_mlp"]
+    for label in ("schedulefree", "muon"):
+        run = train_task(task, lambda p, lr, t, s=specs[label]: s.make(p, lr, None, t), 0.01, 0,
+                         steps=30)
+        assert not run.diverged and run.test_loss < 2.3, label

@@ -71,7 +71,7 @@ def test_table_and_plot_from_results(tmp_path):
 def test_compare_runs_each_strategy_to_the_same_budget_and_resumes(tmp_path):
     cfg = CompareConfig(strategies=("evolution", "random"), budget=16, seeds=1, population=8,
                         children=4, suite="hurdle", heldout_suite="hurdle", executor="serial",
-                        real_tier=False)
+                        real_tier=False, real_k=0)
     results = compare(tmp_path, cfg)
     assert [r["evaluations"] for r in results["runs"]] == [16, 16]
     assert all(r["curve"][0][0] == 8 for r in results["runs"])

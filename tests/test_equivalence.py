@@ -2,8 +2,9 @@
 
 For each known rule, the Numba interpreter, ``EvolvedOptimizer`` and the exported standalone
 class train the same small float64 model for 100 steps; the weights must match torch.optim's
-own optimizer to 1e-6 relative — plainly, across a state_dict save/load in the middle, and
-under an lr scheduler.
+own optimizer to 1e-6 relative (atol 1e-12): plainly, across a state_dict save/load in the
+middle, and under an lr scheduler. Not bit equality: torch.optim.Adam computes its second moment
+as b*v + (1-b)*g*g where the rule's EMA is a lerp, and other libraries round their own way.
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ class LionReference(torch.optim.Optimizer):
                 m.mul_(b2).add_(p.grad, alpha=1 - b2)
 
 
+class Evo2025Reference(torch.optim.Optimizer):
+    """The evolved optimizer of Marfinetz 2025 (arXiv 2512.11853) from its formula:
+    d = 0.7345 sign(g) + 3.6352 m / (sqrt(v) + 5.4e-9), m and v plain EMAs of g and g^2."""
+
+    def __init__(self, params, lr=1e-3):
+        super().__init__(params, dict(lr=lr))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                m, v, g = state["m"], state["v"], p.grad
+                m.mul_(0.8553).add_(g, alpha=1 - 0.8553)
+                v.mul_(0.9358).add_(g * g, alpha=1 - 0.9358)
+                d = 0.7345 * torch.sign(g) + 3.6352 * m / (v.sqrt() + 5.4e-9)
+                p.add_(d, alpha=-group["lr"])
+
+
 # name -> (rule name, reference constructor, lr, weight decay of the rule run)
 CASES = {
     "sgd": ("sgd", lambda ps, lr: torch.optim.SGD(ps, lr=lr), 0.05, 0.0),
@@ -60,6 +82,7 @@ CASES = {
     "adagrad": ("adagrad", lambda ps, lr: torch.optim.Adagrad(ps, lr=lr), 0.1, 0.0),
     "lion": ("lion", lambda ps, lr: LionReference(ps, lr=lr), 0.003, 0.0),
     "lion_wd": ("lion", lambda ps, lr: LionReference(ps, lr=lr, weight_decay=0.5), 0.003, 0.5),
+    "evo2025": ("evo2025", lambda ps, lr: Evo2025Reference(ps, lr=lr), 0.003, 0.0),
 }
 
 
@@ -148,11 +171,45 @@ def test_backends_reproduce_torch_optim(case, mode):
     assert_close(interpreted, expected)
 
 
-def test_foreach_path_matches_single_tensor_path():
-    rule = KNOWN_RULES["adam"].rule
-    a, _ = train_torch(lambda ps, lr: EvolvedOptimizer(ps, rule, lr=lr, foreach=False), 0.01)
-    b, _ = train_torch(lambda ps, lr: EvolvedOptimizer(ps, rule, lr=lr, foreach=True), 0.01)
-    assert_close(b, a)
+@pytest.mark.parametrize("case", ["adam", "adamw", "lion_wd", "nesterov", "adagrad"])
+def test_foreach_paths_reproduce_torch_optim(case):
+    """Both classes with foreach=True (all parameters of a group in one _foreach call per op)
+    and foreach=False (one parameter at a time) follow torch.optim."""
+    rule_name, make_ref, lr, wd = CASES[case]
+    rule = KNOWN_RULES[rule_name].rule
+    expected, _ = train_torch(make_ref, lr)
+    exported_cls = load_optimizer_class(rule, "Exported")
+    for foreach in (True, False):
+        evolved, _ = train_torch(
+            lambda ps, lr_, f=foreach: EvolvedOptimizer(ps, rule, lr=lr_, weight_decay=wd, foreach=f),
+            lr)
+        assert_close(evolved, expected)
+        exported, _ = train_torch(
+            lambda ps, lr_, f=foreach: exported_cls(ps, lr=lr_, weight_decay=wd, foreach=f), lr)
+        assert_close(exported, expected)
+
+
+def test_onecycle_works_with_cycle_momentum_off_as_documented():
+    """OneCycleLR cycles momentum/betas by default, which a rule does not have (its decay
+    constants are part of it); with cycle_momentum=False, as the docstrings say, it runs."""
+    exported_cls = load_optimizer_class("adam", "Exported")
+    assert "cycle_momentum=False" in exported_cls.__doc__
+    assert "cycle_momentum=False" in EvolvedOptimizer.__doc__
+    for make in (lambda ps: exported_cls(ps, lr=0.01), lambda ps: EvolvedOptimizer(ps, "adam", lr=0.01)):
+        model, x, y = make_model()
+        opt = make(list(model.parameters()))
+        with pytest.raises(ValueError, match="momentum"):
+            torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=10)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=10,
+                                                    cycle_momentum=False)
+        lrs = []
+        for _ in range(10):
+            opt.zero_grad()
+            loss_of(model, x, y).backward()
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        assert max(lrs) > 10 * min(lrs)  # the schedule really moved the learning rate
 
 
 def test_state_dict_carries_rule_and_hyperparameters():
@@ -213,6 +270,18 @@ def test_constructor_validates(kwargs, message):
 
 def test_schedule_rule_needs_total_steps():
     model, _, _ = make_model()
-    with pytest.raises(ValueError, match="total_steps"):
+    with pytest.raises(ValueError, match="total_steps=<the number of steps"):
         EvolvedOptimizer(model.parameters(), "mul(lin_decay, g)")
     EvolvedOptimizer(model.parameters(), "mul(lin_decay, g)", total_steps=10)
+    with pytest.raises(ValueError, match="total_steps=<the number of steps"):
+        load_optimizer_class("mul(lin_decay, g)", "Exported")(model.parameters())
+
+
+@pytest.mark.parametrize("name, message", [("class", "is a Python keyword"),
+                                           ("None", "is a Python keyword"),
+                                           ("os.system", "not a Python identifier")])
+def test_class_name_errors_say_what_is_wrong(name, message):
+    from primitives.export_torch import check_class_name
+
+    with pytest.raises(ValueError, match=message):
+        check_class_name(name)

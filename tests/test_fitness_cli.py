@@ -26,7 +26,7 @@ def _cache(tmp_path_factory, monkeypatch):
 def test_score_json_for_a_known_name():
     result = CliRunner().invoke(score, ["adam", "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)
     assert payload["aggregate"] == pytest.approx(1.0)
     assert [t["task"] for t in payload["tasks"]] == [s.name for s in get_suite("search")]
     assert all(set(t) == {"task", "score", "best_lr", "reason"} for t in payload["tasks"])
@@ -35,7 +35,7 @@ def test_score_json_for_a_known_name():
 def test_a_failing_rule_exits_zero_with_floor_scores_and_reasons():
     result = CliRunner().invoke(score, ["neg(g)", "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = json.loads(result.stdout)
     assert payload["aggregate"] < 0.5
     assert all(t["reason"] for t in payload["tasks"])
 
@@ -57,7 +57,7 @@ def test_bad_input_exits_two_with_one_line(args):
 def test_tasks_lists_sizes_and_steps():
     result = CliRunner().invoke(tasks, ["--suite", "heldout", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)["tasks"]
+    rows = json.loads(result.stdout)["tasks"]
     assert len(rows) == len(get_suite("heldout"))
     assert all(r["params"] > 0 and r["steps"] > 0 for r in rows)
     text = CliRunner().invoke(tasks, [])

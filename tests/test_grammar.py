@@ -129,3 +129,10 @@ def test_cli_export_refuses_bad_class_name(tmp_path):
     out = tmp_path / "opt.py"
     result = CliRunner().invoke(main, ["export", "adam", "--name", "os.system", "-o", str(out)])
     assert result.exit_code == 2 and not out.exists()
+
+
+def test_cli_export_says_a_keyword_class_name_is_a_keyword(tmp_path):
+    out = tmp_path / "opt.py"
+    result = CliRunner().invoke(main, ["export", "adam", "--name", "class", "-o", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "'class' is a Python keyword" in result.output

@@ -74,7 +74,7 @@ def test_resume_from_json_state_equals_uninterrupted(name):
 @pytest.mark.parametrize("name", NEW)
 def test_runner_interrupted_and_resumed_equals_uninterrupted(tmp_path, name):
     cfg = _config(name, generations=4, suite="hurdle", heldout_suite="hurdle",
-                  checkpoint_every=2)
+                  checkpoint_every=2, real_k=0)
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     with run_directory(straight):
         run_campaign(straight, config=cfg)
@@ -156,7 +156,7 @@ def test_optuna_journal_holds_the_trials_and_one_of_another_campaign_is_refused(
 
     runs = {}
     small = tmp_path / "small.json"
-    small.write_text(json.dumps({"heldout_suite": "hurdle", "suite": "hurdle"}))
+    small.write_text(json.dumps({"heldout_suite": "hurdle", "suite": "hurdle", "real_k": 0}))
     for seed in (1, 2):
         runs[seed] = tmp_path / f"seed{seed}"
         args = ["run", "--strategy", "optuna-adam", "--population", "6", "--generations", "1",

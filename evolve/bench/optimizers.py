@@ -4,7 +4,9 @@ Entries of ``--rules`` (comma-separated at the top level only, since rule text h
 parentheses):
 
 * a torch baseline: ``adam``, ``adamw``, ``sgd``, ``sgd_momentum`` (or ``momentum``),
-  ``nesterov``, ``lion`` -> torch.optim's own class, or :class:`evolve.bench.lion.Lion`;
+  ``nesterov``, ``lion``, ``schedulefree`` (schedule-free AdamW), ``muon`` (Muon with AdamW
+  for the rest) -> torch.optim's own class, :class:`evolve.bench.lion.Lion`, or
+  :mod:`evolve.bench.modern`;
 * ``rule:NAME`` -> the known rule NAME through the exported class (e.g. ``rule:adam`` to compare
   the generated Adam with torch's);
 * anything else goes through the one rule resolver, :func:`evolve.rundir.resolve_rule`: any
@@ -30,43 +32,55 @@ from evolve.errors import UserError
 from evolve.rundir.refs import canonical, resolve_rule
 from primitives.rules import KNOWN_RULES
 
-# name -> (description, factory(params, lr, weight_decay or None))
-_Factory = Callable[[Iterable, float, float | None], torch.optim.Optimizer]
+# name -> (description, factory(params, lr, weight_decay or None, total_steps or None))
+_Factory = Callable[[Iterable, float, float | None, int | None], torch.optim.Optimizer]
 
 
-def _adam(params, lr, wd):
+def _adam(params, lr, wd, total_steps=None):
     return torch.optim.Adam(params, lr=lr, weight_decay=wd or 0.0)
 
 
-def _adamw(params, lr, wd):
+def _adamw(params, lr, wd, total_steps=None):
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.01 if wd is None else wd)
 
 
-def _sgd(params, lr, wd):
+def _sgd(params, lr, wd, total_steps=None):
     return torch.optim.SGD(params, lr=lr, weight_decay=wd or 0.0)
 
 
-def _sgd_momentum(params, lr, wd):
+def _sgd_momentum(params, lr, wd, total_steps=None):
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd or 0.0)
 
 
-def _nesterov(params, lr, wd):
+def _nesterov(params, lr, wd, total_steps=None):
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd or 0.0)
 
 
-def _lion(params, lr, wd):
+def _lion(params, lr, wd, total_steps=None):
     from evolve.bench.lion import Lion
 
     return Lion(params, lr=lr, weight_decay=wd or 0.0)
 
 
-def _sgd_hd(params, lr, wd):
+def _schedulefree(params, lr, wd, total_steps=None):
+    from evolve.bench.modern import schedule_free_adamw
+
+    return schedule_free_adamw(params, lr, wd, total_steps)
+
+
+def _muon(params, lr, wd, total_steps=None):
+    from evolve.bench.modern import muon
+
+    return muon(params, lr, wd, total_steps)
+
+
+def _sgd_hd(params, lr, wd, total_steps=None):
     from evolve.bench.hypergradient import SGDHD
 
     return SGDHD(params, lr=lr, weight_decay=wd or 0.0)
 
 
-def _adam_hd(params, lr, wd):
+def _adam_hd(params, lr, wd, total_steps=None):
     from evolve.bench.hypergradient import AdamHD
 
     return AdamHD(params, lr=lr, weight_decay=wd or 0.0)
@@ -79,13 +93,20 @@ BASELINES: dict[str, tuple[str, _Factory]] = {
     "sgd_momentum": ("torch.optim.SGD (momentum 0.9)", _sgd_momentum),
     "nesterov": ("torch.optim.SGD (momentum 0.9, nesterov)", _nesterov),
     "lion": ("evolve.bench.lion.Lion, Chen et al. 2023 Algorithm 2 (betas 0.9, 0.99)", _lion),
+    "schedulefree": ("schedulefree.AdamWScheduleFree (Defazio et al. 2024; constant rate, 5% "
+                     "warm-up, weight decay 0 unless --weight-decay)", _schedulefree),
+    "muon": ("torch.optim.Muon on hidden matrices (AdamW-matched rate) + AdamW on the rest "
+             "(weight decay 0.01 unless --weight-decay)", _muon),
     # hypergradient descent (issue 14): not rules, so no proxy-suite row here
     "sgd_hd": ("evolve.bench.hypergradient.SGDHD, Baydin et al. 2018 (hypergrad lr 1e-3)",
                _sgd_hd),
     "adam_hd": ("evolve.bench.hypergradient.AdamHD, Baydin et al. 2018 (hypergrad lr 1e-7)",
                 _adam_hd),
 }
-ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov"}
+# optimizers that replace the schedule: the benchmark runs them at a constant rate
+SCHEDULE_FREE = ("schedulefree",)
+ALIASES = {"momentum": "sgd_momentum", "sgd_nesterov": "nesterov", "schedule_free": "schedulefree",
+           "sfadamw": "schedulefree"}
 
 # The known rule each baseline corresponds to (for the Numba proxy suite).
 BASELINE_RULES = {"adam": "adam", "adamw": "adam", "sgd": "sgd", "sgd_momentum": "momentum",
@@ -105,9 +126,13 @@ class OptimizerSpec:
              total_steps: int | None = None) -> torch.optim.Optimizer:
         """Build the optimizer for ``params``. ``weight_decay=None`` keeps each default."""
         if self.kind == "torch":
-            return BASELINES[self.label][1](params, lr, weight_decay)
+            return BASELINES[self.label][1](params, lr, weight_decay, total_steps)
         cls = exported_class(self.rule)
         return cls(params, lr=lr, weight_decay=weight_decay or 0.0, total_steps=total_steps)
+
+    @property
+    def schedule_free(self) -> bool:
+        return self.kind == "torch" and self.label in SCHEDULE_FREE
 
     def to_json(self) -> dict:
         return {"label": self.label, "kind": self.kind, "rule": self.rule, "source": self.source}

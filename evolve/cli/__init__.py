@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 
 import click
 
 from evolve.errors import UserError
+
+STARTED = time.monotonic()  # when the command started (LazyGroup.main): --time-limit counts from here
 
 # name -> "module:attribute" of the click command
 COMMANDS = {
@@ -47,6 +50,8 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global STARTED
+        STARTED = time.monotonic()  # per invocation: one process may run several (tests)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:

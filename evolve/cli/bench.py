@@ -25,10 +25,11 @@ RULES_HELP = ("comma-separated optimizers: torch baselines (adam, adamw, sgd, sg
               "rule:NAME or any other known rule name, or rule text such as 'sign(ema(g, 0.9))'")
 
 
-def _progress(quiet: bool):
-    if quiet:
-        return None
-    return lambda line: click.echo(line, err=True)
+def _steps(total: int, label: str, quiet: bool):
+    """A progress bar (plain lines when not a terminal) advanced by each progress line."""
+    from evolve.progress import Steps
+
+    return Steps(total, label, quiet=quiet)
 
 
 def _finish(results: dict, out: str, stem: str, as_json: bool, started: float) -> None:
@@ -82,7 +83,9 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedu
                              lrs=parse_lrs(lrs) if lrs else None, quick=quick,
                              weight_decay=weight_decay, proxy=not no_proxy,
                              threads=threads if threads > 0 else None, schedule=schedule)
-    results = run_benchmark(specs, config, progress=_progress(quiet))
+    # one step per (task, optimizer): its whole learning-rate search and seeds
+    with _steps(len(task_names) * len(specs), "benchmark", quiet) as steps:
+        results = run_benchmark(specs, config, progress=steps.line)
     _finish(results, out, "benchmark", as_json, started)
 
 
@@ -128,12 +131,18 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
                         ("--test-subset", test_subset)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1")
-    results = validate_rules(
-        resolve_specs_entries(rules), dataset=dataset, data_dir=data_dir, epochs=epochs,
-        subset=subset, test_subset=test_subset, seeds=seeds,
-        lrs=parse_lrs(lrs) if lrs else None, width=width, batch_size=batch_size, device=device,
-        compile=use_compile, weight_decay=weight_decay,
-        threads=threads if threads is None or threads > 0 else None, progress=_progress(quiet))
+    from evolve.bench.validate import DEFAULT_LRS
+
+    entries = resolve_specs_entries(rules)
+    grid = parse_lrs(lrs) if lrs else list(DEFAULT_LRS)
+    # one step per training run: the lr sweep on seed 0, then the other seeds at the best lr
+    with _steps(len(entries) * (len(grid) + max(seeds, 1) - 1), "validate", quiet) as steps:
+        results = validate_rules(
+            entries, dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
+            test_subset=test_subset, seeds=seeds, lrs=grid, width=width,
+            batch_size=batch_size, device=device, compile=use_compile,
+            weight_decay=weight_decay, threads=threads if threads is None or threads > 0 else None,
+            progress=steps.line)
     _finish(results, out, "validate", as_json, started)
 
 

@@ -36,52 +36,6 @@ def _load_config_file(path: str | None) -> dict:
     return data
 
 
-class Progress:
-    """A rich progress bar on a terminal, plain lines elsewhere (logs, CI, pipes)."""
-
-    def __init__(self, label: str = "evolving"):
-        self.label = label
-        self.rich = None
-        self.task = None
-        self.start_time = time.perf_counter()
-        self.start_gen: int | None = None
-
-    def _begin(self, gen: int, total: int) -> None:
-        self.start_gen = gen - 1  # the generation before the first one this call runs
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
-            self.rich = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(),
-                TextColumn("gen {task.completed}/{task.total}"),
-                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
-            )
-            self.task = self.rich.add_task(self.label, total=total, completed=gen, info="")
-            self.rich.start()
-
-    def __call__(self, row: dict, total: int) -> None:
-        gen = row["generation"]
-        if self.start_gen is None:
-            self._begin(gen, total)
-        elapsed = time.perf_counter() - self.start_time
-        done = max(gen - (self.start_gen or 0), 1)
-        eta = elapsed / done * max(total - gen, 0)
-        best = row.get("best_score")
-        info = (f"best {best:.3f}  median {row.get('median_score') or 0:.3f}  "
-                f"{row.get('candidates_per_s') or 0:.0f} cand/s  cache {row.get('cache_hits', 0)}")
-        if row.get("lost_evaluations"):
-            info += f"  lost {row['lost_evaluations']} (retried {row['retried_evaluations']})"
-        if self.rich is not None:
-            self.rich.update(self.task, completed=gen, info=info)
-        else:
-            click.echo(f"gen {gen}/{total}  {info}  eta {eta:.0f}s", err=True)
-
-    def close(self) -> None:
-        if self.rich is not None:
-            self.rich.stop()
-
-
 def _config_from_options(config_file: str | None, overrides: dict) -> CampaignConfig:
     data = _load_config_file(config_file)
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -93,21 +47,29 @@ def _config_from_options(config_file: str | None, overrides: dict) -> CampaignCo
 
 
 def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = False,
-                    generations: int | None = None, validate: bool = False, quiet: bool = False):
-    """Run or resume the campaign in OUT to its end, funnel and report included."""
+                    generations: int | None = None, validate: bool = False, quiet: bool = False,
+                    time_limit: str | None = None, max_evaluations: int | None = None):
+    """Run or resume the campaign in OUT to its end (or its budget), funnel and report
+    included, with a progress bar (nothing with ``quiet``) and the live view."""
+    from evolve.budget import Budget, parse_duration
+    from evolve.cli import STARTED
+    from evolve.progress import CampaignProgress, StageProgress
     from evolve.runner import run_campaign
     from evolve.strategies import run_directory
 
-    progress = None if quiet else Progress()
+    budget = Budget(time_limit=parse_duration(time_limit) if time_limit else None,
+                    max_evaluations=max_evaluations, started=STARTED)
+    progress = CampaignProgress(budget=budget, quiet=quiet)
+    stages = StageProgress("finishing", quiet=quiet, before=progress.close)
     try:
         # strategies that keep files of their own (the Optuna journal) keep them in OUT
         with run_directory(out):
             return run_campaign(out, config=config, resume=resume, generations=generations,
                                 progress=progress, finish=True, validate=validate,
-                                notify=lambda message: click.echo(message, err=True))
+                                notify=progress.note, budget=budget, live=True, stages=stages)
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
+        stages.close()
 
 
 RUN_OPTIONS = [
@@ -130,6 +92,11 @@ RUN_OPTIONS = [
     click.option("--workers", type=int, default=None, help="Worker processes (0 = one per core)."),
     click.option("--address", "ray_address", default=None, help="Ray cluster address (with --executor ray)."),
     click.option("--suite", default=None, help="Proxy-task suite to search on [default]."),
+    click.option("--task", "tasks", multiple=True, metavar="FILE.py:FUNCTION",
+                 help="Add your own model and data to the real-data tier (repeatable); FUNCTION "
+                      "returns an evolve.UserTask (README: 'Bring your own task')."),
+    click.option("--real-k", type=int, default=None,
+                 help="New candidates per generation trained on the real-data tier (0: off) [2]."),
 ]
 
 
@@ -139,34 +106,63 @@ def run_options(fn):
     return fn
 
 
+BUDGET_OPTIONS = [
+    click.option("--time-limit", default=None, metavar="DURATION",
+                 help="Stop cleanly before this much wall-clock time has passed (90s, 30m, "
+                      "1.5h), keeping time for the final selection and report; `evolve "
+                      "resume` continues exactly."),
+    click.option("--max-evaluations", type=int, default=None, metavar="N",
+                 help="Stop at the end of the generation in which the run has scored N "
+                      "candidates (cache hits included), with the full report."),
+    click.option("--quiet", is_flag=True, help="No progress bar or lines (errors and notes "
+                                                "still print)."),
+]
+
+
+def budget_options(fn):
+    for option in reversed(BUDGET_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @click.command("run")
 @run_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--validate/--no-validate", default=False,
               help="Send the top held-out rules through torch validation (digits) at the end.")
+@budget_options
 @click.option("--refine/--no-refine", default=False,
               help="At the end, fit the constants of the hall of fame's best rules by "
                    "meta-gradient (`evolve refine`; results in OUT/refined/RANK/).")
 @click.option("--refine-top", type=int, default=3, show_default=True,
               help="How many hall-of-fame rules (with constants) --refine refines.")
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
-            workers, ray_address, suite, out, validate, refine, refine_top):
+            workers, ray_address, suite, tasks, real_k, out, validate, time_limit,
+            max_evaluations, quiet, refine, refine_top):
     """Run a campaign (evolution by default; --strategy) and write it to the run directory OUT.
 
     \b
     Examples:
         evolve run --generations 30 --out runs/first
         evolve run --warm-start adam --executor ray --out runs/from-adam
-    Interrupt with Ctrl-C: a checkpoint is saved; continue with `evolve resume RUN`.
+        evolve run --task my_task.py:make_task --out runs/mine
+    Every candidate is scored on the proxy suite; the best new ones of each generation train
+    on the real-data tier, whose confirmed best rule is the answer (RUN:best).
+    Watch it: OUT/report.html reloads itself while the run goes; `tensorboard --logdir
+    OUT/tensorboard` shows its curves. Interrupt with Ctrl-C: a checkpoint, report and plots
+    are saved; continue with `evolve resume OUT`.
     """
     config = _config_from_options(config_file, dict(
         generations=generations, population=population, seed=seed, strategy=strategy,
-        warm_start=warm_start, algorithm=algorithm, executor=executor, workers=workers,
-        ray_address=ray_address, suite=suite))
+        warm_start=_resolve_warm_start(warm_start), algorithm=algorithm, executor=executor,
+        workers=workers, ray_address=ray_address, suite=suite, real_k=real_k))
+    if tasks:
+        config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)
     if refine and refine_top < 1:
         raise UserError("--refine-top must be at least 1")
-    _run_and_finish(out, config, validate=validate)
+    _run_and_finish(out, config, validate=validate, quiet=quiet, time_limit=time_limit,
+                    max_evaluations=max_evaluations)
     _print_summary(out)
     if refine:
         _refine_hall(out, config, refine_top)
@@ -203,16 +199,19 @@ def _refine_hall(out: str, config: CampaignConfig, top: int) -> None:
               help="A new total number of generations: extends a finished run exactly as if it "
                    "had been started with this number.")
 @click.option("--validate/--no-validate", default=False, help="As for `evolve run`.")
-def resume_cmd(run, generations, validate):
+@budget_options
+def resume_cmd(run, generations, validate, time_limit, max_evaluations, quiet):
     """Continue the campaign in RUN from its last checkpoint (same end state as never stopping).
 
     \b
     A run killed before its first checkpoint starts again from its config.json; a finished run
-    says so, and `--generations N` extends it.
+    says so, and `--generations N` extends it. A run stopped by --time-limit or
+    --max-evaluations continues here, with new budgets if given.
     """
     if generations is not None and generations < 0:
         raise UserError("--generations must be >= 0")
-    _run_and_finish(run, None, resume=True, generations=generations, validate=validate)
+    _run_and_finish(run, None, resume=True, generations=generations, validate=validate,
+                    quiet=quiet, time_limit=time_limit, max_evaluations=max_evaluations)
     _print_summary(run)
 
 
@@ -221,8 +220,8 @@ def resume_cmd(run, generations, validate):
 @click.option("--json", "as_json", is_flag=True, help="Print hall of fame, funnel and curves as JSON.")
 def show_cmd(run, as_json):
     """Show the hall of fame and score curves of the campaign in RUN."""
-    from evolve.finalize import needs_total_steps
     from evolve.rundir import RunDirectory
+    from primitives.program import needs_total_steps
 
     rd = RunDirectory(run)
     hall = rd.read_hall_of_fame()
@@ -234,13 +233,18 @@ def show_cmd(run, as_json):
         click.echo(json.dumps({
             "hall_of_fame": hall,
             "curves": {k: [r.get(k) for r in log] for k in
-                       ("generation", "best_score", "median_score", "mean_size", "candidates_per_s")},
+                       ("generation", "best_score", "median_score", "mean_size", "candidates_per_s",
+                        "real_best")},
             "heldout": heldout,
+            "selection": rd.read_selection(),
+            "status": rd.read_status(),
         }, indent=2))
         return
-    click.echo(f"hall of fame of {run} (search score; 1.0 = tuned Adam)")
+    click.echo(f"hall of fame of {run} (1.0 = tuned Adam; real-data tier first, then the "
+               "proxy suite's best)")
     for i, entry in enumerate(hall, 1):
-        click.echo(f"{i:>2}. {entry['score']:+.3f}  {entry['rule']}")
+        tier = entry.get("tier", "proxy")
+        click.echo(f"{i:>2}. {tier:<5} {entry['score']:.3f}  {entry['rule']}")
         if entry.get("simplified") and entry["simplified"] != entry["rule"]:
             click.echo(f"           pruned: {entry['simplified']}")
         if entry["needs_total_steps"]:
@@ -252,46 +256,52 @@ def show_cmd(run, as_json):
         click.echo("held-out ranking:")
         for row in heldout.get("ranking", [])[:5]:
             click.echo(f"    {row['heldout_score']:+.3f} (search {row['search_score']:+.3f})  {row['rule']}")
+    selection = rd.read_selection()
+    if selection and selection.get("pareto"):
+        click.echo("Pareto front (real-data tier score against rule size):")
+        for point in selection["pareto"]:
+            click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
     rule, how = rd.final_selection()
     click.echo(f"{run}:best ({how}): {rule}")
+    _say_if_stopped(rd, run)
 
 
 @click.command("demo")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory [build/demo-run-<time>].")
-@click.option("--generations", type=int, default=150, show_default=True)
-@click.option("--population", type=int, default=64, show_default=True)
-def demo_cmd(out, generations, population):
-    """A short real campaign with the defaults, then the discovered rule beside adam and sgd."""
-    from evolve.finalize import needs_total_steps
+@click.option("--generations", type=int, default=40, show_default=True)
+@click.option("--population", type=int, default=32, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar or lines.")
+def demo_cmd(out, generations, population, quiet):
+    """A short real campaign (proxy suite and real-data tier), then the discovered rule beside
+    adam and sgd."""
     from evolve.rundir import REPORT, RunDirectory
     from evolve.worker import score_rules
+    from primitives.program import needs_total_steps
     from primitives.rules import KNOWN_RULES
 
     out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = CampaignConfig(generations=generations, population=population, warm_start="random")
+    config = CampaignConfig(generations=generations, population=population, warm_start="random",
+                            real_k=1, confirm=3)
     click.echo(f"evolving {population} rules for {generations} generations on the "
-               f"'{config.suite}' proxy suite -> {out}", err=True)
-    strategy = _run_and_finish(out, config)
+               f"'{config.suite}' proxy suite, the best new one of each generation trained on "
+               f"the real-data tier -> {out}", err=True)
+    _run_and_finish(out, config, quiet=quiet)
     rd = RunDirectory(out)
-    heldout = rd.read_heldout() or {}
     chosen, how = rd.final_selection()
-    held = {row["rule"]: row["heldout_score"] for row in heldout.get("ranking", [])}
-    search = {ind.rule: ind.score for ind in strategy.hall_of_fame}
-    search.update({c["rule"]: c["score"] for c in strategy.champions})
-    adam, sgd = score_rules(config.suite, config.seed, [KNOWN_RULES["adam"].rule,
-                                                      KNOWN_RULES["sgd"].rule])
-    baselines = heldout.get("baselines", {})
-    rows = [("discovered", search.get(chosen), held.get(chosen), chosen),
-            ("adam", adam.score, baselines.get("adam"), KNOWN_RULES["adam"].rule),
-            ("sgd", sgd.score, baselines.get("sgd"), KNOWN_RULES["sgd"].rule)]
+    from evolve.tiers import real_suite
+
+    rules = [chosen, KNOWN_RULES["adam"].rule, KNOWN_RULES["sgd"].rule]
+    search = score_rules(config.suite, config.seed, rules)
+    held_out = score_rules(config.heldout_suite, config.seed, rules)
+    click.echo("training adam and sgd on the real-data tier for the comparison...", err=True)
+    real = score_rules(real_suite(config), config.seed, rules)
     click.echo("")
-    click.echo("scores: 1.0 = tuned Adam, higher is better; held-out tasks were never searched on")
-    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9}  rule")
-    for name, search_score, held_score, rule in rows:
-        cells = [f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}"
-                 for v, w in ((search_score, 7), (held_score, 9))]
-        click.echo(f"{name:<11} {cells[0]} {cells[1]}  {rule}")
+    click.echo("scores: geometric-mean loss ratio against tuned Adam (1.0 = Adam, higher is "
+               "better); the held-out proxy tasks were never searched on")
+    click.echo(f"{'optimizer':<11} {'search':>7} {'held-out':>9} {'real tier':>10}  rule")
+    for name, rule, s, h, r in zip(("discovered", "adam", "sgd"), rules, search, held_out, real):
+        click.echo(f"{name:<11} {s.score:>7.3f} {h.score:>9.3f} {r.score:>10.3f}  {rule}")
     click.echo(f"(discovered: {how})")
     if needs_total_steps(chosen):
         click.echo("the discovered rule reads a schedule: its exported optimizer needs "
@@ -308,6 +318,38 @@ def _evolve_command() -> str:
     return str(script) if script.exists() else f"{sys.executable} -m evolve.cli"
 
 
+def _with_user_tasks(config: CampaignConfig, specs: tuple[str, ...]) -> CampaignConfig:
+    """The config with the user's tasks added to the real-data tier, each checked first (it
+    is imported, built and run once on its data), so a bad one stops before anything is
+    written."""
+
+    from fitness.training.real_tasks import TaskError, load_user_task
+
+    for spec in specs:
+        try:
+            load_user_task(spec)
+        except TaskError as err:
+            raise UserError(str(err)) from None
+    try:
+        return CampaignConfig.from_dict({**config.to_dict(),
+                                         "real_tasks": [*config.real_tasks, *specs]})
+    except ConfigError as err:
+        raise UserError(f"--task: {err}") from None
+
+
+def _resolve_warm_start(spec: str | None) -> str | None:
+    """``--warm-start`` items that name a run's rule (``RUN:best``, ``RUN:3``...) become that
+    rule's text, so config.json holds the rules themselves and the campaign stays a function
+    of its config."""
+    if spec is None:
+        return None
+    from evolve.config import split_top_level
+    from evolve.rundir.refs import resolve_rule, split_run_ref
+
+    items = split_top_level(spec)
+    return ",".join(resolve_rule(i).text if split_run_ref(i) else i for i in items)
+
+
 def _check_suite(name: str) -> None:
     from evolve.worker import suite_names
 
@@ -315,19 +357,33 @@ def _check_suite(name: str) -> None:
         raise UserError(f"unknown suite {name!r}; choose one of {', '.join(suite_names())}")
 
 
+def _say_if_stopped(rd, run: str) -> None:
+    status = rd.read_status()
+    if status and status.get("state") == "stopped":
+        click.echo(f"stopped at generation {status['generation']} of {status['generations']} "
+                   f"({status['reason']}); continue with `evolve resume {run}`")
+
+
 def _print_summary(run: str) -> None:
-    from evolve.rundir import REPORT, RunDirectory
+    from evolve.rundir import REPORT, REPORT_HTML, RunDirectory
 
     rd = RunDirectory(run)
     hall = rd.read_hall_of_fame()
-    click.echo(f"search champion (score {hall[0]['score']:.3f}): {hall[0]['rule']}")
-    heldout = rd.read_heldout()
-    if heldout and heldout["ranking"]:
-        top = heldout["ranking"][0]
-        click.echo(f"final selection, {run}:best (held-out {top['heldout_score']:.3f}, search "
-                   f"{top['search_score']:.3f}): {top['rule']}")
+    best = max(hall, key=lambda e: e.get("proxy_score", e["score"]))
+    click.echo(f"search champion (proxy score {best.get('proxy_score', best['score']):.3f}): "
+               f"{best['rule']}")
+    selection = rd.read_selection()
+    if selection:
+        top = selection["ranking"][0]
+        shown = top["final_score"] if top["final_score"] is not None else top["real_score"]
+        click.echo(f"final selection, {run}:best (real-data tier {shown:.3f}, tuned Adam = 1; "
+                   f"proxy {top['proxy_score']:.3f}): {top['rule']}")
+    else:
+        rule, how = rd.final_selection()
+        click.echo(f"final selection, {run}:best ({how}): {rule}")
+    _say_if_stopped(rd, run)
     if rd.has_report():
-        click.echo(f"report: {rd.file(REPORT)}")
+        click.echo(f"report: {rd.file(REPORT)} and {rd.file(REPORT_HTML)}")
 
 
 __all__ = ["demo_cmd", "resume_cmd", "run_cmd", "show_cmd"]

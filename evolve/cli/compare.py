@@ -48,19 +48,24 @@ Example:
               help="score each final pick on the real-data tier (minutes a rule on a busy 2-core machine)")
 @click.option("--real-tasks", default=None,
               help="comma-separated real-data tier tasks for the final picks [the tier's own]")
+@click.option("--real-k", type=int, default=None,
+              help="tier-2 candidates per generation inside each campaign, the same for every "
+                   "strategy (0: none; the final pick is then the held-out funnel's) "
+                   "[the campaign default]")
 @click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for compare.md, compare.json, best_so_far.png and runs/")
 def compare_cmd(strategies: str, budget: int, seeds: int, population: int, children: int,
                 suite: str, executor: str, workers: int, real_tier: bool, real_tasks: str | None,
-                as_json: bool, out: str) -> None:
+                real_k: int | None, as_json: bool, out: str) -> None:
     from evolve.cli.campaign import _check_suite
     from evolve.compare import PLOT, TABLE, CompareConfig, compare
 
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     config = CompareConfig(strategies=names, budget=budget, seeds=seeds, population=population,
                            children=children, suite=suite, executor=executor, workers=workers,
-                           real_tier=real_tier, real_tasks=_real_tasks(real_tasks))
+                           real_tier=real_tier, real_tasks=_real_tasks(real_tasks),
+                           real_k=real_k)
     config.check()
     _check_suite(suite)
     started = time.perf_counter()

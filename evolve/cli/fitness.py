@@ -19,7 +19,8 @@ from evolve.errors import UserError
 @click.option("--suite", default="search", show_default=True, help="task suite to score on")
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the task instances")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def score(rule: str, suite: str, seed: int, as_json: bool) -> None:
+@click.option("--quiet", is_flag=True, help="no progress lines on stderr")
+def score(rule: str, suite: str, seed: int, as_json: bool, quiet: bool) -> None:
     """Score RULE against tuned Adam (= 1.0).
 
     RULE is a known name such as adam, rule text, or a campaign's rule: RUN:best (its final
@@ -27,14 +28,30 @@ def score(rule: str, suite: str, seed: int, as_json: bool) -> None:
     tuned Adam's loss gap to the rule's (clipped to [0.25, 2]); the suite's score is their
     geometric mean.
     """
+    from evolve.progress import StageProgress
     from evolve.rundir.refs import resolve_rule
-    from evolve.worker import score_rules, suite_names
+    from evolve.worker import evaluator, score_rules, suite_names, warm_numba
 
     ref = resolve_rule(rule)
     if suite not in suite_names():
         raise UserError(f"unknown suite {suite!r}; known suites: {', '.join(suite_names())}")
-    # the hurdle is for populations; one rule on the command line gets the full suite
-    (result,) = score_rules(suite, seed, [ref.text], hurdle=False)
+    from fitness.tasks import get_suite
+
+    tasks_in_suite = len(get_suite(suite))
+    stages = StageProgress("score", quiet=quiet)
+    try:
+        # the first call in a fresh build compiles Numba's kernels and tunes Adam (both
+        # cached on disk): say so, or the command looks stuck for seconds
+        stages("loading the compiled interpreter (compiled once, then cached)")
+        warm_numba()
+        stages(f"tuning Adam on the {tasks_in_suite} tasks of '{suite}' (cached after the "
+               "first time)")
+        evaluator(suite, seed, hurdle=False)
+        stages(f"scoring the rule on {tasks_in_suite} tasks x the learning-rate grid")
+        # the hurdle is for populations; one rule on the command line gets the full suite
+        (result,) = score_rules(suite, seed, [ref.text], hurdle=False)
+    finally:
+        stages.close()
     tasks = [{"task": t.task, "score": 2.0 ** t.log_ratio, "best_lr": t.best_lr,
               "reason": t.reason} for t in result.tasks]
     if as_json:

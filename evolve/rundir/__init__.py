@@ -13,7 +13,15 @@ Layout (everything JSON / JSONL / Markdown / PNG; see :mod:`evolve.rundir.direct
                             hurdle rejections, lost and retried evaluations, timing)
     RUN/hall_of_fame.json   best rules first: rule, score, per-task scores (+ pruned, sympy forms)
     RUN/heldout.json        the funnel: hall of fame and champions re-scored on held-out tasks
-    RUN/report.md           the campaign report (Markdown), with RUN/score.png, RUN/loss_curves.png
+    RUN/selection.json      the final selection: tier 2's best rules re-scored on fresh seeds,
+                            the first of which is the campaign's answer (``RUN:best``)
+    RUN/status.json         how the last call ended: finished, or stopped (by a budget or a
+                            signal) with the reason and the generation the report describes
+    RUN/report.md           the campaign report (Markdown), with RUN/score.png, RUN/pareto.png,
+                            RUN/loss_curves.png
+    RUN/report.html         the same as one self-contained page (plots inline), rewritten as
+                            the run goes (evolve.live)
+    RUN/tensorboard/        TensorBoard event files: scalars and the best rules as the run goes
     RUN/validation/         torch validation of the top held-out rules (with --validate)
     RUN/.lock               the holder's pid while a process runs, resumes or finishes the run
 
@@ -30,8 +38,13 @@ from evolve.rundir.directory import (
     HELDOUT,
     LOG,
     LOSS_PLOT,
+    PARETO_PLOT,
     REPORT,
+    REPORT_HTML,
     SCORE_PLOT,
+    SELECTION,
+    STATUS,
+    TENSORBOARD,
     VALIDATION,
     Checkpoint,
     RunDirectory,
@@ -42,5 +55,5 @@ from evolve.rundir.lock import LOCK, RunLock
 from evolve.rundir.refs import RuleRef, resolve_rule
 
 __all__ = ["CACHE", "CHECKPOINT", "CONFIG", "Checkpoint", "HALL", "HELDOUT", "LOCK", "LOG",
-           "LOSS_PLOT", "REPORT", "RuleRef", "SCORE_PLOT", "RunDirectory", "RunLock", "VALIDATION", "check_writable_file",
+           "LOSS_PLOT", "PARETO_PLOT", "REPORT", "REPORT_HTML", "TENSORBOARD", "RuleRef", "SELECTION", "SCORE_PLOT", "STATUS", "RunDirectory", "RunLock", "VALIDATION", "check_writable_file",
            "check_writable_folder", "resolve_rule"]

@@ -28,9 +28,14 @@ CACHE = "cache.jsonl"
 LOG = "log.jsonl"
 HALL = "hall_of_fame.json"
 HELDOUT = "heldout.json"
+SELECTION = "selection.json"
+STATUS = "status.json"
 REPORT = "report.md"
 SCORE_PLOT = "score.png"
 LOSS_PLOT = "loss_curves.png"
+PARETO_PLOT = "pareto.png"
+REPORT_HTML = "report.html"
+TENSORBOARD = "tensorboard"
 VALIDATION = "validation"
 CHECKPOINT_FORMAT = 2
 
@@ -285,6 +290,43 @@ class RunDirectory:
             raise UserError(f"{path} has no ranking of {{rule, heldout_score}} objects")
         return funnel
 
+    def write_selection(self, selection: dict) -> None:
+        atomic_write_json(self.file(SELECTION), selection)
+
+    def read_selection(self) -> dict | None:
+        """The campaign's final selection (tier 2, confirmed), or None before its end."""
+        path = self.file(SELECTION)
+        if not path.is_file():
+            return None
+        try:
+            selection = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise UserError(f"{path} is not valid JSON ({_one_line(err)}); rerun the selection "
+                            f"with `evolve resume {self.path}`") from None
+        if not isinstance(selection, dict) or not isinstance(selection.get("rule"), str):
+            raise UserError(f"{path} names no selected rule")
+        return selection
+
+    def write_status(self, status: dict) -> None:
+        atomic_write_json(self.file(STATUS), status)
+
+    def read_status(self) -> dict | None:
+        """How the last call left the run (``state`` finished or stopped, ``reason``, the
+        ``generation`` its report describes), or None when no call has ended it yet."""
+        try:
+            status = json.loads(self.file(STATUS).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return status if isinstance(status, dict) else None
+
+    def report_is_final(self, generation: int) -> bool:
+        """Whether the report is the end-of-run one for ``generation`` (not a stop report,
+        nor one of fewer generations); runs from before ``status.json``: whether one exists."""
+        status = self.read_status()
+        if status is None:
+            return self.has_report() and not self.file(STATUS).exists()
+        return status.get("state") == "finished" and status.get("generation") == generation
+
     def write_report(self, text: str) -> Path:
         atomic_write_text(self.file(REPORT), text)
         return self.file(REPORT)
@@ -300,21 +342,30 @@ class RunDirectory:
     def final_selection(self) -> tuple[str, str]:
         """(rule, how it was chosen): the campaign's answer, what ``RUN:best`` means.
 
-        Today the held-out funnel's first rule; the search champion while the funnel has not
-        run yet (a campaign still going, or stopped before its end).
+        The real-data tier's choice confirmed on fresh seeds (``selection.json``, written when
+        the campaign ends); before that, the hall of fame's first rule (the tier-2 leader when
+        tier 2 has scored any, else the search champion); for runs made without tier 2, the
+        held-out funnel's first rule.
         """
+        selection = self.read_selection()
+        if selection:
+            return selection["rule"], selection.get("how", "the campaign's final selection")
+        hall = self.read_hall_of_fame()
+        if hall[0].get("tier") == "real":
+            return hall[0]["rule"], "the real-data tier's leader (the campaign has not ended)"
         funnel = self.read_heldout()
         if funnel and funnel["ranking"]:
             return funnel["ranking"][0]["rule"], "the held-out funnel's first rule"
-        return (self.read_hall_of_fame()[0]["rule"],
-                "the search champion (the held-out funnel has not run yet)")
+        return hall[0]["rule"], "the search champion (the held-out funnel has not run yet)"
 
     def select(self, selector: str) -> tuple[str, str]:
         """(rule, how) for ``best``, ``search``, ``heldout`` or a hall-of-fame rank ``N``."""
         if selector == "best":
             return self.final_selection()
         if selector == "search":
-            return self.read_hall_of_fame()[0]["rule"], "the search champion"
+            hall = self.read_hall_of_fame()
+            best = max(hall, key=lambda e: e.get("proxy_score", e.get("score")) or 0.0)
+            return best["rule"], "the search champion (best proxy score)"
         if selector == "heldout":
             funnel = self.read_heldout()
             if not funnel or not funnel["ranking"]:
@@ -367,5 +418,5 @@ def check_writable_file(path: str | os.PathLike, what: str) -> Path:
 
 
 __all__ = ["CACHE", "CHECKPOINT", "CHECKPOINT_FORMAT", "CONFIG", "Checkpoint", "HALL", "HELDOUT",
-           "LOG", "LOSS_PLOT", "REPORT", "RunDirectory", "SCORE_PLOT", "VALIDATION", "check_writable_file",
+           "LOG", "LOSS_PLOT", "PARETO_PLOT", "REPORT", "REPORT_HTML", "TENSORBOARD", "RunDirectory", "SCORE_PLOT", "STATUS", "VALIDATION", "check_writable_file",
            "check_writable_folder"]

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from fitness.training import REAL_TASK_NAMES
 from fitness.training import ensemble as E
 from fitness.training.data import Splits
 from fitness.training.real_data import (
@@ -215,8 +216,7 @@ def builtin_tasks() -> dict[str, RealTask]:
     return {t.name: t for t in tasks}
 
 
-BUILTIN_NAMES = ("mixture_mlp", "diabetes_mlp", "teacher_resmlp", "manifold_autoencoder",
-                 "recall_attention", "bars_cnn")
+BUILTIN_NAMES = REAL_TASK_NAMES  # the package names them so configs need not import torch
 
 
 # -------------------------------------------------------------------------------- user tasks

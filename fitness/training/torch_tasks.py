@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from fitness.training import SCHEDULE_NAMES
 from fitness.training import data as D
 
 # A run whose training loss climbs above this multiple of its first loss counts as diverged
 # (as the proxy tasks' ascent check): finite but useless numbers would otherwise win nothing and
 # clutter the tables with 1e17 losses.
 ASCEND = 20.0
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = SCHEDULE_NAMES
 
 # make_optimizer(params, lr, total_steps) -> optimizer; the benchmark binds the rest.
 MakeOptimizer = Callable[[Iterable[Tensor], float, int], torch.optim.Optimizer]

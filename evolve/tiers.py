@@ -1,0 +1,140 @@
+"""Successive halving from the proxy suites to the real-data tier, and the campaign's selection.
+
+Tier 1 (the Numba proxy suite) scores every candidate; each generation the best ``real_k`` new
+candidates by proxy score (at least ``real_min_score``, one per behaviour: fingerprints differ)
+train on tier 2 (:mod:`fitness.training.real_tier`, torch on small real-data tasks). Tier 2's
+results are the campaign's answer (DESIGN invariant 8): the hall of fame lists the rules it
+scored first, best first, and the final selection (``RUN:best``) is the best of its top
+``confirm`` rules re-scored on fresh seeds, which guards against the winner's curse of picking
+the maximum of many noisy scores.
+
+Both tiers score on one scale (:mod:`fitness.score`: the geometric-mean loss ratio against tuned
+Adam, 1.0 = Adam), so a rule's tier-2 score and its proxy score can sit side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from evolve.config import CampaignConfig
+from fitness.score import Result, TaskScore, json_safe
+
+REAL_SUITE_PREFIX = "real:"
+CONFIRM_SEED_OFFSET = 1000  # confirmation seeds: never the seeds the leaderboard was scored on
+
+
+def real_suite(config: CampaignConfig, seeds: Sequence[int] | None = None) -> str:
+    """The executor suite name of the real-data tier of ``config`` (``real:`` + its JSON)."""
+    spec = {"tasks": list(config.real_tasks),
+            "seeds": list(seeds) if seeds is not None else list(range(config.real_seeds)),
+            "schedule": config.schedule}
+    return REAL_SUITE_PREFIX + json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class RealEntry:
+    """A rule the real-data tier scored: its tier-2 and proxy scores and where it came from."""
+
+    rule: str
+    fingerprint: str
+    generation: int
+    size: int
+    proxy_score: float
+    score: float  # tier 2: geometric-mean test-loss ratio against tuned Adam
+    tasks: list[TaskScore] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RealEntry:
+        keys = {f.name for f in fields(TaskScore)}
+        tasks = [TaskScore(**{k: v for k, v in t.items() if k in keys}) for t in d.get("tasks", [])]
+        return cls(rule=str(d["rule"]), fingerprint=str(d["fingerprint"]),
+                   generation=int(d["generation"]), size=int(d["size"]),
+                   proxy_score=float(d["proxy_score"]), score=float(d["score"]), tasks=tasks,
+                   reason=d.get("reason"))
+
+
+class RealTierStage:
+    """Which candidates go to tier 2, and what it said of them (kept in every checkpoint)."""
+
+    def __init__(self, config: CampaignConfig):
+        self.config = config
+        self.entries: list[RealEntry] = []
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.real_k > 0 and bool(self.config.real_tasks)
+
+    def promote(self, rules: Sequence[str], proxy: Sequence[Result], prints: Sequence[str],
+                sizes: Sequence[int]) -> list[tuple[str, str, float, int]]:
+        """(rule, fingerprint, proxy score, size) of this batch's candidates for tier 2."""
+        if not self.enabled:
+            return []
+        seen = {e.fingerprint for e in self.entries}
+        best: dict[str, tuple[str, str, float, int]] = {}
+        for rule, result, fp, size in zip(rules, proxy, prints, sizes):
+            score = float(result.score)
+            if fp in seen or not math.isfinite(score) or score < self.config.real_min_score:
+                continue
+            if fp not in best or (-score, size, rule) < (-best[fp][2], best[fp][3], best[fp][0]):
+                best[fp] = (rule, fp, score, size)
+        ranked = sorted(best.values(), key=lambda c: (-c[2], c[3], c[0]))
+        k = self.config.real_k * (2 if not self.entries else 1)  # the first batch: twice as many
+        return ranked[:k]
+
+    def record(self, candidate: tuple[str, str, float, int], generation: int,
+               result: Result) -> RealEntry:
+        rule, fp, proxy_score, size = candidate
+        score = float(result.score) if math.isfinite(result.score) else 0.0
+        entry = RealEntry(rule, fp, generation, size, proxy_score, score, list(result.tasks),
+                          result.reason)
+        self.entries.append(entry)
+        return entry
+
+    def leaderboard(self) -> list[RealEntry]:
+        """Best tier-2 score first (ties: smaller, then older)."""
+        return sorted(self.entries, key=lambda e: (-e.score, e.size, e.generation, e.rule))
+
+    def best(self) -> RealEntry | None:
+        board = self.leaderboard()
+        return board[0] if board else None
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.entries]
+
+    def load_state(self, entries: Sequence[dict[str, Any]]) -> None:
+        self.entries = [RealEntry.from_dict(d) for d in entries]
+
+
+def confirm_seeds(config: CampaignConfig) -> list[int]:
+    """Fresh seeds for the final confirmation (as many as the tier's own)."""
+    return [CONFIRM_SEED_OFFSET + i for i in range(config.real_seeds)]
+
+
+def select(board: Sequence[RealEntry], confirmations: dict[str, Result]) -> list[dict[str, Any]]:
+    """The final ranking: each confirmed rule by the geometric mean of its two tier-2 scores
+    (the leaderboard's seeds and fresh ones), the rest after them by their leaderboard score."""
+    rows = []
+    for e in board:
+        confirm = confirmations.get(e.fingerprint)
+        final = math.sqrt(e.score * confirm.score) if confirm is not None else None
+        rows.append({"rule": e.rule, "fingerprint": e.fingerprint, "size": e.size,
+                     "generation": e.generation, "proxy_score": e.proxy_score,
+                     "real_score": e.score,
+                     "confirm_score": confirm.score if confirm is not None else None,
+                     "final_score": final,
+                     "confirm_tasks": [asdict(t) for t in confirm.tasks] if confirm else []})
+    return sorted(rows, key=lambda r: (r["final_score"] is None,
+                                       -(r["final_score"] or r["real_score"]), r["size"],
+                                       r["rule"]))
+
+
+__all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirm_seeds", "real_suite",
+           "select"]

@@ -1,0 +1,104 @@
+"""Campaigns with the real-data tier: promotion, the tier-2 hall of fame, the confirmed final
+selection (RUN:best), redrawn proxy instances, and exact resume with both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evolve.config import CampaignConfig
+from evolve.rundir import RunDirectory, resolve_rule
+from evolve.runner import run_campaign
+from evolve.tiers import RealTierStage, select
+from fitness.score import Result, TaskScore
+from scripts.reliability_runs import final_state
+
+TINY_TASK = '''
+import torch
+from fitness.training.real_tasks import UserTask
+
+
+def make_task():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 4, generator=gen)
+    y = (x @ torch.tensor([1.0, -2.0, 0.5, 0.0]) > 0).long()
+    return UserTask("tiny", lambda: torch.nn.Linear(4, 2), (x[:40], y[:40]), (x[40:50], y[40:50]),
+                    (x[50:], y[50:]), steps=12, batch_size=8)
+'''
+
+
+def tiny_config(tmp_path: Path, **extra) -> CampaignConfig:
+    task = tmp_path / "tiny_task.py"
+    task.write_text(TINY_TASK)
+    base = dict(population=8, generations=4, seed=3, suite="hurdle", heldout_suite="hurdle",
+                executor="serial", real_tasks=[f"{task}:make_task"], real_k=1, real_seeds=1,
+                real_min_score=0.5, confirm=2, checkpoint_every=1)
+    return CampaignConfig(**{**base, **extra})
+
+
+def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path):
+    run = tmp_path / "run"
+    strategy = run_campaign(run, config=tiny_config(tmp_path), finish=True)
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert sum(r["real_evaluated"] for r in log) == len(strategy.real.entries) > 0
+    hall = json.loads((run / "hall_of_fame.json").read_text())
+    assert hall[0]["tier"] == "real"
+    real_scores = [e["score"] for e in hall if e["tier"] == "real"]
+    assert real_scores == sorted(real_scores, reverse=True)
+    selection = json.loads((run / "selection.json").read_text())
+    confirmed = [r for r in selection["ranking"] if r["confirm_score"] is not None]
+    assert 1 <= len(confirmed) <= 2 and selection["confirm_seeds"] == [1000]
+    finals = [r["final_score"] for r in confirmed]
+    assert finals == sorted(finals, reverse=True) and selection["rule"] == confirmed[0]["rule"]
+    for row in confirmed:
+        assert row["final_score"] == pytest.approx((row["real_score"] * row["confirm_score"]) ** 0.5)
+    assert resolve_rule(f"{run}:best").text == selection["rule"]
+    assert RunDirectory(run).final_selection()[1].startswith("the real-data tier's best")
+    report = (run / "report.md").read_text()
+    assert "The campaign's answer: the real-data tier" in report and "Pareto front" in report
+
+
+def test_tier_two_and_redrawn_instances_resume_exactly(tmp_path):
+    cfg = tiny_config(tmp_path, generations=5, redraw_every=2)
+    run_campaign(tmp_path / "straight", config=cfg)
+    run_campaign(tmp_path / "broken", config=cfg, stop_after=2)
+    run_campaign(tmp_path / "broken", resume=True, stop_after=1)
+    run_campaign(tmp_path / "broken", resume=True)
+    assert final_state(tmp_path / "broken") == final_state(tmp_path / "straight")
+    state = json.loads((tmp_path / "straight" / "checkpoint.json").read_text())["strategy"]
+    assert state["real"] and state["instance_seed"] == 3 + 5 // 2
+    log = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["proxy_seed"] for r in log] == [3, 3, 4, 4, 5, 5]
+    assert [r["generation"] for r in log if r["rescored"]] == [2, 4]
+
+
+def result(score: float) -> Result:
+    return Result(rule="", score=score, tasks=[TaskScore("t", 0.0)])
+
+
+def test_promotion_takes_the_best_new_behaviours_above_the_threshold():
+    stage = RealTierStage(CampaignConfig(real_k=2, real_min_score=0.9))
+    rules = ["a", "b", "c", "d", "e"]
+    scores = [1.2, 1.2, 0.5, 1.1, 1.0]
+    prints = ["p1", "p1", "p3", "p4", "p5"]
+    sizes = [3, 1, 1, 1, 1]
+    first = stage.promote(rules, [result(s) for s in scores], prints, sizes)
+    # the first batch promotes twice real_k; one rule per fingerprint (the smaller), none below
+    assert [c[0] for c in first] == ["b", "d", "e"]
+    for c in first:
+        stage.record(c, 0, result(c[2] - 0.1))
+    again = stage.promote(rules, [result(s) for s in scores], prints, sizes)
+    assert again == []  # every behaviour above the threshold was scored already
+    assert [e.rule for e in stage.leaderboard()] == ["b", "d", "e"]
+
+
+def test_the_final_ranking_puts_confirmed_rules_first_by_both_scores():
+    stage = RealTierStage(CampaignConfig())
+    for rule, score in (("a", 1.3), ("b", 1.2), ("c", 1.1)):
+        stage.record((rule, "fp" + rule, 1.0, 1), 0, result(score))
+    board = stage.leaderboard()
+    rows = select(board, {"fpa": result(0.9), "fpb": result(1.2)})
+    assert [r["rule"] for r in rows] == ["b", "a", "c"]
+    assert rows[2]["final_score"] is None
