@@ -39,10 +39,11 @@ RESULTS = "compare.json"
 PLOT = "best_so_far.png"
 REAL_CACHE = "real_tier_scores.json"
 BUDGET_DEFINITION = (
-    "an evaluation is one candidate rule a strategy asked for and was told a score for "
-    "(equivalence-cache hits included; the funnel's re-scoring excluded); every strategy asks "
-    "--population rules first and --children in each later generation, and the budget is "
-    "rounded up to a whole generation")
+    "an evaluation is one candidate rule a strategy asked for and was told a proxy score for "
+    "(equivalence-cache hits included); not counted: the funnel's re-scoring at the end, "
+    "re-scoring on redrawn proxy instances, and tier-2 training (--real-k per generation, the "
+    "same for every strategy); every strategy asks --population rules first and --children in "
+    "each later generation, and the budget is rounded up to a whole generation")
 
 Notify = Callable[[str], None]
 
