@@ -145,11 +145,12 @@ def _row(rd: RunDirectory, strategy: str, seed: int) -> dict[str, Any]:
     heldout = rd.read_heldout() or {"ranking": []}
     entry = next((r for r in heldout["ranking"] if r["rule"] == rule), None)
     if entry is None:  # a pick the funnel did not rank (a tier-2 choice): score it the same way
-        from evolve.worker import score_rules
+        from evolve.worker import proxy_suite, score_rules
 
         cfg = rd.read_config()
-        entry = {"search_score": score_rules(cfg.suite, cfg.seed, [rule])[0].score,
-                 "heldout_score": score_rules(cfg.heldout_suite, cfg.seed, [rule])[0].score}
+        entry = {key: score_rules(proxy_suite(suite, cfg.schedule), cfg.seed, [rule])[0].score
+                 for key, suite in (("search_score", cfg.suite),
+                                    ("heldout_score", cfg.heldout_suite))}
     curve = [[int(r["evaluations"]), r["best_score"]] for r in log]
     return {
         "strategy": strategy, "seed": seed, "run": str(rd.path), "rule": rule, "how": how,

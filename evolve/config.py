@@ -11,7 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from fitness.training import REAL_TASK_NAMES, SCHEDULE_NAMES
+from fitness.schedule import SCHEDULES as SCHEDULE_NAMES
+from fitness.training import REAL_TASK_NAMES
 from primitives.grammar import RuleSyntaxError, parse, to_text
 from primitives.rules import KNOWN_RULES
 

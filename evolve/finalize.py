@@ -27,7 +27,7 @@ from evolve.rundir import VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
 from evolve.tiers import confirm_seeds, real_suite, select
-from evolve.worker import fingerprint, score_rules, warm_real_tier
+from evolve.worker import fingerprint, proxy_suite, score_rules, warm_real_tier
 from primitives.program import needs_total_steps
 from primitives.rules import KNOWN_RULES
 
@@ -40,7 +40,8 @@ def funnel(strategy: Strategy) -> dict[str, Any]:
         if rule not in rules:
             rules.append(rule)
     baselines = {name: KNOWN_RULES[name].rule for name in ("adam", "sgd")}
-    results = score_rules(cfg.heldout_suite, cfg.seed, rules + list(baselines.values()))
+    results = score_rules(proxy_suite(cfg.heldout_suite, cfg.schedule), cfg.seed,
+                          rules + list(baselines.values()))
     by_rule = dict(zip(rules, results[: len(rules)]))
     search = {i.rule: i.score for i in strategy.hall_of_fame}
     search.update({c["rule"]: c["score"] for c in strategy.champions})

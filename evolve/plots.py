@@ -264,14 +264,17 @@ def readable_log_axis(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def task_losses(rule: str, task: Any, lr: float) -> np.ndarray:
+def task_losses(rule: str, task: Any, lr: float, schedule: str = "cosine") -> np.ndarray:
     """Training losses of ``rule`` at ``lr`` on a proxy task instance, step by step (the same
-    minibatches and gradient noise the scored run sees); stops at the first non-finite loss."""
+    minibatches, gradient noise and lr schedule the scored run sees); stops at the first
+    non-finite loss."""
     from fitness.interpreter import StepRunner
+    from fitness.schedule import factors
     from primitives.program import compile_rule
 
     noise = task.arrays[3] if task.spec.family == "quadratic" else None
     runner = StepRunner(compile_rule(rule), task.w0, total_steps=task.steps)
+    scale = factors(schedule, task.steps)
     losses = []
     for step in range(task.steps):
         loss, grad = task.loss_and_grad(runner.weights, step)
@@ -280,7 +283,7 @@ def task_losses(rule: str, task: Any, lr: float) -> np.ndarray:
             break
         if noise is not None and noise.shape[0] > step:
             grad = grad + noise[step]
-        runner.step(grad, lr)
+        runner.step(grad, lr * scale[step])
     return np.array(losses)
 
 

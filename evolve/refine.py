@@ -55,6 +55,7 @@ class RefineConfig:
 
     suite: str = "default"  # whose tasks the constants are fitted on
     heldout_suite: str = "heldout"
+    schedule: str = "cosine"  # the lr schedule of the proxy runs (fitness.schedule), as scored
     steps: int = 40  # meta-gradient steps
     meta_lr: float = 0.05  # Adam's step on the transformed constants (logits, log-magnitudes)
     clip_norm: float = 1.0
@@ -157,12 +158,13 @@ class Objective:
         return torch.stack(terms).mean()
 
 
-def _suite_tasks(rule: str, suite: str, seed: int) -> tuple[list[tuple[TorchTask, float, float]],
-                                                               list[str], Any]:
-    from evolve.worker import score_rules
+def _suite_tasks(rule: str, config: RefineConfig
+                 ) -> tuple[list[tuple[TorchTask, float, float]], list[str], Any]:
+    from evolve.worker import proxy_suite, score_rules
     from fitness.tasks import build, get_suite
 
-    result = score_rules(suite, seed, [rule], hurdle=False)[0]
+    suite, seed = config.suite, config.seed
+    result = score_rules(proxy_suite(suite, config.schedule), seed, [rule], hurdle=False)[0]
     by_task = {t.task: t for t in result.tasks}
     tasks, skipped = [], []
     for spec in get_suite(suite):
@@ -172,14 +174,16 @@ def _suite_tasks(rule: str, suite: str, seed: int) -> tuple[list[tuple[TorchTask
                 or score.ref_loss is None:
             skipped.append(spec.name)
             continue
-        tasks.append((TorchTask(instance), float(score.best_lr), float(score.ref_loss)))
+        tasks.append((TorchTask(instance, config.schedule), float(score.best_lr),
+                      float(score.ref_loss)))
     return tasks, skipped, result
 
 
-def _evaluate(rule: str, suite: str, seed: int) -> float:
-    from evolve.worker import score_rules
+def _evaluate(rule: str, suite: str, config: RefineConfig) -> float:
+    from evolve.worker import proxy_suite, score_rules
 
-    return float(score_rules(suite, seed, [rule], hurdle=False)[0].score)
+    return float(score_rules(proxy_suite(suite, config.schedule), config.seed, [rule],
+                             hurdle=False)[0].score)
 
 
 def _gradient_phase(objective: Objective, free: dict[int, torch.Tensor], config: RefineConfig,
@@ -268,7 +272,7 @@ def refine(rule: str, config: RefineConfig = RefineConfig(), notify: Notify | No
                         "1 and zero terms are structural and kept); give a rule with "
                         "constants, such as adam")
     with torch_threads(1):
-        tasks, skipped, before = _suite_tasks(rule, config.suite, config.seed)
+        tasks, skipped, before = _suite_tasks(rule, config)
         if not tasks:
             raise UserError(f"no task of suite {config.suite!r} can be rebuilt in torch for "
                             "refinement; choose another --suite")
@@ -293,19 +297,19 @@ def refine(rule: str, config: RefineConfig = RefineConfig(), notify: Notify | No
     search = {}
     for name, text in texts.items():
         if text not in search.values():
-            search[name] = _evaluate(text, config.suite, config.seed)
+            search[name] = _evaluate(text, config.suite, config)
     chosen = max(search, key=lambda name: (search[name], name == "start"))
     after = texts[chosen]
     notify(f"refine: search score {search['start']:.4f} -> {search[chosen]:.4f} ({chosen})")
     scores = {"before": {"search": search["start"]}, "after": {"search": search[chosen]}}
     for label, text in (("before", rule), ("after", after)):
-        scores[label]["heldout"] = _evaluate(text, config.heldout_suite, config.seed)
+        scores[label]["heldout"] = _evaluate(text, config.heldout_suite, config)
     if config.real_tier:
         from fitness.baselines import cache_dir
         from fitness.training.real_tier import RealTier, RealTierConfig
 
-        tier_config = RealTierConfig(tasks=config.real_tasks) if config.real_tasks \
-            else RealTierConfig()
+        tier_config = RealTierConfig(tasks=config.real_tasks or RealTierConfig().tasks,
+                                     schedule=config.schedule)
         tier = RealTier(tier_config, cache_dir=cache_dir())
         with torch_threads(1):
             notify("refine: real-data tier, before")

@@ -31,7 +31,7 @@ from evolve.executors import Executor, LostEvaluations, make_executor
 from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
 from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, confirm_seeds, real_suite
-from evolve.worker import fingerprint, warm_real_tier
+from evolve.worker import fingerprint, proxy_suite, warm_real_tier
 from fitness.score import Result, json_safe
 from primitives.grammar import parse
 
@@ -298,7 +298,8 @@ def run_campaign(run_dir: str | Path, *, config: CampaignConfig | None = None,
 
 
 def _executor_for(config: CampaignConfig, budget: Budget | None = None) -> Executor:
-    executor = make_executor(config.executor, config.suite, config.seed, config.workers,
+    executor = make_executor(config.executor, proxy_suite(config.suite, config.schedule),
+                             config.seed, config.workers,
                              config.ray_address)
     suites = [real_suite(config)]
     if budget is not None and budget.time_limit is not None and config.confirm:

@@ -20,19 +20,27 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from fitness.score import FLOOR, Result, TaskScore, log_ratio, suite_score
+from fitness.score import Result
 from primitives.grammar import RuleSyntaxError
 
 _EVALUATORS: dict[tuple[str, int, bool], Any] = {}
 
 
+def proxy_suite(suite: str, schedule: str = "cosine") -> str:
+    """The executor suite name of a proxy suite under an lr schedule (``search`` for the default
+    cosine schedule, ``search@constant`` otherwise)."""
+    return suite if schedule == "cosine" else f"{suite}@{schedule}"
+
+
 def evaluator(suite: str, seed: int, hurdle: bool = True):
-    """This process's evaluator for (suite, seed, hurdle), built on first use."""
+    """This process's evaluator for (suite[@schedule], seed, hurdle), built on first use."""
     key = (suite, int(seed), bool(hurdle))
     if key not in _EVALUATORS:
         from fitness.evaluate import Evaluator
 
-        _EVALUATORS[key] = Evaluator(suite=suite, seed=seed, hurdle=hurdle, cache=False)
+        name, _, schedule = suite.partition("@")
+        _EVALUATORS[key] = Evaluator(suite=name, seed=seed, hurdle=hurdle, cache=False,
+                                     schedule=schedule or "cosine")
     return _EVALUATORS[key]
 
 
@@ -70,8 +78,7 @@ def score_rules(suite: str, seed: int, rules: list[str], hurdle: bool = True) ->
     of its own: its seeds are in the suite's spec)."""
     if suite.startswith("real:"):
         return real_tier(suite).evaluate_many(list(rules))
-    ev = evaluator(suite, seed, hurdle)
-    return [_as_result(ev, raw, suite, seed) for raw in ev.evaluate_many(list(rules))]
+    return evaluator(suite, seed, hurdle).evaluate_many(list(rules))
 
 
 def evaluate_chunk(suite: str, seed: int, rules: list[str]) -> list[Result]:
@@ -101,28 +108,6 @@ def _exit_with_parent(every: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _as_result(ev: Any, raw: Any, suite: str, seed: int) -> Result:
-    """Adapter from the evaluator's own result to :class:`fitness.score.Result`.
-
-    Temporary: it stands until ``fitness.evaluate.Evaluator`` returns ``Result`` itself (then
-    the first line is all that is left). It scores each task with
-    :func:`fitness.score.log_ratio` from the losses the evaluator reports, and the suite with
-    :func:`fitness.score.suite_score`.
-    """
-    if isinstance(raw, Result):
-        return raw
-    loss_min = {p.instance.name: p.instance.loss_min for p in ev.tasks}
-    tasks = [TaskScore(task=t.task,
-                       log_ratio=log_ratio(t.loss, t.adam_loss, t.loss0, loss_min.get(t.task, 0.0)),
-                       loss=t.loss, ref_loss=t.adam_loss, loss0=t.loss0, best_lr=t.best_lr,
-                       reason=t.reason)
-             for t in raw.tasks]
-    return Result(rule=raw.rule, score=suite_score(t.log_ratio for t in tasks) if tasks else FLOOR,
-                  tasks=tasks, suite=suite, seed=seed, reason=raw.reason, hurdle=raw.hurdle,
-                  hurdle_score=raw.hurdle_score, fingerprint=raw.fingerprint, cached=raw.cached,
-                  seconds=raw.seconds)
-
-
 @lru_cache(maxsize=200_000)
 def fingerprint(rule: str) -> str:
     """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own)."""
@@ -150,5 +135,5 @@ def warm_numba() -> None:
     score_rules("hurdle", 0, ["g"])
 
 
-__all__ = ["evaluate_chunk", "evaluator", "fingerprint", "init_worker", "real_tier",
+__all__ = ["evaluate_chunk", "evaluator", "fingerprint", "init_worker", "proxy_suite", "real_tier",
            "score_rules", "suite_names", "warm_numba", "warm_real_tier"]

@@ -1,48 +1,52 @@
-"""Tuned Adam and SGD baselines per task instance, cached on disk, and the score normalisation.
+"""The baseline store: tuned Adam on each task instance, computed once and kept on disk.
 
-Score of a rule on one task (docs/scoring.md has the reasoning)::
-
-    gap(L)  = max(L - L_min, 0) + eps          eps = 1e-9 * (L0 - L_min)
-    score   = log(gap(L0) / gap(L)) / log(gap(L0) / gap(L_adam))
-    clipped to [FLOOR, CAP]; a task where no learning rate gave a finite run scores FLOOR.
-
-L0 is the loss at the start, L the rule's best final loss over the lr grid, L_adam tuned Adam's
-(same interpreter, grid and step budget), L_min a lower bound of the loss (0 for every task
-here). So 1.0 is as good as tuned Adam, 0 is no progress, and it is the fraction of Adam's
-progress in log-loss, the scale on which optimizers differ. ``eps`` keeps logs defined when a
-loss reaches L_min exactly and stops 1e-300 vs 1e-30 differences from counting.
-
-Baselines are computed once per task instance and kept as JSON under ``$EVOLVE_CACHE_DIR``
-(default ``~/.cache/evolve-optim``)/baselines, named by a sha256 of the task config, the lr grid
-and the baseline rules; files are written atomically (temp file, then ``os.replace``).
+The reference every proxy score is measured against (:mod:`fitness.score`) is Adam after the
+same learning-rate search, schedule, steps and data as the rule (:func:`fitness.tuning.tune`).
+A result is keyed by everything that determines it (the task config with its seed, the search
+settings, the schedule, Adam's rule text, :data:`BASELINE_VERSION` and a hash of the code that
+computes it, :func:`code_key`) and kept as JSON under
+``$EVOLVE_CACHE_DIR`` (default ``~/.cache/evolve-optim``)``/baselines``, written atomically, and
+in a process-wide memo: a campaign that redraws its instances with a new seed pays Adam's
+search once per seed and process, and a worker that starts later reads the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from functools import cache
 from pathlib import Path
 
-import numpy as np
-
-from fitness import kernels
-from fitness.tasks import RunOutcome, TaskInstance, config_hash
+from fitness import lr_grid, numba_cache
+from fitness import schedule as lr_schedule
+from fitness.tasks import TaskInstance, config_hash
+from fitness.tuning import TunedRun, tune
 from primitives.files import atomic_write_text
 from primitives.program import Program, compile_rule
 from primitives.rules import KNOWN_RULES
 
-FLOOR = -1.0
-CAP = 3.0
-REL_EPS = 1e-9
-BASELINES = ("adam", "sgd")
-# Bump when the score formula or the run loop changes what a baseline file holds.
-BASELINE_VERSION = 2
+REFERENCE = "adam"
+# Bump when what a baseline file holds changes shape.
+BASELINE_VERSION = 3
+# Besides the compiled sources (fitness.numba_cache), the files whose code decides the numbers.
+_CODE = ("fitness/tasks.py", "fitness/datasets.py", "fitness/tuning.py", "fitness/lr_grid.py",
+         "fitness/schedule.py")
 
-REASON_NAN = "diverged (nan/inf)"
-REASON_ASCENDED = "ascended (loss rose above 20x its start)"
-REASON_NO_PROGRESS = "no progress (final loss not below the start)"
+_MEMO: dict[str, TunedRun] = {}
+
+
+@cache
+def code_key() -> str:
+    """sha256 (12 hex digits) of the code that computes a baseline: an edit to a kernel, a
+    task's data or the search gets fresh baselines instead of stale numbers (measured: a
+    changed kernel under an unchanged version made tuned Adam score 0.91 against itself)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(numba_cache.source_key().encode())
+    for rel in _CODE:
+        digest.update((root / rel).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def cache_dir() -> Path:
@@ -51,125 +55,64 @@ def cache_dir() -> Path:
     return Path(root).expanduser()
 
 
-@dataclass
-class BestRun:
-    """The best learning rate of one rule on one task, and why it failed if it did."""
-
-    loss0: float
-    best_loss: float | None  # None when no lr gave a finite run
-    best_lr: float | None
-    reason: str | None
-    losses: list[float | None]  # final loss at each lr (None: failed)
-
-
-def best_run(outcome: RunOutcome, lrs: np.ndarray) -> BestRun:
-    """Pick the lr with the lowest final loss; name the failure when none finished."""
-    ok = (outcome.status == kernels.STATUS_OK) & np.isfinite(outcome.final)
-    losses = [float(v) if good else None for v, good in zip(outcome.final, ok)]
-    if not ok.any():
-        n_nan = int(np.sum(outcome.status == kernels.STATUS_NAN))
-        n_up = int(np.sum(outcome.status == kernels.STATUS_ASCENDED))
-        reason = REASON_NAN if n_nan >= n_up else REASON_ASCENDED
-        return BestRun(outcome.loss0, None, None, reason, losses)
-    k = int(np.argmin(np.where(ok, outcome.final, np.inf)))
-    best = float(outcome.final[k])
-    reason = REASON_NO_PROGRESS if not best < outcome.loss0 else None
-    return BestRun(outcome.loss0, best, float(lrs[k]), reason, losses)
-
-
-def task_score(loss: float | None, loss0: float, loss_adam: float, loss_min: float = 0.0) -> float:
-    """The normalised score of module docstring; FLOOR for a failed run (``loss`` None)."""
-    if loss is None or not math.isfinite(loss) or not math.isfinite(loss0):
-        return FLOOR
-    eps = REL_EPS * max(loss0 - loss_min, 1e-300)
-
-    def gap(value: float) -> float:
-        return max(value - loss_min, 0.0) + eps
-
-    # Adam makes progress on every task of the suites (tests pin this); the max only guards
-    # against division by ~0 on a task someone adds where it does not.
-    denom = max(math.log(gap(loss0) / gap(loss_adam)), 1e-3)
-    score = math.log(gap(loss0) / gap(loss)) / denom
-    return float(min(max(score, FLOOR), CAP))
-
-
-def aggregate(scores: list[float]) -> float:
-    """Suite score: mean after dropping the single best and worst task (with >= 5 tasks).
-
-    Robust to one task going wrong or one lucky task, yet unlike the median it still moves
-    when any task improves, which selection needs.
-    """
-    if not scores:
-        return FLOOR
-    ordered = sorted(scores)
-    if len(ordered) >= 5:
-        ordered = ordered[1:-1]
-    return float(sum(ordered) / len(ordered))
-
-
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True))
-
-
 class BaselineStore:
-    """Tuned baselines (``BASELINES``) per (task instance, lr grid, steps), memoised and on disk."""
+    """Tuned Adam per (task instance, lr search, schedule), memoised and on disk."""
 
     def __init__(self, directory: Path | str | None = None):
         self.directory = Path(directory) if directory is not None else cache_dir() / "baselines"
-        self._memo: dict[str, dict[str, BestRun]] = {}
-        self._programs: dict[str, Program] = {
-            name: compile_rule(KNOWN_RULES[name].rule) for name in BASELINES
-        }
-        self.computed = 0  # baselines computed here rather than read from disk
+        self._program: Program | None = None
+        self.computed = 0  # baselines computed here rather than read from disk or memo
 
-    def key(self, instance: TaskInstance, lrs: np.ndarray, steps: int) -> dict:
-        return {
-            "task": instance.config(),
-            "lrs": [float(v) for v in lrs],
-            "steps": int(steps),
-            "rules": {n: KNOWN_RULES[n].rule for n in BASELINES},
-            "version": BASELINE_VERSION,
-        }
-
-    def get(self, instance: TaskInstance, lrs: np.ndarray, steps: int | None = None
-            ) -> dict[str, BestRun]:
-        steps = instance.steps if steps is None else int(steps)
-        key = self.key(instance, lrs, steps)
-        digest = config_hash(key)
-        if digest in self._memo:
-            return self._memo[digest]
-        path = self.directory / f"{instance.name}-{digest}.json"
-        runs = self._read(path, key)
-        if runs is None:
-            runs = {name: best_run(instance.run(prog, lrs, steps), lrs)
-                    for name, prog in self._programs.items()}
-            self.computed += 1
-            _atomic_write_json(path, {"key": key,
-                                      "baselines": {n: asdict(r) for n, r in runs.items()}})
-        self._memo[digest] = runs
-        return runs
+    @property
+    def program(self) -> Program:
+        if self._program is None:
+            self._program = compile_rule(KNOWN_RULES[REFERENCE].rule)
+        return self._program
 
     @staticmethod
-    def _read(path: Path, key: dict) -> dict[str, BestRun] | None:
+    def key(instance: TaskInstance, search: lr_grid.LrSearch, schedule: str) -> dict:
+        return {
+            "task": instance.config(),
+            "search": search.to_dict(),
+            "schedule": schedule,
+            "rule": KNOWN_RULES[REFERENCE].rule,
+            "version": BASELINE_VERSION,
+            "code": code_key(),
+        }
+
+    def get(self, instance: TaskInstance, search: lr_grid.LrSearch = lr_grid.DEFAULT,
+            schedule: str = lr_schedule.DEFAULT) -> TunedRun:
+        key = self.key(instance, search, schedule)
+        path = self.directory / f"{instance.name}-{config_hash(key)}.json"
+        memo_key = str(path.resolve())
+        run = _MEMO.get(memo_key)
+        if run is None:
+            run = self._read(path, key)
+        if run is None:
+            run = tune(instance, self.program, search, schedule)
+            self.computed += 1
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({"key": key, "adam": asdict(run)}, indent=1,
+                                               sort_keys=True))
+        _MEMO[memo_key] = run
+        return run
+
+    @staticmethod
+    def _read(path: Path, key: dict) -> TunedRun | None:
         """A cached file if it is readable and for exactly this key; otherwise recompute."""
         try:
             payload = json.loads(path.read_text())
             if payload.get("key") != json.loads(json.dumps(key)):
                 return None
-            return {n: BestRun(**payload["baselines"][n]) for n in BASELINES}
+            return TunedRun(**payload["adam"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
 
-__all__ = [
-    "BASELINES",
-    "BaselineStore",
-    "BestRun",
-    "CAP",
-    "FLOOR",
-    "aggregate",
-    "best_run",
-    "cache_dir",
-    "task_score",
-]
+def clear_memo() -> None:
+    """Forget the process-wide memo (tests that time or count computations)."""
+    _MEMO.clear()
+
+
+__all__ = ["BASELINE_VERSION", "REFERENCE", "BaselineStore", "cache_dir", "clear_memo",
+           "code_key"]

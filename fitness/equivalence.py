@@ -46,7 +46,7 @@ def fingerprint(program: Program) -> str:
         rows.append(d)
         # move the weights with this direction, so rules that read w are told apart
         with np.errstate(all="ignore"):  # inf - inf in a diverging rule is expected here
-            runner.regs[1, :] -= PROBE_LR * d
+            runner.weights[:] -= PROBE_LR * d
     return hashlib.sha256(_rounded(np.concatenate(rows)).tobytes()).hexdigest()[:16]
 
 

@@ -1,80 +1,64 @@
-"""Batch evaluation of rules on a task suite: hurdle, equivalence cache, lr grid, scores.
+"""Batch evaluation of rules on a task suite: hurdle, equivalence cache, lr search, scores.
 
 The evolution engine builds one :class:`Evaluator` per worker (task setup, baselines and the
 compiled loops are paid once) and calls :meth:`Evaluator.evaluate_many` with rule texts, trees
-or Programs. Each rule goes through:
+or Programs; it gets one :class:`fitness.score.Result` per rule. Each rule goes through:
 
-1. compile (a malformed rule becomes a failed :class:`Result`, it never raises);
+1. compile (a malformed rule becomes a failed Result, it never raises);
 2. the equivalence cache (:mod:`fitness.equivalence`): a rule whose fingerprint was evaluated
    before gets that result, with its own text;
-3. the hurdle: the ``hurdle`` suite's short quadratic at every lr; a rule below
-   ``hurdle_threshold`` there scores FLOOR on every task without running the suite;
-4. the suite: each task at each lr of the grid, the best final loss scored against tuned Adam
-   (:mod:`fitness.baselines`), then the robust aggregate.
+3. the hurdle: the ``hurdle`` suite's short quadratic, with the same lr search; a rule below
+   ``hurdle_threshold`` of tuned Adam's progress there (:func:`fitness.score.progress`) gets
+   FLOOR without running the suite;
+4. the suite: on each task the lr search (:func:`fitness.tuning.tune`), the best final loss
+   against tuned Adam's (:mod:`fitness.baselines`) as a clipped log-ratio (FAIL where no rate
+   gave a finite run or any progress), and the suite score ``2 ** mean`` (:mod:`fitness.score`).
 
-Results are plain dataclasses (``to_dict()`` gives JSON-ready dicts) and a pure function of
-(rule, suite, seed, lrs): the compiled loops are deterministic and every random draw comes from
-``numpy.random.default_rng`` seeded by hashlib. With ``cache=True`` a rule may receive the
-result of an equivalent rule evaluated earlier in the same Evaluator; an engine that needs
-results independent of evaluation order deduplicates by :meth:`Evaluator.fingerprint` itself
-and passes ``cache=False``.
+Results are a pure function of (rule, suite, seed, lr search, schedule): the compiled loops are
+deterministic and every random draw comes from ``numpy.random.default_rng`` seeded by
+hashlib. With ``cache=True`` a rule may receive the result of an equivalent rule evaluated
+earlier in the same Evaluator; an engine that needs results independent of evaluation order
+deduplicates by :meth:`Evaluator.fingerprint` itself and passes ``cache=False``. A new seed
+(new task instances, as a campaign redraws them) is a new Evaluator: building one costs the
+tasks' setup (milliseconds) and tuned Adam's search once per seed (cached on disk).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fitness import baselines as bl
+from fitness import lr_grid
+from fitness import schedule as lr_schedule
+from fitness.baselines import BaselineStore
 from fitness.equivalence import fingerprint as program_fingerprint
+from fitness.score import (
+    FAIL,
+    REASON_NO_PROGRESS,
+    Result,
+    TaskScore,
+    failed_result,
+    log_ratio,
+    progress,
+    suite_score,
+)
 from fitness.tasks import TaskInstance, build, get_suite
+from fitness.tuning import TunedRun, tune
 from primitives.grammar import Node, RuleSyntaxError
 from primitives.program import Program, compile_rule
 from primitives.rules import resolve
 
-DEFAULT_LRS = tuple(float(v) for v in np.logspace(-4.0, 0.0, 5))
 HURDLE_THRESHOLD = 0.05
 
 RuleLike = str | Node | Program
 
 
 @dataclass
-class TaskScore:
-    task: str
-    score: float
-    best_lr: float | None
-    loss: float | None  # best final loss over the grid (None: every lr failed)
-    loss0: float
-    adam_loss: float
-    reason: str | None = None
-
-
-@dataclass
-class Result:
-    """One rule's evaluation. ``hurdle`` is "passed", "rejected" or "off"."""
-
-    rule: str
-    aggregate: float
-    tasks: list[TaskScore]
-    reason: str | None = None
-    hurdle: str = "off"
-    hurdle_score: float | None = None
-    fingerprint: str | None = None
-    cached: bool = False
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class Counters:
-    """What an Evaluator did; ``runs`` count (task, lr) runs of T steps."""
+    """What an Evaluator did; ``runs`` count runs of a task's T steps at one lr."""
 
     candidates: int = 0  # rules passed in
     evaluations: int = 0  # full-suite evaluations run
@@ -82,9 +66,9 @@ class Counters:
     hurdle_rejections: int = 0
     invalid: int = 0
     errors: int = 0
-    runs: int = 0  # (task, lr) runs on the suite
-    hurdle_runs: int = 0  # (task, lr) runs of the hurdle
-    runs_saved_by_hurdle: int = 0
+    runs: int = 0  # runs on the suite
+    hurdle_runs: int = 0  # runs of the hurdle
+    runs_saved_by_hurdle: int = 0  # estimated: the suite's runs per evaluation so far
     runs_saved_by_cache: int = 0
 
     def to_dict(self) -> dict[str, int]:
@@ -94,7 +78,7 @@ class Counters:
 @dataclass
 class _Prepared:
     instance: TaskInstance
-    adam: bl.BestRun
+    adam: TunedRun
 
 
 @dataclass
@@ -103,7 +87,8 @@ class Evaluator:
 
     suite: str = "search"
     seed: int = 0
-    lrs: Sequence[float] = DEFAULT_LRS
+    lr_search: lr_grid.LrSearch = lr_grid.DEFAULT
+    schedule: str = lr_schedule.DEFAULT
     hurdle: bool = True
     hurdle_threshold: float = HURDLE_THRESHOLD
     cache: bool = True
@@ -113,15 +98,15 @@ class Evaluator:
     def __post_init__(self) -> None:
         _single_threaded_blas()
         specs = get_suite(self.suite)  # KeyError for an unknown suite, before any work
-        self._lrs = np.asarray(self.lrs, dtype=np.float64)
+        lr_schedule.check(self.schedule)  # ValueError for an unknown schedule
         directory = Path(self.cache_dir) / "baselines" if self.cache_dir else None
-        self.baselines = bl.BaselineStore(directory)
+        self.baselines = BaselineStore(directory)
         self.tasks = [self._prepare(build(spec, self.seed)) for spec in specs]
         self._hurdle = self._prepare(build(get_suite("hurdle")[0], self.seed))
         self._cache: dict[str, Result] = {}
 
     def _prepare(self, instance: TaskInstance) -> _Prepared:
-        return _Prepared(instance, self.baselines.get(instance, self._lrs)["adam"])
+        return _Prepared(instance, self.baselines.get(instance, self.lr_search, self.schedule))
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -132,10 +117,6 @@ class Evaluator:
     def evaluate_many(self, rules: Iterable[RuleLike]) -> list[Result]:
         """Evaluate every rule, in order; never raises for a bad rule."""
         return [self.evaluate_one(rule) for rule in rules]
-
-    def evaluate(self, rules: Iterable[RuleLike]) -> list[dict[str, Any]]:
-        """:meth:`evaluate_many` as JSON-ready dicts (the engine's ``Evaluator`` protocol)."""
-        return [r.to_dict() for r in self.evaluate_many(rules)]
 
     def evaluate_one(self, rule: RuleLike) -> Result:
         start = time.perf_counter()
@@ -153,8 +134,8 @@ class Evaluator:
             return self._failed(program.text, f"error: {type(err).__name__}: {err}", start)
 
     def score(self, rule: RuleLike) -> float:
-        """The aggregate score of one rule."""
-        return self.evaluate_one(rule).aggregate
+        """The suite score of one rule (1.0 = tuned Adam)."""
+        return self.evaluate_one(rule).score
 
     def describe(self) -> list[dict[str, Any]]:
         """The suite's tasks with their sizes, steps and options."""
@@ -163,60 +144,63 @@ class Evaluator:
     # -- internals ----------------------------------------------------------------------------
 
     def _evaluate_program(self, program: Program, start: float) -> Result:
-        n_runs = len(self.tasks) * len(self._lrs)
         key = None
         if self.cache:
             key = program_fingerprint(program)
             hit = self._cache.get(key)
             if hit is not None:
                 self.counters.cache_hits += 1
-                self.counters.runs_saved_by_cache += n_runs
+                self.counters.runs_saved_by_cache += self._runs_per_evaluation()
                 return replace(hit, rule=program.text, cached=True,
                                seconds=time.perf_counter() - start)
         hurdle_state, hurdle_score = "off", None
         if self.hurdle:
-            hurdle_score, hurdle_reason = self._score_task(self._hurdle, program)
-            self.counters.hurdle_runs += len(self._lrs)
+            run = self._tune(self._hurdle, program)
+            self.counters.hurdle_runs += run.runs
+            adam = self._hurdle.adam
+            hurdle_score = progress(run.best_loss, run.loss0, adam.best_loss,
+                                    self._hurdle.instance.loss_min)
             if hurdle_score < self.hurdle_threshold:
                 self.counters.hurdle_rejections += 1
-                self.counters.runs_saved_by_hurdle += n_runs
-                why = hurdle_reason or f"hurdle score {hurdle_score:.3g}"
-                result = self._floor(program.text, f"rejected at the hurdle: {why}")
+                self.counters.runs_saved_by_hurdle += self._runs_per_evaluation()
+                why = run.reason or f"{hurdle_score:.3g} of tuned Adam's progress"
+                result = self._failed(program.text, f"rejected at the hurdle: {why}", start)
                 result.hurdle, result.hurdle_score, result.fingerprint = (
                     "rejected", hurdle_score, key)
                 return self._store(key, result, start)
             hurdle_state = "passed"
         tasks = [self._task_score(p, program) for p in self.tasks]
         self.counters.evaluations += 1
-        self.counters.runs += n_runs
-        result = Result(
-            rule=program.text,
-            aggregate=bl.aggregate([t.score for t in tasks]),
-            tasks=tasks,
-            hurdle=hurdle_state,
-            hurdle_score=hurdle_score,
-            fingerprint=key,
-        )
+        result = Result(rule=program.text, score=suite_score([t.log_ratio for t in tasks]),
+                        tasks=tasks, suite=self.suite, seed=self.seed, hurdle=hurdle_state,
+                        hurdle_score=hurdle_score, fingerprint=key)
         return self._store(key, result, start)
 
+    def _tune(self, prepared: _Prepared, program: Program) -> TunedRun:
+        return tune(prepared.instance, program, self.lr_search, self.schedule)
+
     def _task_score(self, prepared: _Prepared, program: Program) -> TaskScore:
-        inst = prepared.instance
-        run = bl.best_run(inst.run(program, self._lrs), self._lrs)
-        score = bl.task_score(run.best_loss, run.loss0, prepared.adam.best_loss, inst.loss_min)
-        return TaskScore(inst.name, score, run.best_lr, run.best_loss, run.loss0,
-                         prepared.adam.best_loss, run.reason)
+        inst, adam = prepared.instance, prepared.adam
+        run = self._tune(prepared, program)
+        self.counters.runs += run.runs
+        # a rule that makes no progress at any rate has failed the task, whatever Adam reached
+        made_progress = run.reason != REASON_NO_PROGRESS
+        ratio = (log_ratio(run.best_loss, adam.best_loss, run.loss0, inst.loss_min)
+                 if made_progress else FAIL)
+        return TaskScore(inst.name, ratio, run.best_loss, adam.best_loss, run.loss0, run.best_lr,
+                         run.reason)
 
-    def _score_task(self, prepared: _Prepared, program: Program) -> tuple[float, str | None]:
-        ts = self._task_score(prepared, program)
-        return ts.score, ts.reason
-
-    def _floor(self, text: str, reason: str) -> Result:
-        tasks = [TaskScore(p.instance.name, bl.FLOOR, None, None, p.adam.loss0,
-                           p.adam.best_loss, reason) for p in self.tasks]
-        return Result(rule=text, aggregate=bl.FLOOR, tasks=tasks, reason=reason)
+    def _runs_per_evaluation(self) -> int:
+        """What a full-suite evaluation has cost so far, in runs (for the saving counters)."""
+        if self.counters.evaluations:
+            return round(self.counters.runs / self.counters.evaluations)
+        return len(self.tasks) * len(self.lr_search.coarse())
 
     def _failed(self, text: str, reason: str, start: float) -> Result:
-        result = self._floor(text, reason)
+        result = failed_result(text, reason, [p.instance.name for p in self.tasks],
+                               suite=self.suite, seed=self.seed)
+        for task, p in zip(result.tasks, self.tasks):
+            task.ref_loss, task.loss0 = p.adam.best_loss, p.adam.loss0
         result.seconds = time.perf_counter() - start
         return result
 
@@ -250,23 +234,22 @@ _EVALUATORS: dict[tuple[str, int, bool], Evaluator] = {}
 
 
 def score_rule(rule: RuleLike, suite: str = "search", seed: int = 0, quick: bool = False) -> float:
-    """Aggregate score of one rule (1.0 = tuned Adam); evaluators are reused per suite/seed.
+    """Suite score of one rule (1.0 = tuned Adam); evaluators are reused per suite/seed.
 
-    ``quick`` uses three learning rates (1e-3, 1e-2, 1e-1) instead of five.
+    ``quick`` uses :data:`fitness.lr_grid.QUICK` (three decades, no refinement) instead of the
+    full search, for smoke runs.
     """
     key = (suite, int(seed), bool(quick))
     if key not in _EVALUATORS:
-        lrs = (1e-3, 1e-2, 1e-1) if quick else DEFAULT_LRS
-        _EVALUATORS[key] = Evaluator(suite=suite, seed=seed, lrs=lrs, hurdle=False)
+        search = lr_grid.QUICK if quick else lr_grid.DEFAULT
+        _EVALUATORS[key] = Evaluator(suite=suite, seed=seed, lr_search=search, hurdle=False)
     return _EVALUATORS[key].score(rule)
 
 
 __all__ = [
     "Counters",
-    "DEFAULT_LRS",
     "Evaluator",
-    "Result",
-    "TaskScore",
+    "HURDLE_THRESHOLD",
     "score_rule",
     "to_program",
 ]

@@ -1,13 +1,23 @@
-"""Compiled run loops of the proxy tasks: hand-written losses, gradients and one loop per task type.
+"""Compiled run loops of the proxy tasks: hand-written losses and gradients, all lrs in one call.
 
-Each ``run_*`` function runs one Program on one task instance at every learning rate of a grid
-and returns ``(loss0, final_losses, status, steps_done)``. The rule is interpreted by
-:func:`fitness.interpreter.exec_step` from inside the compiled loop, so no rule is ever compiled
-and the Python overhead is one call per (rule, task). Runs stop early when the training loss is
-NaN/inf or climbs above ``ascend * loss0`` (status codes below); a bad rule never raises.
+Each ``run_*`` function runs one Program on one task instance at every learning rate of
+``lrs``, **side by side in one register file** (:func:`fitness.interpreter.new_registers` with
+one copy per lr), and returns ``(loss0, final_losses, status, steps_done)``. Batching the lrs is
+what lets a small task pay the interpreter's per-opcode cost once per step for all its runs
+instead of once per run. A run whose training loss becomes NaN/inf or climbs above
+``ascend * loss0`` stops (status codes below) and is swapped out of the batch, so the others
+never pay for it; a bad rule never raises. At step t the lr is ``lrs[k] * factors[t]`` (the
+schedule, :mod:`fitness.schedule`); every run of a call sees the same minibatches and noise
+(common random numbers).
 
-Numba's cache tracks only this file: after a change to :mod:`fitness.interpreter` or to the
-primitive table, the cache folder changes by itself (:mod:`fitness.numba_cache`).
+Each runner allocates, then hands its arrays to a loop compiled without reference counting
+(``_HOT``, as the interpreter's step), so that a step of a small task costs no more than its
+arithmetic. Matrix products are plain loops over contiguous rows (which vectorise): for these
+layers (1 to 64 units) BLAS calls and their allocations cost several times the arithmetic.
+
+Why one file of this length: Numba's cache keys each cached function by the file that defines
+it, and the cache folder by the files listed in :mod:`fitness.numba_cache`; every compiled
+task loop lives here so that an edit to any of them invalidates the cache.
 """
 
 from __future__ import annotations
@@ -17,19 +27,29 @@ import math
 import numpy as np
 from numba import njit
 
-from fitness.interpreter import apply_update, exec_step, init_registers
+from fitness.interpreter import LAYOUT_PERSIST, LAYOUT_STRIDE, new_registers, rule_step
+from primitives.program import REG_GRAD, REG_WEIGHT
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+_HOT = dict(cache=True, nogil=True, error_model="numpy", _nrt=False)
+_INLINE = dict(inline="always", nogil=True, error_model="numpy")
 
 STATUS_OK = 0
 STATUS_NAN = 1  # loss or weights became NaN/inf
 STATUS_ASCENDED = 2  # training loss rose above ascend * loss0
 
+LOSS_SOFTMAX_CE = 0
+LOSS_LOGISTIC = 1
+LOSS_MSE = 2
+
+ACT_RELU = 0
+ACT_TANH = 1
+
 # The quadratic's loss is checked for divergence every this many steps (and at the end).
 CHECK_EVERY = 8
 
 
-@njit(**_JIT)
+@njit(**_INLINE)
 def loss_status(loss, limit):
     """STATUS_NAN for a NaN/inf loss, STATUS_ASCENDED above ``limit``, else STATUS_OK."""
     if not math.isfinite(loss):
@@ -39,9 +59,73 @@ def loss_status(loss, limit):
     return STATUS_OK
 
 
-LOSS_SOFTMAX_CE = 0
-LOSS_LOGISTIC = 1
-LOSS_MSE = 2
+# --------------------------------------------------------------------------------------------
+# The batch of runs: run ``slot_run[s]`` lives in slot s (elements [s * p, (s + 1) * p) of each
+# persistent row); the first ``n_live`` slots are running.
+
+
+@njit(**_INLINE)
+def _segment(buf, layout, row, slot, p):
+    start = row * layout[LAYOUT_STRIDE] + slot * p
+    return buf[start:start + p]
+
+
+@njit(**_INLINE)
+def _retire(buf, layout, slot_run, slot, n_live, p):
+    """Stop the run in ``slot``: the last running slot moves into its place. Returns n_live."""
+    last = n_live - 1
+    if slot != last:
+        stride = layout[LAYOUT_STRIDE]
+        for r in range(layout[LAYOUT_PERSIST]):
+            dst = r * stride + slot * p
+            src = r * stride + last * p
+            for i in range(p):
+                buf[dst + i] = buf[src + i]
+        slot_run[slot] = slot_run[last]
+    return last
+
+
+@njit(**_INLINE)
+def _stop(k, st, t, status, done):
+    status[k] = st
+    done[k] = t
+
+
+@njit(**_INLINE)
+def _check(st, buf, layout, slot_run, slot, n_live, p, t, status, done):
+    """Retire the run in ``slot`` when its loss status is not OK; returns n_live."""
+    if st == STATUS_OK:
+        return n_live
+    _stop(slot_run[slot], st, t, status, done)
+    return _retire(buf, layout, slot_run, slot, n_live, p)
+
+
+@njit(**_INLINE)
+def _finish(k, loss, limit, t, final, status, done):
+    """A run that reached the end: its scored loss, if that is still finite and bounded."""
+    _stop(k, loss_status(loss, limit), t, status, done)
+    if status[k] == STATUS_OK:
+        final[k] = loss
+
+
+@njit(**_INLINE)
+def _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t, n_live,
+              p, t, steps):
+    for s in range(n_live):
+        lr_t[s] = lrs[slot_run[s]] * factors[t]
+    rule_step(code, consts, buf, starts, layout, n_live * p, t + 1, steps, output, lr_t, p, 0.0)
+
+
+@njit(**_JIT)
+def _start(code, literal_registers, literal_values, n_registers, w0, lrs):
+    k_runs = lrs.shape[0]
+    buf, starts, layout = new_registers(code, literal_registers, literal_values, n_registers,
+                                        w0, k_runs)
+    slot_run = np.arange(k_runs)
+    final = np.full(k_runs, np.nan)
+    status = np.zeros(k_runs, dtype=np.int64)
+    done = np.zeros(k_runs, dtype=np.int64)
+    return buf, starts, layout, slot_run, np.empty(k_runs), final, status, done
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,7 +133,7 @@ LOSS_MSE = 2
 # minimum c is away from the origin so that weight decay alone (the rule ``w``) is no optimizer.
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def quadratic_loss(curvature, center, w):
     total = 0.0
     for i in range(w.shape[0]):
@@ -58,51 +142,50 @@ def quadratic_loss(curvature, center, w):
     return total
 
 
-@njit(**_JIT)
-def run_quadratic_task(code, consts, literal_registers, literal_values, n_registers, output,
-                       curvature, center, w0, noise, lrs, steps, ascend):
-    """``noise`` is (steps, P) additive gradient noise, or (0, P) for exact gradients.
-
-    The same noise sequence is used at every lr (common random numbers), and the score is the
-    exact loss at the final weights.
-    """
-    n_lr = lrs.shape[0]
-    final = np.empty(n_lr)
-    status = np.zeros(n_lr, dtype=np.int64)
-    done = np.zeros(n_lr, dtype=np.int64)
-    loss0 = quadratic_loss(curvature, center, w0)
-    limit = ascend * loss0
+@njit(**_HOT)
+def _quadratic_loop(code, consts, buf, starts, layout, output, curvature, center, noise, lrs,
+                    factors, steps, limit, slot_run, lr_t, final, status, done):
+    p = curvature.shape[0]
+    n_live = lrs.shape[0]
     noisy = noise.shape[0] > 0
-    n = w0.shape[0]
-    for k in range(n_lr):
-        regs = init_registers(n_registers, literal_registers, literal_values, w0)
-        w = regs[1]
-        g = regs[0]
-        st = STATUS_OK
-        t = 0
-        while t < steps:
-            for i in range(n):
+    t = 0
+    while t < steps and n_live > 0:
+        # the loss (a reduction that does not vectorise) is checked every CHECK_EVERY steps;
+        # NaN and inf persist in w, so a divergence is still caught
+        if t % CHECK_EVERY == 0:
+            for s in range(n_live - 1, -1, -1):
+                w = _segment(buf, layout, REG_WEIGHT, s, p)
+                st = loss_status(quadratic_loss(curvature, center, w), limit)
+                n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
+            if n_live == 0:
+                break
+        for s in range(n_live):
+            w = _segment(buf, layout, REG_WEIGHT, s, p)
+            g = _segment(buf, layout, REG_GRAD, s, p)
+            for i in range(p):
                 g[i] = curvature[i] * (w[i] - center[i])
-            # the loss (a reduction that does not vectorise) is checked every CHECK_EVERY steps;
-            # NaN and inf persist in w, so a divergence is still caught
-            if t % CHECK_EVERY == 0:
-                loss = quadratic_loss(curvature, center, w)
-                st = loss_status(loss, limit)
-                if st != STATUS_OK:
-                    break
             if noisy:
                 row = noise[t]
-                for i in range(n):
+                for i in range(p):
                     g[i] += row[i]
-            exec_step(code, consts, regs, t + 1, steps)
-            apply_update(regs, output, lrs[k], 0.0)
-            t += 1
-        loss = quadratic_loss(curvature, center, w)
-        if st == STATUS_OK:
-            st = loss_status(loss, limit)
-        final[k] = loss if st == STATUS_OK else np.nan
-        status[k] = st
-        done[k] = t
+        _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t,
+                  n_live, p, t, steps)
+        t += 1
+    for s in range(n_live):
+        loss = quadratic_loss(curvature, center, _segment(buf, layout, REG_WEIGHT, s, p))
+        _finish(slot_run[s], loss, limit, t, final, status, done)
+
+
+@njit(**_JIT)
+def run_quadratic_task(code, consts, literal_registers, literal_values, n_registers, output,
+                       curvature, center, w0, noise, lrs, factors, steps, ascend):
+    """``noise`` is (steps, P) additive gradient noise, or (0, P) for exact gradients; the
+    score is the exact loss at the final weights."""
+    buf, starts, layout, slot_run, lr_t, final, status, done = _start(
+        code, literal_registers, literal_values, n_registers, w0, lrs)
+    loss0 = quadratic_loss(curvature, center, w0)
+    _quadratic_loop(code, consts, buf, starts, layout, output, curvature, center, noise, lrs,
+                    factors, steps, ascend * loss0, slot_run, lr_t, final, status, done)
     return loss0, final, status, done
 
 
@@ -111,7 +194,7 @@ def run_quadratic_task(code, consts, literal_registers, literal_values, n_regist
 # The shift puts w = 0 on a high slope, so weight decay alone (the rule ``w``) gains nothing.
 
 
-@njit(**_JIT)
+@njit(**_HOT)
 def rosenbrock_loss_grad(w, shift, grad):
     n = w.shape[0]
     for i in range(n):
@@ -127,146 +210,177 @@ def rosenbrock_loss_grad(w, shift, grad):
     return total
 
 
+@njit(**_HOT)
+def _rosenbrock_loop(code, consts, buf, starts, layout, output, shift, scratch, lrs, factors,
+                     steps, limit, slot_run, lr_t, final, status, done):
+    p = shift.shape[0]
+    n_live = lrs.shape[0]
+    t = 0
+    while t < steps and n_live > 0:
+        for s in range(n_live - 1, -1, -1):
+            w = _segment(buf, layout, REG_WEIGHT, s, p)
+            g = _segment(buf, layout, REG_GRAD, s, p)
+            st = loss_status(rosenbrock_loss_grad(w, shift, g), limit)
+            n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
+        if n_live == 0:
+            break
+        _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t,
+                  n_live, p, t, steps)
+        t += 1
+    for s in range(n_live):
+        loss = rosenbrock_loss_grad(_segment(buf, layout, REG_WEIGHT, s, p), shift, scratch)
+        _finish(slot_run[s], loss, limit, t, final, status, done)
+
+
 @njit(**_JIT)
 def run_rosenbrock_task(code, consts, literal_registers, literal_values, n_registers, output,
-                        shift, w0, lrs, steps, ascend):
-    n_lr = lrs.shape[0]
-    final = np.empty(n_lr)
-    status = np.zeros(n_lr, dtype=np.int64)
-    done = np.zeros(n_lr, dtype=np.int64)
+                        shift, w0, lrs, factors, steps, ascend):
+    buf, starts, layout, slot_run, lr_t, final, status, done = _start(
+        code, literal_registers, literal_values, n_registers, w0, lrs)
     scratch = np.empty(w0.shape[0])
     loss0 = rosenbrock_loss_grad(w0, shift, scratch)
-    limit = ascend * loss0
-    for k in range(n_lr):
-        regs = init_registers(n_registers, literal_registers, literal_values, w0)
-        w = regs[1]
-        g = regs[0]
-        st = STATUS_OK
-        t = 0
-        while t < steps:
-            loss = rosenbrock_loss_grad(w, shift, g)
-            st = loss_status(loss, limit)
-            if st != STATUS_OK:
-                break
-            exec_step(code, consts, regs, t + 1, steps)
-            apply_update(regs, output, lrs[k], 0.0)
-            t += 1
-        loss = rosenbrock_loss_grad(w, shift, scratch)
-        if st == STATUS_OK:
-            st = loss_status(loss, limit)
-        final[k] = loss if st == STATUS_OK else np.nan
-        status[k] = st
-        done[k] = t
+    _rosenbrock_loop(code, consts, buf, starts, layout, output, shift, scratch, lrs, factors,
+                     steps, ascend * loss0, slot_run, lr_t, final, status, done)
     return loss0, final, status, done
 
 
 # --------------------------------------------------------------------------------------------
-# Multi-layer perceptron with ReLU hidden layers on a flat parameter vector.
-# Layer l has W_l (sizes[l] x sizes[l+1], row-major, at w_off[l]) and b_l (at b_off[l]).
-# Matrix products go through np.dot (BLAS): scalar loops over these small layers do not
-# vectorise well (inner loops of 1 to 16 outputs) and were 5x slower.
-# Activations live in one flat buffer; layer l's (nb, sizes[l]) block starts at l * stride.
+# Multi-layer perceptrons on a flat parameter vector: layer l has W_l (sizes[l] x sizes[l+1],
+# row-major, at w_off[l]) and b_l (at b_off[l]); hidden layers use ReLU or tanh. Activations of
+# a batch live in one flat buffer, layer l's (rows, sizes[l]) block at l * stride. An
+# autoencoder is an MLP whose targets are its inputs (LOSS_MSE).
 
 
-@njit(**_JIT)
-def _weights(w, w_off, layer, nin, nout):
-    start = w_off[layer]
-    return w[start:start + nin * nout].reshape((nin, nout))
-
-
-@njit(**_JIT)
+@njit(**_INLINE)
 def _block(buf, layer, stride, rows, cols):
     start = layer * stride
     return buf[start:start + rows * cols].reshape((rows, cols))
 
 
+@njit(**_INLINE)
+def _weights(w, w_off, layer, nin, nout):
+    start = w_off[layer]
+    return w[start:start + nin * nout].reshape((nin, nout))
+
+
+@njit(**_INLINE)
+def _tanh(x):
+    """tanh from one exp: libm's tanh (through expm1) was half of a tanh network's step.
+    Relative error below 1e-13 (the Taylor branch covers the cancellation near 0)."""
+    a = abs(x)
+    if a < 0.01:
+        x2 = x * x
+        return x * (1.0 - x2 * (1.0 / 3.0 - x2 * (2.0 / 15.0)))
+    e = math.exp(-2.0 * a)
+    t = (1.0 - e) / (1.0 + e)
+    return t if x >= 0.0 else -t
+
+
+# The MLP code indexes rows as a[b, j] rather than taking row views: in these loops every view
+# cost an atomic reference-count increment and decrement, a third of the time, measured.
+
+
 @njit(**_JIT)
-def _mlp_forward(w, sizes, w_off, b_off, x, rows, nb, acts, stride):
-    """Fill the activation blocks; the last block holds the logits."""
+def _mlp_forward(w, sizes, w_off, b_off, act, x, rows, nb, acts, stride):
+    """Fill the activation blocks of rows ``rows[:nb]`` of x; the last block holds the outputs.
+
+    Products go to BLAS with preallocated outputs (``np.dot(a, b, out)``): 5-7x faster than
+    loops at these sizes, measured, and no allocation per step.
+    """
     n_layers = sizes.shape[0] - 1
     a0 = _block(acts, 0, stride, nb, sizes[0])
     for b in range(nb):
-        a0[b, :] = x[rows[b]]
+        r = rows[b]
+        for i in range(sizes[0]):
+            a0[b, i] = x[r, i]
     for layer in range(n_layers):
         nin = sizes[layer]
         nout = sizes[layer + 1]
-        src = _block(acts, layer, stride, nb, nin)
-        dst = _block(acts, layer + 1, stride, nb, nout)
-        z = np.dot(src, _weights(w, w_off, layer, nin, nout))
-        bo = b_off[layer]
+        out = _block(acts, layer + 1, stride, nb, nout)
+        np.dot(_block(acts, layer, stride, nb, nin), _weights(w, w_off, layer, nin, nout), out)
+        bias = w[b_off[layer]:b_off[layer] + nout]
         hidden = layer < n_layers - 1
         for b in range(nb):
             for j in range(nout):
-                v = z[b, j] + w[bo + j]
-                if hidden and v < 0.0:
-                    v = 0.0
-                dst[b, j] = v
+                out[b, j] += bias[j]
+            if hidden:
+                if act == ACT_RELU:
+                    for j in range(nout):
+                        if out[b, j] < 0.0:
+                            out[b, j] = 0.0
+                else:
+                    for j in range(nout):
+                        out[b, j] = _tanh(out[b, j])
 
 
 @njit(**_JIT)
-def _mlp_loss_delta(logits, y, rows, nb, nout, loss_kind, delta):
-    """Mean loss over the batch; ``delta`` (nb, nout) gets d(mean loss)/d(logits)."""
+def _mlp_loss_delta(z, y, rows, nb, nout, loss_kind, d):
+    """Mean loss over the batch; ``d`` (nb, nout) gets d(mean loss)/d(outputs ``z``)."""
     total = 0.0
     inv = 1.0 / nb
     for b in range(nb):
-        z = logits[b]
-        target = y[rows[b]]
-        d = delta[b]
+        r = rows[b]
         if loss_kind == LOSS_SOFTMAX_CE:
-            m = z[0]
+            m = z[b, 0]
             for j in range(1, nout):
-                if z[j] > m:
-                    m = z[j]
+                if z[b, j] > m:
+                    m = z[b, j]
             s = 0.0
             for j in range(nout):
-                s += math.exp(z[j] - m)
+                d[b, j] = math.exp(z[b, j] - m)
+                s += d[b, j]
             lse = m + math.log(s)
             for j in range(nout):
-                total += target[j] * (lse - z[j])
-                d[j] = (math.exp(z[j] - lse) - target[j]) * inv
+                total += y[r, j] * (lse - z[b, j])
+                d[b, j] = (d[b, j] / s - y[r, j]) * inv
         elif loss_kind == LOSS_LOGISTIC:
-            z0 = z[0]
+            z0 = z[b, 0]
             # softplus(z) - y z, and sigmoid, both written to stay finite for large |z|
             e = math.exp(-abs(z0))
-            total += max(z0, 0.0) + math.log1p(e) - target[0] * z0
+            total += max(z0, 0.0) + math.log1p(e) - y[r, 0] * z0
             sig = 1.0 / (1.0 + e) if z0 >= 0.0 else e / (1.0 + e)
-            d[0] = (sig - target[0]) * inv
+            d[b, 0] = (sig - y[r, 0]) * inv
         else:
             for j in range(nout):
-                r = z[j] - target[j]
-                total += 0.5 * r * r
-                d[j] = r * inv
+                e = z[b, j] - y[r, j]
+                total += 0.5 * e * e
+                d[b, j] = e * inv
     return total * inv
 
 
 @njit(**_JIT)
-def _mlp_backward(w, grad, sizes, w_off, b_off, acts, stride, delta, nb):
-    """Gradient of the mean loss into ``grad``; ``delta`` is (nb, n_out) from the loss."""
+def _mlp_backward(w, grad, sizes, w_off, b_off, act, acts, stride, delta, spare, nb):
+    """Gradient of the mean loss into ``grad``. ``delta`` (flat) holds d(loss)/d(outputs) as
+    (nb, n_out); it and ``spare`` (room for nb rows of the widest layer) are overwritten."""
     n_layers = sizes.shape[0] - 1
     cur = delta
+    nxt = spare
     for layer in range(n_layers - 1, -1, -1):
         nin = sizes[layer]
         nout = sizes[layer + 1]
+        c = cur[:nb * nout].reshape((nb, nout))
         a = _block(acts, layer, stride, nb, nin)
-        gw = np.dot(a.T, cur)
         wo = w_off[layer]
-        bo = b_off[layer]
-        for i in range(nin):
-            for j in range(nout):
-                grad[wo + i * nout + j] = gw[i, j]
+        np.dot(a.T, c, grad[wo:wo + nin * nout].reshape((nin, nout)))
+        g_b = grad[b_off[layer]:b_off[layer] + nout]
         for j in range(nout):
-            s = 0.0
-            for b in range(nb):
-                s += cur[b, j]
-            grad[bo + j] = s
+            g_b[j] = 0.0
+        for b in range(nb):
+            for j in range(nout):
+                g_b[j] += c[b, j]
         if layer > 0:
-            # back through W and the ReLU of the layer below (a == 0 where the ReLU was off)
-            prev = np.dot(cur, _weights(w, w_off, layer, nin, nout).T)
+            # back through W and the activation of the layer below
+            prev = nxt[:nb * nin].reshape((nb, nin))
+            np.dot(c, _weights(w, w_off, layer, nin, nout).T, prev)
             for b in range(nb):
-                for i in range(nin):
-                    if a[b, i] <= 0.0:
-                        prev[b, i] = 0.0
-            cur = prev
+                if act == ACT_RELU:
+                    for i in range(nin):
+                        if a[b, i] <= 0.0:
+                            prev[b, i] = 0.0
+                else:
+                    for i in range(nin):
+                        prev[b, i] *= 1.0 - a[b, i] * a[b, i]
+            cur, nxt = nxt, cur
 
 
 @njit(**_JIT)
@@ -275,81 +389,83 @@ def _mlp_buffers(sizes, rows):
     for s in sizes:
         width = max(width, s)
     stride = rows * width
-    return np.zeros(sizes.shape[0] * stride), stride
+    return np.zeros(sizes.shape[0] * stride), stride, np.zeros(stride), np.zeros(stride)
 
 
 @njit(**_JIT)
-def _mlp_eval(w, sizes, w_off, b_off, x, y, rows, loss_kind, acts, stride):
+def _mlp_eval(w, sizes, w_off, b_off, act, x, y, rows, loss_kind, acts, stride, delta):
     nb = rows.shape[0]
-    _mlp_forward(w, sizes, w_off, b_off, x, rows, nb, acts, stride)
+    _mlp_forward(w, sizes, w_off, b_off, act, x, rows, nb, acts, stride)
     last = sizes.shape[0] - 1
-    logits = _block(acts, last, stride, nb, sizes[last])
-    delta = np.empty((nb, sizes[last]))
-    return _mlp_loss_delta(logits, y, rows, nb, sizes[last], loss_kind, delta)
+    nout = sizes[last]
+    return _mlp_loss_delta(_block(acts, last, stride, nb, nout), y, rows, nb, nout, loss_kind,
+                           delta[:nb * nout].reshape((nb, nout)))
 
 
 @njit(**_JIT)
-def mlp_loss_grad(w, sizes, w_off, b_off, x, y, rows, loss_kind, grad):
+def mlp_loss_grad(w, sizes, w_off, b_off, act, x, y, rows, loss_kind, grad):
     """Mean loss of the rows ``rows`` of (x, y) and its gradient (into ``grad``)."""
     nb = rows.shape[0]
-    acts, stride = _mlp_buffers(sizes, nb)
-    _mlp_forward(w, sizes, w_off, b_off, x, rows, nb, acts, stride)
-    last = sizes.shape[0] - 1
-    delta = np.empty((nb, sizes[last]))
-    loss = _mlp_loss_delta(_block(acts, last, stride, nb, sizes[last]), y, rows, nb,
-                           sizes[last], loss_kind, delta)
-    _mlp_backward(w, grad, sizes, w_off, b_off, acts, stride, delta, nb)
+    acts, stride, delta, spare = _mlp_buffers(sizes, nb)
+    loss = _mlp_eval(w, sizes, w_off, b_off, act, x, y, rows, loss_kind, acts, stride, delta)
+    _mlp_backward(w, grad, sizes, w_off, b_off, act, acts, stride, delta, spare, nb)
     return loss
 
 
 @njit(**_JIT)
-def run_mlp_task(code, consts, literal_registers, literal_values, n_registers, output,
-                 sizes, w_off, b_off, w0, x, y, batches, x_test, y_test, loss_kind,
-                 lrs, steps, ascend):
-    """Minibatch training (rows ``batches[t]`` at step t); scored on the held-out loss."""
-    n_lr = lrs.shape[0]
-    final = np.empty(n_lr)
-    status = np.zeros(n_lr, dtype=np.int64)
-    done = np.zeros(n_lr, dtype=np.int64)
+def _mlp_loop(code, consts, buf, starts, layout, output, sizes, w_off, b_off, act, x, y,
+              batches, x_test, y_test, test_rows, loss_kind, lrs, factors, steps, limit,
+              acts, stride, delta, spare, slot_run, lr_t, final, status, done):
+    # Compiled with reference counting (BLAS with out= needs it); at tens of microseconds a
+    # step, the ~0.1 us it adds to the interpreter's step does not show.
+    p = layout[LAYOUT_STRIDE] // lrs.shape[0]
+    n_live = lrs.shape[0]
     nb = batches.shape[1]
-    n_test = x_test.shape[0]
-    acts, stride = _mlp_buffers(sizes, max(nb, n_test))
-    test_rows = np.arange(n_test)
-    loss0 = _mlp_eval(w0, sizes, w_off, b_off, x_test, y_test, test_rows, loss_kind, acts,
-                      stride)
-    limit = ascend * loss0
-    last = sizes.shape[0] - 1
-    n_out = sizes[last]
-    delta = np.empty((nb, n_out))
-    for k in range(n_lr):
-        regs = init_registers(n_registers, literal_registers, literal_values, w0)
-        w = regs[1]
-        g = regs[0]
-        st = STATUS_OK
-        t = 0
-        while t < steps:
-            rows = batches[t]
-            _mlp_forward(w, sizes, w_off, b_off, x, rows, nb, acts, stride)
-            logits = _block(acts, last, stride, nb, n_out)
-            loss = _mlp_loss_delta(logits, y, rows, nb, n_out, loss_kind, delta)
+    t = 0
+    while t < steps and n_live > 0:
+        rows = batches[t]
+        for s in range(n_live - 1, -1, -1):
+            w = _segment(buf, layout, REG_WEIGHT, s, p)
+            loss = _mlp_eval(w, sizes, w_off, b_off, act, x, y, rows, loss_kind, acts, stride,
+                             delta)
             st = loss_status(loss, limit)
             if st != STATUS_OK:
-                break
-            _mlp_backward(w, g, sizes, w_off, b_off, acts, stride, delta, nb)
-            exec_step(code, consts, regs, t + 1, steps)
-            apply_update(regs, output, lrs[k], 0.0)
-            t += 1
-        loss = _mlp_eval(w, sizes, w_off, b_off, x_test, y_test, test_rows, loss_kind, acts,
-                         stride)
-        if st == STATUS_OK:
-            st = loss_status(loss, limit)
-        final[k] = loss if st == STATUS_OK else np.nan
-        status[k] = st
-        done[k] = t
+                n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
+                continue
+            g = _segment(buf, layout, REG_GRAD, s, p)
+            _mlp_backward(w, g, sizes, w_off, b_off, act, acts, stride, delta, spare, nb)
+        if n_live == 0:
+            break
+        _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t,
+                  n_live, p, t, steps)
+        t += 1
+    for s in range(n_live):
+        loss = _mlp_eval(_segment(buf, layout, REG_WEIGHT, s, p), sizes, w_off, b_off, act,
+                         x_test, y_test, test_rows, loss_kind, acts, stride, delta)
+        _finish(slot_run[s], loss, limit, t, final, status, done)
+
+
+@njit(**_JIT)
+def run_mlp_task(code, consts, literal_registers, literal_values, n_registers, output,
+                 sizes, w_off, b_off, act, w0, x, y, batches, x_test, y_test, loss_kind,
+                 lrs, factors, steps, ascend):
+    """Minibatch training (rows ``batches[t]`` at step t); scored on the held-out loss."""
+    buf, starts, layout, slot_run, lr_t, final, status, done = _start(
+        code, literal_registers, literal_values, n_registers, w0, lrs)
+    n_test = x_test.shape[0]
+    acts, stride, delta, spare = _mlp_buffers(sizes, max(batches.shape[1], n_test))
+    test_rows = np.arange(n_test)
+    loss0 = _mlp_eval(w0, sizes, w_off, b_off, act, x_test, y_test, test_rows, loss_kind, acts,
+                      stride, delta)
+    _mlp_loop(code, consts, buf, starts, layout, output, sizes, w_off, b_off, act, x, y,
+              batches, x_test, y_test, test_rows, loss_kind, lrs, factors, steps,
+              ascend * loss0, acts, stride, delta, spare, slot_run, lr_t, final, status, done)
     return loss0, final, status, done
 
 
 __all__ = [
+    "ACT_RELU",
+    "ACT_TANH",
     "LOSS_LOGISTIC",
     "LOSS_MSE",
     "LOSS_SOFTMAX_CE",

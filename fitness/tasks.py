@@ -1,22 +1,29 @@
 """Proxy tasks: task families, the instances a seed draws from them, and the named suites.
 
 A :class:`TaskSpec` names a family and its options; :func:`build` turns a spec and a seed into a
-:class:`TaskInstance` (arrays only, drawn with an explicit ``numpy.random.default_rng``), whose
-:meth:`TaskInstance.run` runs a Program at every learning rate of a grid through the compiled
-loop of its family (:mod:`fitness.kernels`). Families:
+:class:`TaskInstance` (arrays only, drawn with an explicit ``numpy.random.default_rng``; a new
+seed is a new instance in milliseconds), whose :meth:`TaskInstance.run` runs a Program at a
+batch of learning rates through the compiled loop of its family (:mod:`fitness.kernels`).
+Families:
 
-* ``quadratic``  diagonal ill-conditioned quadratic, condition number drawn log-uniformly from
-  ``cond`` (1e2 to 1e4), optionally with Gaussian gradient noise;
-* ``rosenbrock`` the n-dimensional Rosenbrock function from a perturbed (-1.2, 1, ...) start,
-  shifted so that the origin is not near the minimum;
-* ``logreg``     logistic regression with minibatch gradients on synthetic data whose features
-  have very different scales;
-* ``mlp``        ReLU MLP classifiers with minibatches on scikit-learn's bundled digits, breast
-  cancer and wine data (no download), scored on held-out loss;
-* ``teacher``    teacher-student MLP regression (a random teacher MLP labels Gaussian inputs).
+* ``quadratic``   diagonal ill-conditioned quadratic, condition number drawn log-uniformly from
+  ``cond``, optionally with Gaussian gradient noise;
+* ``rosenbrock``  the n-dimensional Rosenbrock function from a perturbed (-1.2, 1, ...) start;
+* ``logreg``      logistic regression with minibatches on synthetic data whose features have
+  very different scales;
+* ``mlp``         MLP (ReLU or tanh) with minibatches on data bundled with scikit-learn (no
+  download): classifiers on ``digits`` and ``wine``, a regressor on ``diabetes``; scored on
+  held-out loss;
+* ``blobs``       deep MLP classifier on synthetic Gaussian clusters (several per class, in a
+  few informative directions among noise features of mixed scales, 5% label noise);
+* ``teacher``     teacher-student regression (a random teacher MLP labels Gaussian inputs);
+* ``autoencoder`` bottleneck MLP autoencoder (targets = inputs, MSE) on ``digits`` or on a
+  synthetic ``manifold`` (a random 2-layer map of a few latent factors, plus noise).
 
-Suites: ``search`` (the one evolution scores on; alias ``default``), ``heldout`` (families and
-sizes never used in search, for the funnel) and ``hurdle`` (one short quadratic).
+The data come from :mod:`fitness.datasets`. Suites: ``search`` (what evolution scores on;
+alias ``default``), ``heldout`` (the funnel's proxy check: every task differs from every search
+task in family or data) and ``hurdle`` (one short quadratic). docs/scoring.md says which data
+the torch benchmark also uses.
 """
 
 from __future__ import annotations
@@ -28,13 +35,25 @@ from typing import Any
 
 import numpy as np
 
-from fitness import kernels
+from fitness import datasets, kernels
+from fitness import schedule as lr_schedule
+from fitness.interpreter import runs_per_call
 from primitives.program import Program
 
-# Bump when a family's data or loss changes, so cached baselines are recomputed.
-TASKS_VERSION = 3
+# Bump when a family's data, model or loss changes, so cached baselines are recomputed.
+TASKS_VERSION = 4
 # A run stops as "ascended" once its training loss exceeds this multiple of the start loss.
 ASCEND_FACTOR = 20.0
+
+# The compiled loop each family runs on, and the names of its task arguments in the order of
+# TaskInstance.arrays: the one spelling of that layout (TaskInstance.fields reads it).
+LOOPS = {"quadratic": "quadratic", "rosenbrock": "rosenbrock"}  # every other family: "mlp"
+ARRAY_FIELDS = {
+    "quadratic": ("curvature", "center", "w0", "noise"),
+    "rosenbrock": ("shift", "w0"),
+    "mlp": ("sizes", "w_off", "b_off", "act", "w0", "x", "y", "batches", "x_test", "y_test",
+            "loss"),
+}
 
 
 @dataclass(frozen=True)
@@ -88,24 +107,41 @@ class TaskInstance:
     def config(self) -> dict[str, Any]:
         return self.spec.config(self.seed)
 
-    def run(self, program: Program, lrs: np.ndarray, steps: int | None = None) -> RunOutcome:
-        """Run ``program`` for ``steps`` (default: the spec's) at each lr of ``lrs``."""
+    @property
+    def loop(self) -> str:
+        """The compiled loop that runs this instance: quadratic, rosenbrock or mlp."""
+        return LOOPS.get(self.spec.family, "mlp")
+
+    def fields(self) -> dict[str, Any]:
+        """The task arguments by name (:data:`ARRAY_FIELDS` of :attr:`loop`)."""
+        return dict(zip(ARRAY_FIELDS[self.loop], self.arrays))
+
+    def run(self, program: Program, lrs, steps: int | None = None,
+            schedule: str = lr_schedule.DEFAULT) -> RunOutcome:
+        """Run ``program`` for ``steps`` (default: the spec's) at each lr of ``lrs``, side by
+        side in compiled calls (:func:`fitness.interpreter.runs_per_call` runs a call), with
+        the learning-rate schedule ``schedule``."""
         steps = self.spec.steps if steps is None else int(steps)
         lrs = np.ascontiguousarray(lrs, dtype=np.float64)
-        family = self.spec.family
-        if family == "quadratic":
-            curvature, center, w0, noise = self.arrays
-            out = kernels.run_quadratic_task(*program.arrays(), curvature, center, w0,
-                                             noise[:steps],
-                                             lrs, steps, ASCEND_FACTOR)
-        elif family == "rosenbrock":
-            shift, w0 = self.arrays
-            out = kernels.run_rosenbrock_task(*program.arrays(), shift, w0, lrs, steps,
-                                              ASCEND_FACTOR)
+        per_call = runs_per_call(self.n_params)
+        if len(lrs) > per_call:
+            parts = [self.run(program, lrs[i:i + per_call], steps, schedule)
+                     for i in range(0, len(lrs), per_call)]
+            return RunOutcome(parts[0].loss0, *(np.concatenate([getattr(o, f) for o in parts])
+                                                for f in ("final", "status", "steps_done")))
+        factors = lr_schedule.factors(schedule, steps)
+        f = self.fields()
+        if self.loop == "quadratic":
+            out = kernels.run_quadratic_task(*program.arrays(), f["curvature"], f["center"],
+                                             f["w0"], f["noise"][:steps], lrs, factors, steps,
+                                             ASCEND_FACTOR)
+        elif self.loop == "rosenbrock":
+            out = kernels.run_rosenbrock_task(*program.arrays(), f["shift"], f["w0"], lrs,
+                                              factors, steps, ASCEND_FACTOR)
         else:
-            sizes, w_off, b_off, w0, x, y, batches, x_test, y_test, loss_kind = self.arrays
-            out = kernels.run_mlp_task(*program.arrays(), sizes, w_off, b_off, w0, x, y,
-                                       batches[:steps], x_test, y_test, loss_kind, lrs, steps,
+            out = kernels.run_mlp_task(*program.arrays(), f["sizes"], f["w_off"], f["b_off"],
+                                       f["act"], f["w0"], f["x"], f["y"], f["batches"][:steps],
+                                       f["x_test"], f["y_test"], f["loss"], lrs, factors, steps,
                                        ASCEND_FACTOR)
         loss0, final, status, done = out
         return RunOutcome(float(loss0), final, status, done)
@@ -117,15 +153,14 @@ class TaskInstance:
         """
         w = np.ascontiguousarray(w, dtype=np.float64)
         grad = np.zeros_like(w)
-        family = self.spec.family
-        if family == "quadratic":
-            curvature, center = self.arrays[:2]
-            grad[:] = curvature * (w - center)
-            return float(kernels.quadratic_loss(curvature, center, w)), grad
-        if family == "rosenbrock":
-            return float(kernels.rosenbrock_loss_grad(w, self.arrays[0], grad)), grad
-        sizes, w_off, b_off, _, x, y, batches, _, _, loss_kind = self.arrays
-        loss = kernels.mlp_loss_grad(w, sizes, w_off, b_off, x, y, batches[step], loss_kind, grad)
+        f = self.fields()
+        if self.loop == "quadratic":
+            grad[:] = f["curvature"] * (w - f["center"])
+            return float(kernels.quadratic_loss(f["curvature"], f["center"], w)), grad
+        if self.loop == "rosenbrock":
+            return float(kernels.rosenbrock_loss_grad(w, f["shift"], grad)), grad
+        loss = kernels.mlp_loss_grad(w, f["sizes"], f["w_off"], f["b_off"], f["act"], f["x"],
+                                     f["y"], f["batches"][step], f["loss"], grad)
         return float(loss), grad
 
     def describe(self) -> dict[str, Any]:
@@ -169,6 +204,7 @@ def _quadratic(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
 def _rosenbrock(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     p = int(spec.options["dim"])
     u0 = np.tile([-1.2, 1.0], (p + 1) // 2)[:p] + 0.1 * rng.standard_normal(p)
+    # the shift puts w = 0 on a steep slope, so weight decay alone (the rule ``w``) gains nothing
     shift = np.full(p, -2.0)
     w0 = np.ascontiguousarray(u0 - shift)
     return TaskInstance(spec, 0, p, 0.0, (shift, w0), w0)
@@ -185,55 +221,30 @@ def _layout(sizes: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
     return np.array(w_off, dtype=np.int64), np.array(b_off, dtype=np.int64), pos
 
 
-def _init_mlp(sizes: list[int], rng: np.random.Generator) -> np.ndarray:
-    """He-normal weights, zero biases, in the kernels' flat layout."""
+def _init_mlp(sizes: list[int], rng: np.random.Generator, gain: float = 2.0) -> np.ndarray:
+    """He-normal (gain 2, ReLU) or Glorot-like (gain 1, tanh) weights, zero biases."""
     parts = []
     for nin, nout in zip(sizes[:-1], sizes[1:]):
-        parts.append(rng.standard_normal(nin * nout) * np.sqrt(2.0 / nin))
+        parts.append(rng.standard_normal(nin * nout) * np.sqrt(gain / nin))
         parts.append(np.zeros(nout))
     return np.concatenate(parts)
 
 
-def _split(x: np.ndarray, y: np.ndarray, n_test: int, rng: np.random.Generator):
-    order = rng.permutation(x.shape[0])
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
+_ACTS = {"relu": kernels.ACT_RELU, "tanh": kernels.ACT_TANH}
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray):
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[std == 0.0] = 1.0
-    return (x_train - mean) / std, (x_test - mean) / std
-
-
-def _one_hot(labels: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((labels.shape[0], n))
-    out[np.arange(labels.shape[0]), labels] = 1.0
-    return out
-
-
-def _sklearn_data(name: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn import datasets
-
-    loaders = {
-        "digits": datasets.load_digits,
-        "breast_cancer": datasets.load_breast_cancer,
-        "wine": datasets.load_wine,
-    }
-    bunch = loaders[name]()
-    return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
-
-
-def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, sizes: list[int], x, y, x_test,
-                  y_test, loss_kind: int) -> TaskInstance:
+def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, data: datasets.Arrays,
+                  hidden: list[int], loss_kind: int) -> TaskInstance:
+    """An MLP from x's width through ``hidden`` to y's width, trained on minibatches of x."""
+    x, y, x_test, y_test = data
+    act = spec.options.get("act", "relu")
+    sizes = [x.shape[1], *hidden, y.shape[1]]
     w_off, b_off, p = _layout(sizes)
-    w0 = _init_mlp(sizes, rng) if len(sizes) > 2 else np.zeros(p)
-    batch = int(spec.options["batch"])
-    batches = rng.integers(0, x.shape[0], size=(spec.steps, batch)).astype(np.int64)
+    w0 = _init_mlp(sizes, rng, 2.0 if act == "relu" else 1.0) if hidden else np.zeros(p)
+    batches = rng.integers(0, x.shape[0], size=(spec.steps, int(spec.options["batch"])))
     arrays = (
-        np.array(sizes, dtype=np.int64), w_off, b_off, w0,
-        np.ascontiguousarray(x), np.ascontiguousarray(y), batches,
+        np.array(sizes, dtype=np.int64), w_off, b_off, _ACTS[act], w0,
+        np.ascontiguousarray(x), np.ascontiguousarray(y), batches.astype(np.int64),
         np.ascontiguousarray(x_test), np.ascontiguousarray(y_test), loss_kind,
     )
     return TaskInstance(spec, 0, p, 0.0, arrays, w0)
@@ -241,45 +252,40 @@ def _mlp_instance(spec: TaskSpec, rng: np.random.Generator, sizes: list[int], x,
 
 def _mlp(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    data, labels = _sklearn_data(o["data"])
-    n_classes = int(labels.max()) + 1
-    x, lab, x_test, lab_test = _split(data, labels, int(o["test"]), rng)
-    x, x_test = _standardise(x, x_test)
-    sizes = [data.shape[1], *o["hidden"], n_classes]
-    return _mlp_instance(spec, rng, sizes, x, _one_hot(lab, n_classes), x_test,
-                         _one_hot(lab_test, n_classes), kernels.LOSS_SOFTMAX_CE)
+    data = datasets.real(o["data"], int(o["test"]), rng)
+    loss = kernels.LOSS_MSE if data[1].shape[1] == 1 else kernels.LOSS_SOFTMAX_CE
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), loss)
 
 
 def _logreg(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    d, n, n_test = int(o["dim"]), int(o["train"]), int(o["test"])
-    # feature scales over two decades make the problem ill-conditioned, as real features are
-    scales = 10.0 ** rng.uniform(-1.0, 1.0, d)
-    w_true = rng.standard_normal(d) / np.sqrt(d)
-    x_all = rng.standard_normal((n + n_test, d)) * scales
-    logits = (x_all / scales) @ w_true * 3.0
-    y_all = (rng.random(n + n_test) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64)
-    return _mlp_instance(spec, rng, [d, 1], x_all[:n], y_all[:n, None], x_all[n:],
-                         y_all[n:, None], kernels.LOSS_LOGISTIC)
+    data = datasets.logistic(int(o["dim"]), int(o["train"]), int(o["test"]), rng)
+    return _mlp_instance(spec, rng, data, [], kernels.LOSS_LOGISTIC)
+
+
+def _blobs(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    o = spec.options
+    data = datasets.blobs(int(o["dim"]), int(o["classes"]), int(o.get("informative", 4)),
+                          int(o.get("clusters", 2)), int(o["train"]), int(o["test"]), rng)
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_SOFTMAX_CE)
 
 
 def _teacher(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     o = spec.options
-    d, n, n_test = int(o["dim"]), int(o["train"]), int(o["test"])
-    teacher_sizes = [d, *o["teacher"], 1]
-    teacher_w = _init_mlp(teacher_sizes, rng)
-    w_off, b_off, _ = _layout(teacher_sizes)
-    x_all = rng.standard_normal((n + n_test, d))
-    h = x_all
-    for layer, (nin, nout) in enumerate(zip(teacher_sizes[:-1], teacher_sizes[1:])):
-        weights = teacher_w[w_off[layer]:w_off[layer] + nin * nout].reshape(nin, nout)
-        h = h @ weights
-        if layer < len(teacher_sizes) - 2:
-            h = np.maximum(h, 0.0)
-    y_all = h / h.std() + 0.05 * rng.standard_normal(h.shape)
-    sizes = [d, *o["hidden"], 1]
-    return _mlp_instance(spec, rng, sizes, x_all[:n], y_all[:n], x_all[n:], y_all[n:],
-                         kernels.LOSS_MSE)
+    data = datasets.teacher(int(o["dim"]), list(o["teacher"]), int(o["train"]), int(o["test"]),
+                            rng)
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_MSE)
+
+
+def _autoencoder(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    o = spec.options
+    if o["data"] == "manifold":
+        data = datasets.manifold(int(o["dim"]), int(o["latent"]), int(o["train"]),
+                                 int(o["test"]), rng)
+    else:
+        x, _, x_test, _ = datasets.real(o["data"], int(o["test"]), rng)
+        data = (x, x, x_test, x_test)
+    return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_MSE)
 
 
 _BUILDERS = {
@@ -287,7 +293,9 @@ _BUILDERS = {
     "rosenbrock": _rosenbrock,
     "logreg": _logreg,
     "mlp": _mlp,
+    "blobs": _blobs,
     "teacher": _teacher,
+    "autoencoder": _autoencoder,
 }
 
 
@@ -300,37 +308,46 @@ def build(spec: TaskSpec, seed: int) -> TaskInstance:
 
 
 # --------------------------------------------------------------------------------------------
-# Suites. Sizes are chosen so one rule on the whole search suite (5 lrs) takes a few tens of ms
-# on one core; the MLP dominates, so its hidden layer and batch stay small.
+# Suites. One rule on the whole search suite, with the lr search, takes about 100 ms on one
+# core (scripts/bench_cost.py prints the figure per task); the MLPs dominate, so their widths
+# and batches stay small.
 
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "search": (
-        TaskSpec("quad_ill", "quadratic", 100, {"dim": 200, "cond": (1e2, 1e4)}),
-        TaskSpec("quad_noisy", "quadratic", 100, {"dim": 200, "cond": (1e2, 1e3), "noise": 0.3}),
-        TaskSpec("rosenbrock_16", "rosenbrock", 150, {"dim": 16}),
-        TaskSpec("logreg_20", "logreg", 100,
+        TaskSpec("quad_noisy", "quadratic", 200,
+                 {"dim": 200, "cond": (1e2, 1e4), "noise": 0.5}),
+        TaskSpec("logreg_20", "logreg", 150,
                  {"dim": 20, "train": 1024, "test": 512, "batch": 32}),
-        TaskSpec("mlp_digits", "mlp", 100,
-                 {"data": "digits", "hidden": [16], "batch": 32, "test": 360}),
-        TaskSpec("teacher_student", "teacher", 100,
-                 {"dim": 8, "teacher": [32], "hidden": [16], "train": 1024, "test": 256,
-                  "batch": 32}),
+        TaskSpec("mlp_digits_tanh", "mlp", 150,
+                 {"data": "digits", "hidden": [16, 16], "act": "tanh", "batch": 16,
+                  "test": 240}),
+        TaskSpec("blobs_deep", "blobs", 200,
+                 {"dim": 16, "classes": 4, "informative": 4, "clusters": 2,
+                  "hidden": [16, 16, 16], "train": 1024, "test": 256, "batch": 24}),
+        TaskSpec("autoenc_manifold", "autoencoder", 200,
+                 {"data": "manifold", "dim": 16, "latent": 3, "hidden": [24, 4, 24],
+                  "train": 1024, "test": 256, "batch": 24}),
+        TaskSpec("teacher_deep", "teacher", 150,
+                 {"dim": 8, "teacher": [32, 32], "hidden": [24, 24], "train": 1024,
+                  "test": 256, "batch": 24}),
     ),
     "heldout": (
-        TaskSpec("mlp_breast_cancer", "mlp", 150,
-                 {"data": "breast_cancer", "hidden": [16], "batch": 16, "test": 169}),
-        TaskSpec("mlp_wine", "mlp", 150, {"data": "wine", "hidden": [16], "batch": 16, "test": 48}),
-        TaskSpec("mlp_digits_deep", "mlp", 150,
-                 {"data": "digits", "hidden": [32, 16], "batch": 64, "test": 360}),
-        TaskSpec("quad_ill_1000", "quadratic", 200, {"dim": 1000, "cond": (1e3, 1e4)}),
-        TaskSpec("quad_noisy_500", "quadratic", 200,
-                 {"dim": 500, "cond": (1e2, 1e4), "noise": 1.0}),
-        TaskSpec("rosenbrock_64", "rosenbrock", 300, {"dim": 64}),
-        TaskSpec("logreg_50_b8", "logreg", 200,
-                 {"dim": 50, "train": 2048, "test": 512, "batch": 8}),
-        TaskSpec("teacher_student_wide", "teacher", 150,
+        TaskSpec("autoenc_digits", "autoencoder", 200,
+                 {"data": "digits", "hidden": [32, 8, 32], "batch": 16, "test": 360}),
+        TaskSpec("mlp_wine_tanh", "mlp", 200,
+                 {"data": "wine", "hidden": [16], "act": "tanh", "batch": 16, "test": 48}),
+        TaskSpec("mlp_diabetes", "mlp", 300,
+                 {"data": "diabetes", "hidden": [32, 16], "batch": 16, "test": 100}),
+        TaskSpec("blobs_wide_tanh", "blobs", 200,
+                 {"dim": 32, "classes": 8, "informative": 6, "clusters": 1, "hidden": [48],
+                  "act": "tanh", "train": 2048, "test": 512, "batch": 32}),
+        TaskSpec("teacher_wide", "teacher", 200,
                  {"dim": 16, "teacher": [32, 32], "hidden": [64], "train": 2048, "test": 512,
-                  "batch": 64}),
+                  "batch": 32}),
+        TaskSpec("quad_ill_1000", "quadratic", 300, {"dim": 1000, "cond": (1e3, 1e4)}),
+        TaskSpec("rosenbrock_64", "rosenbrock", 300, {"dim": 64}),
+        TaskSpec("logreg_50_b8", "logreg", 300,
+                 {"dim": 50, "train": 2048, "test": 512, "batch": 8}),
     ),
     "hurdle": (
         TaskSpec("quad_hurdle", "quadratic", 40, {"dim": 50, "cond": (1e2, 1e3)}),
@@ -352,9 +369,12 @@ def get_suite(name: str) -> tuple[TaskSpec, ...]:
 
 
 __all__ = [
+    "ARRAY_FIELDS",
     "ASCEND_FACTOR",
+    "LOOPS",
     "RunOutcome",
     "SUITES",
+    "TASKS_VERSION",
     "TaskInstance",
     "TaskSpec",
     "build",

@@ -2,10 +2,11 @@
 
 Prints side by side, in one run:
 
-* candidate evaluations / s / core on the search suite (every task, every lr of the grid) for
-  the Numba path and for the same rules and tasks in torch eager with autograd gradients
+* candidate evaluations / s / core on the search suite (every task, the lr search) for the
+  Numba path and for the same runs in torch eager with autograd gradients
   (:mod:`scripts.torch_proxy`, the rule as ``EvolvedOptimizer``), and their ratio;
-* runs / s / core of the quadratic task at P=1000, T=200 (one run = one rule at one lr);
+* runs / s / core of a quadratic at P=1000, T=200 (one run = one rule at one lr; five lrs a
+  call, as the search runs them);
 * on a population of random rules: the equivalence-cache hit rate, the share of suite runs the
   hurdle avoided and the wall-clock saved by it, and any crashes (there must be none);
 * throughput with 2 spawned worker processes over 1 (numba cache warmed first).
@@ -52,21 +53,28 @@ def numba_suite_rate(ev: Evaluator, rules: list[str]) -> float:
 
 
 def torch_suite_rate(ev: Evaluator, rules: list[str]) -> float:
+    """The same runs in torch eager: each task at the learning rates the Numba search tried."""
     import torch
 
+    from fitness.tuning import tune
     from scripts.torch_proxy import run_torch
 
     torch.set_num_threads(1)
-    lrs = np.asarray(ev.lrs, dtype=np.float64)
-    instances = [p.instance for p in ev.tasks]
-    start = time.perf_counter()
+    plans = []
     for rule in rules:
-        for inst in instances:
-            run_torch(inst, KNOWN_RULES[rule].rule if rule in KNOWN_RULES else rule, lrs)
+        text = KNOWN_RULES[rule].rule if rule in KNOWN_RULES else rule
+        program = compile_rule(text)
+        for prepared in ev.tasks:
+            run = tune(prepared.instance, program, ev.lr_search, ev.schedule)
+            plans.append((prepared.instance, text, np.array([lr for lr, _ in run.losses])))
+    start = time.perf_counter()
+    for inst, text, lrs in plans:
+        run_torch(inst, text, lrs, ev.schedule)
     return len(rules) / (time.perf_counter() - start)
 
 
 def quadratic_rate(rules: list[str], repeats: int) -> dict[str, float]:
+    """Runs (one rule, one lr, T steps) per second, five lrs per call as the search runs them."""
     spec = TaskSpec("quad_bench", "quadratic", 200, {"dim": 1000, "cond": (1e2, 1e4)})
     inst = build(spec, 0)
     lrs = np.logspace(-4, 0, 5)
@@ -91,7 +99,7 @@ def population_figures(rules: list[str]) -> dict[str, float]:
     start = time.perf_counter()
     without.evaluate_many(rules)
     t_plain = time.perf_counter() - start
-    finite = all(np.isfinite(r.aggregate) for r in results)
+    finite = all(np.isfinite(r.score) for r in results)
     return {
         "population": len(rules),
         "cache_hit_rate": c.cache_hits / max(c.candidates, 1),
@@ -161,14 +169,16 @@ def main(quick: bool, as_json: bool, population: int) -> None:
         "two_process_evals_per_s": two,
         "two_process_scaling": two / one,
         "suite_tasks": len(ev.tasks),
-        "lrs": list(ev.lrs),
+        "lr_search": ev.lr_search.to_dict(),
+        "schedule": ev.schedule,
         "cpus": os.cpu_count(),
         "quick": quick,
     }
     if as_json:
         click.echo(json.dumps(figures))
         return
-    click.echo(f"search suite: {len(ev.tasks)} tasks x {len(ev.lrs)} lrs per candidate")
+    click.echo(f"search suite: {len(ev.tasks)} tasks, lr search from "
+               f"{len(ev.lr_search.coarse())} rates a task, {ev.schedule} schedule")
     click.echo(f"{'':34}{'numba':>12}{'torch eager':>14}{'ratio':>9}")
     click.echo(f"{'suite evaluations / s / core':34}{numba:12.1f}{torch_rate:14.2f}"
                f"{numba / torch_rate:8.0f}x   (goal >= 20x)")

@@ -132,7 +132,7 @@ def stage_config(stage: str) -> dict:
                 "kernels": _hash_files(["fitness/kernels.py"])}
     code = "".join(inspect.getsource(obj) for obj in (
         real_tier.train_ensemble, real_tier.search_task, real_tier._eval, data.BatchOrder,
-        torch_tasks.task_loss, torch_tasks.schedule_factor, ensemble))
+        torch_tasks.task_loss, ensemble))
     tasks = _stage_tasks(stage)
     models = "".join(_source(t.forward) for t in tasks) if stage == "real" else "".join(
         _source(t.model) for t in torch_tasks.make_tasks().values())

@@ -2,9 +2,10 @@
 
 Each :class:`~fitness.tasks.TaskInstance` is rebuilt from its own arrays (same data, same
 minibatches, same start), the loss is written in torch and differentiated by autograd, and the
-rule runs as :class:`primitives.torch_backend.EvolvedOptimizer`. Same lr grid, same steps, same
-early stops as :mod:`fitness.kernels`, so the only difference timed is the execution model.
-Used by ``scripts/bench_fitness.py`` and by a test that the two paths agree.
+rule runs as :class:`primitives.torch_backend.EvolvedOptimizer` with the group's lr multiplied by
+the same schedule factor (:mod:`fitness.schedule`) before each step. Same steps and same early
+stops as :mod:`fitness.kernels`, one lr at a time, so the figures compare execution models.
+Used by ``scripts/bench_fitness.py`` and by ``tests/test_fitness.py`` (the two paths agree).
 """
 
 from __future__ import annotations
@@ -15,21 +16,18 @@ import numpy as np
 import torch
 
 from fitness import kernels
+from fitness import schedule as lr_schedule
 from fitness.tasks import ASCEND_FACTOR, TaskInstance
 
 
-def _mlp_parts(inst: TaskInstance):
-    sizes, w_off, b_off, _, x, y, batches, x_test, y_test, loss_kind = inst.arrays
-    return [int(s) for s in sizes], w_off, b_off, x, y, batches, x_test, y_test, int(loss_kind)
-
-
-def _mlp_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, loss_kind: int):
+def _mlp_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, act: int,
+              loss_kind: int) -> torch.Tensor:
     h = x
     n_layers = len(params) // 2
     for layer in range(n_layers):
         h = h @ params[2 * layer] + params[2 * layer + 1]
         if layer < n_layers - 1:
-            h = torch.relu(h)
+            h = torch.relu(h) if act == kernels.ACT_RELU else torch.tanh(h)
     if loss_kind == kernels.LOSS_SOFTMAX_CE:
         return -(y * torch.log_softmax(h, dim=1)).sum(dim=1).mean()
     if loss_kind == kernels.LOSS_LOGISTIC:
@@ -37,20 +35,13 @@ def _mlp_loss(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, loss
     return 0.5 * ((h - y) ** 2).sum(dim=1).mean()
 
 
-def run_torch(inst: TaskInstance, rule: str, lrs: np.ndarray) -> np.ndarray:
-    """Final scored loss at each lr (NaN where the run failed), as ``TaskInstance.run``."""
-    from primitives.torch_backend import EvolvedOptimizer
-
+def _problem(inst: TaskInstance):
+    """(make params, training loss at step t, gradient noise at step t, scored loss)."""
     family = inst.spec.family
-    steps = inst.steps
-    finals = np.full(len(lrs), np.nan)
     if family == "quadratic":
         curvature, center, w0, noise = (torch.from_numpy(a) for a in inst.arrays)
 
-        def make():
-            return [w0.clone().requires_grad_(True)]
-
-        def train_loss(params, t):
+        def loss(params, t):
             r = params[0] - center
             return 0.5 * (curvature * r * r).sum()
 
@@ -58,55 +49,56 @@ def run_torch(inst: TaskInstance, rule: str, lrs: np.ndarray) -> np.ndarray:
             if noise.shape[0]:
                 params[0].grad += noise[t]
 
-        def scored(params):
-            return train_loss(params, 0)
-    elif family == "rosenbrock":
+        return (lambda: [w0.clone().requires_grad_(True)]), loss, add_noise, \
+            (lambda params: loss(params, 0))
+    if family == "rosenbrock":
         shift, w0 = (torch.from_numpy(a) for a in inst.arrays)
 
-        def make():
-            return [w0.clone().requires_grad_(True)]
-
-        def train_loss(params, t):
+        def loss(params, t):
             u = params[0] + shift
             return (100.0 * (u[1:] - u[:-1] ** 2) ** 2 + (1.0 - u[:-1]) ** 2).sum()
 
-        def add_noise(params, t):
-            pass
+        return (lambda: [w0.clone().requires_grad_(True)]), loss, (lambda params, t: None), \
+            (lambda params: loss(params, 0))
+    sizes, w_off, b_off, act, w0, x, y, batches, x_test, y_test, loss_kind = inst.arrays
+    sizes = [int(s) for s in sizes]
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    x_test, y_test = torch.from_numpy(x_test), torch.from_numpy(y_test)
+    batches = torch.from_numpy(batches)
 
-        def scored(params):
-            return train_loss(params, 0)
-    else:
-        sizes, w_off, b_off, x, y, batches, x_test, y_test, loss_kind = _mlp_parts(inst)
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
-        x_test, y_test = torch.from_numpy(x_test), torch.from_numpy(y_test)
-        batches = torch.from_numpy(batches)
-        w0 = inst.w0
+    def make():
+        params = []
+        for layer, (nin, nout) in enumerate(zip(sizes[:-1], sizes[1:])):
+            weights = w0[w_off[layer]:w_off[layer] + nin * nout].reshape(nin, nout)
+            params.append(torch.tensor(weights).requires_grad_(True))
+            params.append(torch.tensor(w0[b_off[layer]:b_off[layer] + nout]).requires_grad_(True))
+        return params
 
-        def make():
-            params = []
-            for layer, (nin, nout) in enumerate(zip(sizes[:-1], sizes[1:])):
-                weights = w0[w_off[layer]:w_off[layer] + nin * nout].reshape(nin, nout)
-                params.append(torch.tensor(weights).requires_grad_(True))
-                params.append(torch.tensor(w0[b_off[layer]:b_off[layer] + nout])
-                              .requires_grad_(True))
-            return params
+    def loss(params, t):
+        rows = batches[t]
+        return _mlp_loss(params, x[rows], y[rows], int(act), int(loss_kind))
 
-        def train_loss(params, t):
-            rows = batches[t]
-            return _mlp_loss(params, x[rows], y[rows], loss_kind)
+    def scored(params):
+        return _mlp_loss(params, x_test, y_test, int(act), int(loss_kind))
 
-        def add_noise(params, t):
-            pass
+    return make, loss, (lambda params, t: None), scored
 
-        def scored(params):
-            return _mlp_loss(params, x_test, y_test, loss_kind)
 
+def run_torch(inst: TaskInstance, rule: str, lrs: np.ndarray,
+              schedule: str = lr_schedule.DEFAULT) -> np.ndarray:
+    """Final scored loss at each lr (NaN where the run failed), as ``TaskInstance.run``."""
+    from primitives.torch_backend import EvolvedOptimizer
+
+    make, train_loss, add_noise, scored = _problem(inst)
+    steps = inst.steps
+    factors = lr_schedule.factors(schedule, steps)
+    finals = np.full(len(lrs), np.nan)
     with torch.no_grad():
         loss0 = float(scored(make()))
     limit = ASCEND_FACTOR * loss0
     for k, lr in enumerate(lrs):
         params = make()
-        opt = EvolvedOptimizer(params, rule, lr=float(lr))
+        opt = EvolvedOptimizer(params, rule, lr=float(lr), total_steps=steps)
         ok = True
         for t in range(steps):
             opt.zero_grad()
@@ -117,6 +109,7 @@ def run_torch(inst: TaskInstance, rule: str, lrs: np.ndarray) -> np.ndarray:
                 break
             loss.backward()
             add_noise(params, t)
+            opt.param_groups[0]["lr"] = float(lr) * float(factors[t])
             opt.step()
         if ok:
             with torch.no_grad():

@@ -43,7 +43,7 @@ def test_a_failing_rule_exits_zero_with_floor_scores_and_reasons():
 def test_score_text_output():
     result = CliRunner().invoke(score, ["sign(g)", "--seed", "1"])
     assert result.exit_code == 0, result.output
-    assert "aggregate score" in result.output and "quad_ill" in result.output
+    assert "aggregate score" in result.output and "quad_noisy" in result.output
 
 
 @pytest.mark.parametrize("args", [["add(g,"], ["foo(g)"], ["g", "--suite", "nope"]])

@@ -38,29 +38,29 @@ def _values(tree):
     return [torch.tensor(c.value, dtype=torch.float64) for c in constants(tree)]
 
 
-@pytest.mark.parametrize("suite", ["search", "heldout"])
-def test_unrolled_torch_runs_agree_with_the_interpreter(suite):
+@pytest.mark.parametrize("suite,schedule", [("search", "cosine"), ("heldout", "cosine"),
+                                            ("search", "constant")])
+def test_unrolled_torch_runs_agree_with_the_interpreter(suite, schedule):
     torch.set_num_threads(1)
     checked = 0
-    for spec in get_suite(suite):
+    specs = get_suite(suite)
+    for spec in specs:
         instance = build(spec, 0)
-        if not supported(instance):
-            continue
-        task = TorchTask(instance)
+        assert supported(instance), spec.family
+        task = TorchTask(instance, schedule)
         for rule in SMOOTH:
-            for lr in (1e-2,):
-                ref = instance.run(compile_rule(rule), np.array([lr])).final[0]
-                tree = parse(rule)
-                with torch.no_grad():
-                    end = run(task, lr, rule_update(RuleStep(tree, task.steps), _values(tree)))
-                if math.isnan(ref):
-                    assert end.loss is None
-                else:
-                    # float64 both ways; 100-300 steps of training amplify last-bit
-                    # differences (torch's matmul against the kernels' loops) to ~1e-8
-                    assert float(end.loss) == pytest.approx(ref, rel=1e-6)
-                checked += 1
-    assert checked >= 2 * 5
+            ref = instance.run(compile_rule(rule), np.array([1e-2]), schedule=schedule).final[0]
+            tree = parse(rule)
+            with torch.no_grad():
+                end = run(task, 1e-2, rule_update(RuleStep(tree, task.steps), _values(tree)))
+            if math.isnan(ref):
+                assert end.loss is None
+            else:
+                # float64 both ways; a few hundred steps amplify last-bit differences (torch's
+                # matmul and tanh against the kernels' loops) to 2e-12 at most, measured
+                assert float(end.loss) == pytest.approx(ref, rel=1e-9)
+            checked += 1
+    assert checked == len(SMOOTH) * len(specs)
 
 
 def test_rule_step_with_tensor_constants_agrees_with_the_torch_backend():
@@ -140,13 +140,37 @@ def test_refine_sends_zero_gradient_constants_to_cmaes():
     assert result["scores"]["after"]["search"] >= result["scores"]["before"]["search"]
 
 
-def test_a_rule_without_constants_is_one_line_and_exit_2(tmp_path):
+def test_evolve_refine_adam_with_adams_constants_scores_as_tuned_adam(tmp_path):
+    import json
+
     out = tmp_path / "r"
-    result = CliRunner().invoke(main, ["refine", "sign(g)", "--out", str(out), "--no-real",
+    result = CliRunner().invoke(main, ["refine", "adam", "--out", str(out), "--no-real",
+                                       "--suite", "hurdle", "--steps", "0",
+                                       "--cmaes-generations", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "refine.json").read_text())
+    before = data["scores"]["before"]
+    # the rule adam and the tuned-Adam baseline run the same compiled loops on both sides
+    assert before["search"] == pytest.approx(1.0, rel=1e-12)
+    assert before["heldout"] == pytest.approx(1.0, rel=1e-12)
+    assert data["scores"]["after"]["search"] >= before["search"]
+    assert [c["value"] for c in data["constants"]] == [0.9, 0.999, 1e-8]
+    # the meta-objective's unrolled torch runs score adam as the evaluator does
+    assert all(v is not None and v < 1e-9 for v in data["unrolled_vs_evaluator"].values())
+    assert (out / "refine.md").is_file() and (out / "refine.png").is_file()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["sign(g)"], "no numeric constants"),
+    (["adam", "--schedule", "linear"], "--schedule must be one of cosine, constant"),
+])
+def test_bad_refine_input_is_one_line_and_exit_2(tmp_path, args, words):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["refine", *args, "--out", str(out), "--no-real",
                                        "--suite", "hurdle"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "no numeric constants" in lines[0]
+    assert len(lines) == 1 and words in lines[0]
     assert not out.exists()
 
 
@@ -189,6 +213,15 @@ def test_sgd_hd_learning_rate_follows_the_paper():
     again = SGDHD([p.detach().clone().requires_grad_(True)], lr=0.01, hypergrad_lr=0.001)
     again.load_state_dict(state)
     assert again.param_groups[0]["alpha"] == opt.param_groups[0]["alpha"]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_proxy_scores_path_scores_torch_adam_as_the_evaluator_scores_adam(schedule):
+    from evolve.bench.hypergradient import proxy_scores
+
+    torch.set_num_threads(1)
+    # torch.optim.Adam through the unrolled tasks, the same lr search and schedule: the control
+    assert proxy_scores("adam", "hurdle", 0, schedule) == pytest.approx(1.0, rel=1e-9)
 
 
 def test_hypergradient_baselines_resolve_in_the_benchmark():

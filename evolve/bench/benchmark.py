@@ -199,7 +199,7 @@ def proxy_suite_scores(specs: Sequence[OptimizerSpec], quick: bool = False) -> d
         scores[spec.label] = {"rule": rule,
                               "score": score_rule(rule, suite="search", quick=quick),
                               "heldout": score_rule(rule, suite="heldout", quick=quick)}
-    lrs = "3 learning rates" if quick else "5 learning rates"
+    lrs = "the quick lr search" if quick else "the lr search"
     return {"note": f"fitness.evaluate.score_rule, {lrs}; torch baselines scored as their "
                     "known rule (adamw as adam).", "scores": scores}
 

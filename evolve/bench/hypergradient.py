@@ -144,18 +144,50 @@ class AdamHD(_HypergradientOptimizer):
         return out
 
 
-def proxy_scores(kind: str, suite: str = "search", seed: int = 0) -> float:
-    """SGD-HD (``kind="sgd_hd"``) or Adam-HD on a proxy suite's tasks, scored as rules are.
+def proxy_scores(kind: str, suite: str = "search", seed: int = 0, schedule: str = "cosine"
+                 ) -> float:
+    """SGD-HD (``kind="sgd_hd"``) or Adam-HD (``"adam_hd"``) on a proxy suite's tasks, scored
+    as rules are; ``"adam"`` runs torch.optim.Adam through the same path, the control that shows
+    what the path itself gives Adam.
 
     Each task is rebuilt in torch (:mod:`evolve.unroll`) and trained with the paper's update
-    on the flat weight vector (one alpha for all weights, as one param group); the initial
-    learning rate gets the same search as every optimizer (:mod:`fitness.lr_grid`), and the
-    best final loss is scored against tuned Adam's on the same instance
-    (:func:`fitness.score.log_ratio`, :func:`fitness.score.suite_score`).
+    on the flat weight vector (one alpha for all weights, as one param group) under the lr
+    ``schedule``; the initial learning rate gets the same search as every optimizer
+    (:mod:`fitness.lr_grid`), and the best final loss is scored against tuned Adam's on the
+    same instance as the evaluator scores a rule (FAIL without progress,
+    :func:`fitness.score.log_ratio`, :func:`fitness.score.suite_score`).
     """
-    from evolve.unroll import hd_suite_score
+    from evolve.unroll import TorchTask, optimizer_update, run, supported
+    from evolve.worker import proxy_suite, score_rules
+    from fitness import lr_grid
+    from fitness.score import FAIL, log_ratio, suite_score
+    from fitness.tasks import build, get_suite
 
-    return hd_suite_score(kind, suite, seed)
+    cls = {"sgd_hd": SGDHD, "adam_hd": AdamHD, "adam": torch.optim.Adam}[kind]
+    adam = {t.task: t for t in score_rules(proxy_suite(suite, schedule), seed, ["adam"],
+                                           hurdle=False)[0].tasks}
+    ratios = []
+    for spec in get_suite(suite):
+        instance = build(spec, seed)
+        if not supported(instance) or spec.name not in adam:
+            continue
+        task = TorchTask(instance, schedule)
+
+        def evaluate(lrs: list[float], task: TorchTask = task) -> list[float | None]:
+            out = []
+            for lr in lrs:
+                update, _ = optimizer_update(task, lambda p, r: cls(p, lr=r), lr)
+                with torch.no_grad():
+                    end = run(task, lr, update)
+                out.append(None if end.loss is None else float(end.loss))
+            return out
+
+        best_lr, tried = lr_grid.search(evaluate)
+        best = None if best_lr is None else tried[best_lr]
+        progressed = best is not None and best < task.loss0
+        ratios.append(log_ratio(best, adam[spec.name].ref_loss, task.loss0, instance.loss_min)
+                      if progressed else FAIL)
+    return suite_score(ratios)
 
 
 __all__ = ["AdamHD", "SGDHD", "proxy_scores"]

@@ -185,7 +185,7 @@ def _refine_hall(out: str, config: CampaignConfig, top: int) -> None:
         folder = Path(out) / "refined" / str(rank)
         result = refine_to(entry["rule"], folder,
                            RefineConfig(suite=config.suite, heldout_suite=config.heldout_suite,
-                                        seed=config.seed),
+                                        schedule=config.schedule, seed=config.seed),
                            notify=lambda message: click.echo(message, err=True))
         s = result["scores"]
         click.echo(f"refined number {rank}: search {s['before']['search']:.3f} -> "

@@ -11,6 +11,7 @@ import click
 from evolve.compare import BUDGET_DEFINITION, DEFAULT_STRATEGIES
 from evolve.config import EXECUTORS, STRATEGIES
 from evolve.errors import UserError
+from fitness.schedule import SCHEDULES
 
 
 def _echo(message: str) -> None:
@@ -99,6 +100,9 @@ def _real_tasks(text: str | None) -> tuple[str, ...] | None:
               help="folder for refine.md, refine.json and refine.png")
 @click.option("--suite", default="default", show_default=True,
               help="proxy suite whose tasks the constants are fitted on")
+@click.option("--schedule", default="cosine", show_default=True,
+              help=f"learning-rate schedule of the proxy runs and scores, as a campaign's: "
+                   f"{', '.join(SCHEDULES)}")
 @click.option("--steps", type=int, default=40, show_default=True,
               help="meta-gradient steps (Adam on the constants)")
 @click.option("--cmaes-generations", type=int, default=12, show_default=True,
@@ -110,8 +114,9 @@ def _real_tasks(text: str | None) -> tuple[str, ...] | None:
 @click.option("--real-tasks", default=None,
               help="comma-separated real-data tier tasks [the tier's own]")
 @click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
-def refine_cmd(rule: str, out: str, suite: str, steps: int, cmaes_generations: int, seed: int,
-               real_tier: bool, real_tasks: str | None, as_json: bool) -> None:
+def refine_cmd(rule: str, out: str, suite: str, schedule: str, steps: int,
+               cmaes_generations: int, seed: int, real_tier: bool, real_tasks: str | None,
+               as_json: bool) -> None:
     """Fit RULE's numeric constants by differentiating the loss after unrolled training.
 
     \b
@@ -128,11 +133,14 @@ def refine_cmd(rule: str, out: str, suite: str, steps: int, cmaes_generations: i
 
     if steps < 0 or cmaes_generations < 0:
         raise UserError("--steps and --cmaes-generations must be >= 0")
+    if schedule not in SCHEDULES:
+        raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     _check_suite(suite)
     ref = resolve_rule(rule)
     check_writable_folder(out, "--out")
-    config = RefineConfig(suite=suite, steps=steps, cmaes_generations=cmaes_generations,
-                          seed=seed, real_tier=real_tier, real_tasks=_real_tasks(real_tasks))
+    config = RefineConfig(suite=suite, schedule=schedule, steps=steps,
+                          cmaes_generations=cmaes_generations, seed=seed, real_tier=real_tier,
+                          real_tasks=_real_tasks(real_tasks))
     results = refine_to(ref.text, out, config, notify=_echo)
     if as_json:
         click.echo(json.dumps(results, indent=1))

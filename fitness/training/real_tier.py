@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 
 from fitness import lr_grid
+from fitness import schedule as lr_schedule
 from fitness.score import REASON_ASCENDED, REASON_NAN, Result, TaskScore, log_ratio, suite_score
 from fitness.training.data import BatchOrder
 from fitness.training.real_tasks import BUILTIN_NAMES, RealTask, builtin_tasks, load_user_task
-from fitness.training.torch_tasks import ASCEND, SCHEDULES, schedule_factor
+from fitness.training.torch_tasks import ASCEND, SCHEDULES
 from primitives.files import atomic_write_text
 from primitives.grammar import RuleSyntaxError
 from primitives.program import Program, compile_rule
@@ -86,7 +87,7 @@ def train_ensemble(task: RealTask, program: Program, lrs: Sequence[float],
         with torch.no_grad():
             grad = torch.nan_to_num(theta.grad, nan=0.0, posinf=0.0, neginf=0.0)
             direction = run_program(program, [grad], [theta], states, t, steps)[0]
-            factor = schedule_factor(schedule, t, steps)
+            factor = lr_schedule.factor(schedule, t, steps)
             theta.sub_(direction * (rates * factor * alive.unsqueeze(1)))
             if bool(newly.any()):
                 # a dead model restarts from its (finite) start with rate 0: its NaNs must not

@@ -31,28 +31,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from fitness.training import SCHEDULE_NAMES
+from fitness import schedule as lr_schedule
 from fitness.training import data as D
 
 # A run whose training loss climbs above this multiple of its first loss counts as diverged
 # (as the proxy tasks' ascent check): finite but useless numbers would otherwise win nothing and
 # clutter the tables with 1e17 losses.
 ASCEND = 20.0
-SCHEDULES = SCHEDULE_NAMES
+SCHEDULES = lr_schedule.SCHEDULES
 
 # make_optimizer(params, lr, total_steps) -> optimizer; the benchmark binds the rest.
 MakeOptimizer = Callable[[Iterable[Tensor], float, int], torch.optim.Optimizer]
 TaskData = D.Splits
-
-
-def schedule_factor(kind: str, t: int, total: int) -> float:
-    """The learning-rate multiplier at 1-based step ``t`` of ``total``: cosine decay from 1 to
-    (almost) 0, or constant 1."""
-    if kind == "constant":
-        return 1.0
-    if kind != "cosine":
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
-    return 0.5 * (1.0 + math.cos(math.pi * (t - 1) / max(total, 1)))
 
 
 def task_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
@@ -272,7 +262,7 @@ def train_task(task: TorchTask, make_optimizer: MakeOptimizer, lr: float, seed: 
         base = [group["lr"] for group in opt.param_groups]
         _mode(opt, "train")
         for step in range(1, steps + 1):
-            factor = schedule_factor(schedule, step, steps)
+            factor = lr_schedule.factor(schedule, step, steps)
             for group, lr0 in zip(opt.param_groups, base):
                 group["lr"] = lr0 * factor
             idx = batches.next()
@@ -317,5 +307,5 @@ def _mode(opt: torch.optim.Optimizer, mode: str) -> None:
 
 
 __all__ = ["ASCEND", "MakeOptimizer", "RunResult", "SCHEDULES", "TASK_NAMES", "TaskData",
-           "TorchTask", "evaluate", "make_tasks", "schedule_factor", "seeded_model", "task_loss",
+           "TorchTask", "evaluate", "make_tasks", "seeded_model", "task_loss",
            "torch_threads", "train_task"]
