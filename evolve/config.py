@@ -18,7 +18,11 @@ from primitives.rules import KNOWN_RULES
 
 # strategy name -> "module:class", imported only when a campaign uses it (a strategy may need
 # heavy packages, such as torch for a learned controller, that the others never load)
-STRATEGIES = {"evolution": "evolve.evolution:Evolution"}
+STRATEGIES = {"evolution": "evolve.evolution:Evolution",
+              # issue 14: the other meta-optimizers, side by side (evolve/strategies/)
+              "random": "evolve.strategies.random_search:RandomSearch",
+              "rl": "evolve.strategies.rl:RLController",
+              "optuna-adam": "evolve.strategies.optuna_adam:OptunaAdam"}
 ALGORITHMS = ("aging", "generational")  # of the evolution strategy
 EXECUTORS = ("serial", "process", "ray")
 

@@ -45,6 +45,16 @@ TASKS_VERSION = 4
 # A run stops as "ascended" once its training loss exceeds this multiple of the start loss.
 ASCEND_FACTOR = 20.0
 
+# The compiled loop each family runs on, and the names of its task arguments in the order of
+# TaskInstance.arrays: the one spelling of that layout (TaskInstance.fields reads it).
+LOOPS = {"quadratic": "quadratic", "rosenbrock": "rosenbrock"}  # every other family: "mlp"
+ARRAY_FIELDS = {
+    "quadratic": ("curvature", "center", "w0", "noise"),
+    "rosenbrock": ("shift", "w0"),
+    "mlp": ("sizes", "w_off", "b_off", "act", "w0", "x", "y", "batches", "x_test", "y_test",
+            "loss"),
+}
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -97,6 +107,15 @@ class TaskInstance:
     def config(self) -> dict[str, Any]:
         return self.spec.config(self.seed)
 
+    @property
+    def loop(self) -> str:
+        """The compiled loop that runs this instance: quadratic, rosenbrock or mlp."""
+        return LOOPS.get(self.spec.family, "mlp")
+
+    def fields(self) -> dict[str, Any]:
+        """The task arguments by name (:data:`ARRAY_FIELDS` of :attr:`loop`)."""
+        return dict(zip(ARRAY_FIELDS[self.loop], self.arrays))
+
     def run(self, program: Program, lrs, steps: int | None = None,
             schedule: str = lr_schedule.DEFAULT) -> RunOutcome:
         """Run ``program`` for ``steps`` (default: the spec's) at each lr of ``lrs``, side by
@@ -111,20 +130,19 @@ class TaskInstance:
             return RunOutcome(parts[0].loss0, *(np.concatenate([getattr(o, f) for o in parts])
                                                 for f in ("final", "status", "steps_done")))
         factors = lr_schedule.factors(schedule, steps)
-        family = self.spec.family
-        if family == "quadratic":
-            curvature, center, w0, noise = self.arrays
-            out = kernels.run_quadratic_task(*program.arrays(), curvature, center, w0,
-                                             noise[:steps], lrs, factors, steps, ASCEND_FACTOR)
-        elif family == "rosenbrock":
-            shift, w0 = self.arrays
-            out = kernels.run_rosenbrock_task(*program.arrays(), shift, w0, lrs, factors, steps,
-                                              ASCEND_FACTOR)
+        f = self.fields()
+        if self.loop == "quadratic":
+            out = kernels.run_quadratic_task(*program.arrays(), f["curvature"], f["center"],
+                                             f["w0"], f["noise"][:steps], lrs, factors, steps,
+                                             ASCEND_FACTOR)
+        elif self.loop == "rosenbrock":
+            out = kernels.run_rosenbrock_task(*program.arrays(), f["shift"], f["w0"], lrs,
+                                              factors, steps, ASCEND_FACTOR)
         else:
-            sizes, w_off, b_off, act, w0, x, y, batches, x_test, y_test, loss = self.arrays
-            out = kernels.run_mlp_task(*program.arrays(), sizes, w_off, b_off, act, w0, x, y,
-                                       batches[:steps], x_test, y_test, loss, lrs, factors,
-                                       steps, ASCEND_FACTOR)
+            out = kernels.run_mlp_task(*program.arrays(), f["sizes"], f["w_off"], f["b_off"],
+                                       f["act"], f["w0"], f["x"], f["y"], f["batches"][:steps],
+                                       f["x_test"], f["y_test"], f["loss"], lrs, factors, steps,
+                                       ASCEND_FACTOR)
         loss0, final, status, done = out
         return RunOutcome(float(loss0), final, status, done)
 
@@ -135,16 +153,14 @@ class TaskInstance:
         """
         w = np.ascontiguousarray(w, dtype=np.float64)
         grad = np.zeros_like(w)
-        family = self.spec.family
-        if family == "quadratic":
-            curvature, center = self.arrays[:2]
-            grad[:] = curvature * (w - center)
-            return float(kernels.quadratic_loss(curvature, center, w)), grad
-        if family == "rosenbrock":
-            return float(kernels.rosenbrock_loss_grad(w, self.arrays[0], grad)), grad
-        sizes, w_off, b_off, act, _, x, y, batches, _, _, loss_kind = self.arrays
-        loss = kernels.mlp_loss_grad(w, sizes, w_off, b_off, act, x, y, batches[step],
-                                     loss_kind, grad)
+        f = self.fields()
+        if self.loop == "quadratic":
+            grad[:] = f["curvature"] * (w - f["center"])
+            return float(kernels.quadratic_loss(f["curvature"], f["center"], w)), grad
+        if self.loop == "rosenbrock":
+            return float(kernels.rosenbrock_loss_grad(w, f["shift"], grad)), grad
+        loss = kernels.mlp_loss_grad(w, f["sizes"], f["w_off"], f["b_off"], f["act"], f["x"],
+                                     f["y"], f["batches"][step], f["loss"], grad)
         return float(loss), grad
 
     def describe(self) -> dict[str, Any]:
@@ -353,7 +369,9 @@ def get_suite(name: str) -> tuple[TaskSpec, ...]:
 
 
 __all__ = [
+    "ARRAY_FIELDS",
     "ASCEND_FACTOR",
+    "LOOPS",
     "RunOutcome",
     "SUITES",
     "TASKS_VERSION",

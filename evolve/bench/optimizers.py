@@ -74,6 +74,18 @@ def _muon(params, lr, wd, total_steps=None):
     return muon(params, lr, wd, total_steps)
 
 
+def _sgd_hd(params, lr, wd, total_steps=None):
+    from evolve.bench.hypergradient import SGDHD
+
+    return SGDHD(params, lr=lr, weight_decay=wd or 0.0)
+
+
+def _adam_hd(params, lr, wd, total_steps=None):
+    from evolve.bench.hypergradient import AdamHD
+
+    return AdamHD(params, lr=lr, weight_decay=wd or 0.0)
+
+
 BASELINES: dict[str, tuple[str, _Factory]] = {
     "adam": ("torch.optim.Adam (betas 0.9, 0.999)", _adam),
     "adamw": ("torch.optim.AdamW (weight decay 0.01 unless --weight-decay)", _adamw),
@@ -85,6 +97,11 @@ BASELINES: dict[str, tuple[str, _Factory]] = {
                      "warm-up, weight decay 0 unless --weight-decay)", _schedulefree),
     "muon": ("torch.optim.Muon on hidden matrices (AdamW-matched rate) + AdamW on the rest "
              "(weight decay 0.01 unless --weight-decay)", _muon),
+    # hypergradient descent (issue 14): not rules, so no proxy-suite row here
+    "sgd_hd": ("evolve.bench.hypergradient.SGDHD, Baydin et al. 2018 (hypergrad lr 1e-3)",
+               _sgd_hd),
+    "adam_hd": ("evolve.bench.hypergradient.AdamHD, Baydin et al. 2018 (hypergrad lr 1e-7)",
+                _adam_hd),
 }
 # optimizers that replace the schedule: the benchmark runs them at a constant rate
 SCHEDULE_FREE = ("schedulefree",)

@@ -31,6 +31,8 @@ COMMANDS = {
     "demo": "evolve.cli.campaign:demo_cmd",
     "benchmark": "evolve.cli.bench:benchmark",
     "validate": "evolve.cli.bench:validate",
+    "compare": "evolve.cli.compare:compare_cmd",
+    "refine": "evolve.cli.compare:refine_cmd",
 }
 
 

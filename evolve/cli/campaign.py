@@ -55,15 +55,18 @@ def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = F
     from evolve.cli import STARTED
     from evolve.progress import CampaignProgress, StageProgress
     from evolve.runner import run_campaign
+    from evolve.strategies import run_directory
 
     budget = Budget(time_limit=parse_duration(time_limit) if time_limit else None,
                     max_evaluations=max_evaluations, started=STARTED)
     progress = CampaignProgress(budget=budget, quiet=quiet)
     stages = StageProgress("finishing", quiet=quiet, before=progress.close)
     try:
-        return run_campaign(out, config=config, resume=resume, generations=generations,
-                            progress=progress, finish=True, validate=validate,
-                            notify=progress.note, budget=budget, live=True, stages=stages)
+        # strategies that keep files of their own (the Optuna journal) keep them in OUT
+        with run_directory(out):
+            return run_campaign(out, config=config, resume=resume, generations=generations,
+                                progress=progress, finish=True, validate=validate,
+                                notify=progress.note, budget=budget, live=True, stages=stages)
     finally:
         progress.close()
         stages.close()
@@ -76,7 +79,9 @@ RUN_OPTIONS = [
     click.option("--population", type=int, default=None, help="Population size [32]."),
     click.option("--seed", type=int, default=None, help="Random seed; a campaign is a function of (config, seed) [0]."),
     click.option("--strategy", default=None,
-                 help=f"What proposes rules: {', '.join(STRATEGIES)} [evolution]."),
+                 help=f"What proposes rules: {', '.join(STRATEGIES)} (random search, a "
+                      "recurrent controller trained by REINFORCE, TPE over Adam's constants) "
+                      "[evolution]."),
     click.option("--warm-start", default=None,
                  help="'random', a known rule (adam: the Lion search's start), or a comma list "
                       "such as adam,lion,sgd [random]."),
@@ -126,10 +131,15 @@ def budget_options(fn):
 @click.option("--validate/--no-validate", default=False,
               help="Send the top held-out rules through torch validation (digits) at the end.")
 @budget_options
+@click.option("--refine/--no-refine", default=False,
+              help="At the end, fit the constants of the hall of fame's best rules by "
+                   "meta-gradient (`evolve refine`; results in OUT/refined/RANK/).")
+@click.option("--refine-top", type=int, default=3, show_default=True,
+              help="How many hall-of-fame rules (with constants) --refine refines.")
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
             workers, ray_address, suite, tasks, real_k, out, validate, time_limit,
-            max_evaluations, quiet):
-    """Run an evolution campaign and write it to the run directory OUT.
+            max_evaluations, quiet, refine, refine_top):
+    """Run a campaign (evolution by default; --strategy) and write it to the run directory OUT.
 
     \b
     Examples:
@@ -149,9 +159,38 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
     if tasks:
         config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)
+    if refine and refine_top < 1:
+        raise UserError("--refine-top must be at least 1")
     _run_and_finish(out, config, validate=validate, quiet=quiet, time_limit=time_limit,
                     max_evaluations=max_evaluations)
     _print_summary(out)
+    if refine:
+        _refine_hall(out, config, refine_top)
+
+
+def _refine_hall(out: str, config: CampaignConfig, top: int) -> None:
+    """``evolve refine`` on the hall of fame's best rules with constants, into OUT/refined/N/."""
+    from evolve.refine import RefineConfig, refinable, refine_to
+    from evolve.rundir import RunDirectory
+    from primitives.grammar import parse
+
+    hall = RunDirectory(out).read_hall_of_fame()
+    done = 0
+    for rank, entry in enumerate(hall, 1):
+        if done == top:
+            break
+        if not refinable(parse(entry["rule"])):
+            click.echo(f"refine: number {rank} has no constants: {entry['rule']}", err=True)
+            continue
+        folder = Path(out) / "refined" / str(rank)
+        result = refine_to(entry["rule"], folder,
+                           RefineConfig(suite=config.suite, heldout_suite=config.heldout_suite,
+                                        schedule=config.schedule, seed=config.seed),
+                           notify=lambda message: click.echo(message, err=True))
+        s = result["scores"]
+        click.echo(f"refined number {rank}: search {s['before']['search']:.3f} -> "
+                   f"{s['after']['search']:.3f}: {result['refined']} ({folder}/refine.md)")
+        done += 1
 
 
 @click.command("resume")
