@@ -36,7 +36,10 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "build" / "numba-cache"))
 os.environ.setdefault("EVOLVE_CACHE_DIR", str(ROOT / "build" / "evolve-cache"))
 
 STAGES = ("search", "heldout", "real", "reference")
-RESULT_DIRS = ("docs/results/adam-warm", "docs/results/random-10min")
+# campaigns whose rules join the set: two of the founding build (proxy-selected funnels) and the
+# two default campaigns of the real-data tier (their tier-2 hall of fame)
+RESULT_DIRS = ("docs/results/adam-warm", "docs/results/random-10min",
+               "docs/results/campaign-adam", "docs/results/campaign-random")
 
 
 # ----------------------------------------------------------------------------------- rules
@@ -54,15 +57,21 @@ def adam_variants() -> list[str]:
     return out
 
 
-def campaign_rules() -> list[str]:
+def campaign_rules(folders: tuple[str, ...] = RESULT_DIRS, per_run: int = 6) -> list[str]:
+    """Rules of campaigns, ``per_run`` from each run directory found: the tier-2 hall of fame's
+    best where the run has one, else evenly spaced along its held-out funnel's ranking (so the
+    set spans what a funnel saw, not ten near-copies of its winner)."""
     rules = []
-    for folder in RESULT_DIRS:
-        path = ROOT / folder / "heldout.json"
-        if path.is_file():
-            rules += [row["rule"] for row in json.loads(path.read_text())["ranking"]]
-        hall = ROOT / folder / "hall_of_fame.json"
-        if hall.is_file():
-            rules += [e["rule"] for e in json.loads(hall.read_text())]
+    for folder in folders:
+        hall_path, funnel_path = ROOT / folder / "hall_of_fame.json", ROOT / folder / "heldout.json"
+        hall = json.loads(hall_path.read_text()) if hall_path.is_file() else []
+        tier2 = [e["rule"] for e in hall if e.get("tier") == "real"]
+        if tier2:
+            rules += tier2[:per_run]
+        elif funnel_path.is_file():
+            ranking = [row["rule"] for row in json.loads(funnel_path.read_text())["ranking"]]
+            step = max(1, len(ranking) // per_run)
+            rules += ranking[::step][:per_run]
     return rules
 
 
@@ -84,14 +93,14 @@ def random_rules(n: int, seed: int = 7) -> list[str]:
     return out
 
 
-def collect(limit: int | None) -> list[str]:
+def collect(limit: int | None, runs: tuple[str, ...] = RESULT_DIRS) -> list[str]:
     from primitives.grammar import parse, to_text
     from primitives.rules import KNOWN_RULES
 
     # adam first (every summary compares with it), then the families in turn, so that a
     # --limit keeps a mix of known, Adam-like, random and evolved rules
     families = [[r.rule for r in KNOWN_RULES.values()], adam_variants(), random_rules(12),
-                campaign_rules()]
+                campaign_rules(runs, per_run=8)]
     texts = [KNOWN_RULES["adam"].rule]
     while any(families):
         for family in families:
@@ -204,7 +213,8 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def analyse(rules: list[str], table: dict[str, dict[str, dict]]) -> dict:
+def analyse(rules: list[str], table: dict[str, dict[str, dict]],
+            before: dict[str, dict[str, dict]] | None = None) -> dict:
     ref = [table[r]["reference"]["score"] for r in rules]
     adam_ref = next(table[r]["reference"]["score"] for r in rules
                     if r == _adam())
@@ -213,19 +223,35 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]]) -> dict:
     best_ref = max(range(len(rules)), key=lambda i: ref[i])
     for stage in ("search", "heldout", "real"):
         values = [table[r][stage]["score"] for r in rules]
-        pick = max(range(len(rules)), key=lambda i: values[i])
-        order = sorted(range(len(rules)), key=lambda i: -values[i])
-        out["stages"][stage] = {
-            "spearman_all": spearman(values, ref),
-            "spearman_good": spearman([values[i] for i in good], [ref[i] for i in good]),
-            "pick": rules[pick],
-            "pick_reference": ref[pick],
-            "reference_best_ranked": order.index(best_ref) + 1,
-            "top5_reference_mean": sum(ref[i] for i in order[:5]) / 5,
-        }
+        out["stages"][stage] = _rank_stats(rules, values, ref, good, best_ref)
+    for stage, rows in (before or {}).items():
+        # the proxy stages as they were before issue 12, on the rules they were measured on
+        have = [i for i, r in enumerate(rules) if r in rows]
+        if len(have) >= 3:
+            sub_good = [k for k, i in enumerate(have) if i in good]
+            sub_best = max(range(len(have)), key=lambda k: ref[have[k]])
+            out["stages"][f"{stage} (before)"] = dict(
+                _rank_stats([rules[i] for i in have], [rows[rules[i]]["score"] for i in have],
+                            [ref[i] for i in have], sub_good, sub_best), rules=len(have))
     out["reference_best"] = {"rule": rules[best_ref], "score": ref[best_ref]}
     out["reference_adam"] = adam_ref
     return out
+
+
+def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: list[int],
+                best_ref: int) -> dict:
+    """How a stage's scores rank the rules against the reference, and what it would pick."""
+    pick = max(range(len(rules)), key=lambda i: values[i])
+    order = sorted(range(len(rules)), key=lambda i: -values[i])
+    return {
+        "rules": len(rules),
+        "spearman_all": spearman(values, ref),
+        "spearman_good": spearman([values[i] for i in good], [ref[i] for i in good]),
+        "pick": rules[pick],
+        "pick_reference": ref[pick],
+        "reference_best_ranked": order.index(best_ref) + 1,
+        "top5_reference_mean": sum(ref[i] for i in order[:5]) / 5,
+    }
 
 
 def _adam() -> str:
@@ -241,11 +267,12 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
              "same lr search and cosine schedule for every rule; 1.0 = tuned Adam). "
              f"\"good\" = the {summary['good_rules']} rules the reference scores within 10% of "
              "Adam or better.", "",
-             "| stage | Spearman, all rules | Spearman, good rules | its pick scores (reference) "
-             "| rank it gives the reference's best | mean reference of its top 5 |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| stage | rules | Spearman, all rules | Spearman, good rules | its pick scores "
+             "(reference) | rank it gives the reference's best | mean reference of its top 5 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for stage, s in summary["stages"].items():
-        lines.append(f"| {stage} | {s['spearman_all']:.3f} | {s['spearman_good']:.3f} | "
+        lines.append(f"| {stage} | {s['rules']} | {s['spearman_all']:.3f} | "
+                     f"{s['spearman_good']:.3f} | "
                      f"{s['pick_reference']:.3f} | {s['reference_best_ranked']} | "
                      f"{s['top5_reference_mean']:.3f} |")
     lines += ["", f"Reference best: `{summary['reference_best']['rule']}` "
@@ -260,6 +287,15 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
 # ----------------------------------------------------------------------------------- main
 
 
+def _read_before(path: Path) -> dict[str, dict[str, dict]]:
+    rows: dict[str, dict[str, dict]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows.setdefault(row["stage"], {})[row["rule"]] = row["result"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -268,9 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=str(ROOT / "build" / "fidelity-cache.jsonl"))
     parser.add_argument("--out", default=None, help="folder for fidelity.md and fidelity.json")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--runs", default=",".join(RESULT_DIRS),
+                        help="run directories whose rules join the set (comma list)")
+    parser.add_argument("--before", default=str(ROOT / "docs/results/fidelity/before.jsonl"),
+                        help="earlier proxy-stage scores (JSON lines rule/stage/result) to rank "
+                             "beside today's, as '<stage> (before)'")
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
-    rules = collect(args.limit)
+    rules = collect(args.limit, tuple(r for r in args.runs.split(",") if r))
     keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
             for s in STAGES}
     table: dict[str, dict[str, dict]] = {r: {} for r in rules}
@@ -300,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(todo)}] {stage:9s} {result['score']:.3f} {seconds:5.1f}s "
                   f"eta {elapsed / i * (len(todo) - i):.0f}s  {rule[:70]}", file=sys.stderr)
     complete = [r for r in rules if all(s in table[r] for s in STAGES)]
-    summary = analyse(complete, table)
+    summary = analyse(complete, table, _read_before(Path(args.before)))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
