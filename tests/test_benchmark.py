@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -151,11 +152,27 @@ def test_benchmark_cli_writes_markdown_json_and_plots(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_workers_give_the_numbers_of_one_process():
+    specs = resolve_specs("adam,sign(ema(g, 0.9))")
+    config = BenchmarkConfig(tasks=["cancer_logreg", "digits_mlp"], seeds=1, lrs=[1e-2, 1e-1],
+                             quick=True, proxy=False)
+    one = run_benchmark(specs, config)
+    two = run_benchmark(specs, replace(config, workers=2))
+    assert list(two["tasks"]) == list(one["tasks"])  # the table keeps the order given
+    for name, task in one["tasks"].items():
+        assert list(two["tasks"][name]["results"]) == list(task["results"])
+        for label, cell in task["results"].items():
+            other = two["tasks"][name]["results"][label]
+            # the same library on both sides, one thread each: the same arithmetic
+            assert other["best_lr"] == cell["best_lr"]
+            assert other["test_loss_mean"] == pytest.approx(cell["test_loss_mean"], rel=1e-12)
+
 @pytest.mark.parametrize("args,match", [
     (["--rules", "adam,frobnicate(g)"], "unknown name"),
     (["--tasks", "imagenet"], "unknown task"),
     (["--lrs", "fast"], "--lrs"),
     (["--seeds", "0"], "--seeds"),
+    (["--workers", "0"], "--workers"),
 ])
 def test_benchmark_cli_bad_input_is_one_line_exit_2(tmp_path, args, match):
     result = CliRunner().invoke(benchmark, [*args, "--out", str(tmp_path / "o")])

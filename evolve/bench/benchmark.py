@@ -50,6 +50,7 @@ class BenchmarkConfig:
     threads: int | None = 1  # torch intra-op threads while training (None: leave as is)
     schedule: str = "cosine"
     search: lr_grid.LrSearch = field(default_factory=lambda: lr_grid.DEFAULT)
+    workers: int = 1  # processes, each training one (task, optimizer) pair at a time
 
     @property
     def lr_search(self) -> lr_grid.LrSearch:
@@ -71,6 +72,8 @@ def run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
         raise UserError("--seeds must be at least 1")
     if config.schedule not in SCHEDULES:
         raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}")
+    if config.workers < 1:
+        raise UserError("--workers must be at least 1")
     with torch_threads(config.threads):
         return _run_benchmark(specs, config, progress)
 
@@ -114,21 +117,19 @@ def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
         "tasks": {},
         "proxy": None,
     }
+    cells = {}
+    for name, label, summary in _cells([(n, spec, config) for n in names for spec in specs],
+                                       config.workers):
+        cells[name, label] = summary
+        if progress:
+            acc = (f"acc {summary['test_acc_mean']:.4f} "
+                   if summary.get("test_acc_mean") is not None else "")
+            shown = "diverged" if summary["diverged"] else (
+                f"{acc}loss {summary['test_loss_mean']:.4f} at lr {summary['best_lr']:.3g}")
+            progress(f"{name:18s} {label:20s} {shown}")
     for name in names:
         task = tasks[name]
-        per_opt: dict[str, dict] = {}
-        for spec in specs:
-            def make(params, lr, total_steps, spec=spec):
-                return spec.make(params, lr, config.weight_decay, total_steps)
-
-            schedule = spec_schedule(spec, config.schedule)
-            per_opt[spec.label] = summarize(sweep_optimizer(task, make, config, schedule))
-            if progress:
-                s = per_opt[spec.label]
-                acc = f"acc {s['test_acc_mean']:.4f} " if s.get("test_acc_mean") is not None else ""
-                shown = "diverged" if s["diverged"] else (
-                    f"{acc}loss {s['test_loss_mean']:.4f} at lr {s['best_lr']:.3g}")
-                progress(f"{name:18s} {spec.label:20s} {shown}")
+        per_opt = {spec.label: cells[name, spec.label] for spec in specs}
         lrs = sorted({r["lr"] for s in per_opt.values() for r in s["sweep"]})
         results["tasks"][name] = {"description": task.description, "steps": task.steps,
                                   "lrs": lrs, "results": per_opt,
@@ -137,6 +138,31 @@ def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
     if config.proxy:
         results["proxy"] = proxy_suite_scores(specs, quick=config.quick)
     return results
+
+
+def _cell(job: tuple[str, OptimizerSpec, BenchmarkConfig]) -> tuple[str, str, dict]:
+    """One optimizer's lr search on one task, summarised (a worker's unit of work)."""
+    name, spec, config = job
+    task = make_tasks(quick=config.quick)[name]
+
+    def make(params, lr, total_steps):
+        return spec.make(params, lr, config.weight_decay, total_steps)
+
+    with torch_threads(config.threads):
+        sweep = sweep_optimizer(task, make, config, spec_schedule(spec, config.schedule))
+    return name, spec.label, summarize(sweep)
+
+
+def _cells(jobs: list, workers: int):
+    """The cells in the order given (one process), or as they finish (a spawned pool: every
+    cell is seeded by its own task and seeds, so the numbers do not depend on the workers)."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_cell, jobs)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(_cell, jobs)
 
 
 def spec_schedule(spec: OptimizerSpec, schedule: str) -> str:

@@ -67,13 +67,16 @@ def _seeds(value: int | None, default: int) -> int:
 @click.option("--no-proxy", is_flag=True, help="skip the Numba proxy-suite scores")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="torch threads while training (the models are tiny; 1 is fastest)")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="processes, each training one (task, optimizer) pair at a time; the "
+                   "numbers do not depend on it")
 @click.option("--json", "as_json", is_flag=True, help="also print the results JSON on stdout")
 @click.option("--quiet", is_flag=True, help="no progress lines on stderr")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for benchmark.md, benchmark.json and the PNG plots")
 def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedule: str,
               quick: bool, weight_decay: float | None, no_proxy: bool, threads: int,
-              as_json: bool, quiet: bool, out: str) -> None:
+              workers: int, as_json: bool, quiet: bool, out: str) -> None:
     """Benchmark optimizers and evolved rules on torch tasks with bundled real data."""
     started = time.perf_counter()
     check_writable_folder(out, "--out")
@@ -82,7 +85,8 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedu
     config = BenchmarkConfig(tasks=task_names, seeds=_seeds(seeds, 2 if quick else 3),
                              lrs=parse_lrs(lrs) if lrs else None, quick=quick,
                              weight_decay=weight_decay, proxy=not no_proxy,
-                             threads=threads if threads > 0 else None, schedule=schedule)
+                             threads=threads if threads > 0 else None, schedule=schedule,
+                             workers=workers)
     # one step per (task, optimizer): its whole learning-rate search and seeds
     with _steps(len(task_names) * len(specs), "benchmark", quiet) as steps:
         results = run_benchmark(specs, config, progress=steps.line)
