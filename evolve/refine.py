@@ -23,6 +23,9 @@ unrolled torch training run of each proxy task (:mod:`evolve.unroll`) with respe
   kept, so refinement never returns a rule worse on the search suite than the one it was
   given. Constants, search, held-out and real-data tier scores, before and after, go to
   ``OUT/refine.md`` and ``OUT/refine.json``, with the objective's trace in ``OUT/refine.png``.
+
+One module of about 430 lines on purpose: parametrisation, the two phases, the choice and the
+report it writes are one pipeline read top to bottom, and nothing else uses its parts.
 """
 
 from __future__ import annotations

@@ -279,4 +279,17 @@ def check_types(node: Node, expected: str = VEC) -> None:
         stack.extend(zip(cur.args, prim.args))
 
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "Node", "RuleSyntaxError", "check_types", "lit", "parse", "to_text"]
+
+def postorder(tree: Node):
+    """Nodes after their children (iterative, so deep trees do not recurse)."""
+    stack: list[tuple[Node, bool]] = [(tree, False)]
+    while stack:
+        node, done = stack.pop()
+        if done or not node.args:
+            yield node
+            continue
+        stack.append((node, True))
+        stack.extend((a, False) for a in reversed(node.args))
+
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Node", "RuleSyntaxError", "check_types", "lit", "parse",
+           "postorder", "to_text"]

@@ -28,6 +28,7 @@ from primitives.grammar import (
     RuleSyntaxError,
     check_types,
     parse,
+    postorder,
     to_text,
 )
 from primitives.table import (
@@ -130,7 +131,7 @@ class _Compiler:
     def compile(self, tree: Node) -> Program:
         text = to_text(tree)
         # First pass: collect state buffers and literals so they get low register numbers.
-        order = list(_postorder(tree))
+        order = list(postorder(tree))
         texts: dict[int, str] = {}
         for node in order:
             texts[id(node)] = _key(node, texts)
@@ -238,17 +239,6 @@ def _key(node: Node, texts: dict[int, str]) -> str:
     if not node.args:
         return node.name
     return node.name + "(" + ",".join(texts[id(a)] for a in node.args) + ")"
-
-
-def _postorder(tree: Node):
-    stack: list[tuple[Node, bool]] = [(tree, False)]
-    while stack:
-        node, done = stack.pop()
-        if done or not node.args:
-            yield node
-            continue
-        stack.append((node, True))
-        stack.extend((a, False) for a in reversed(node.args))
 
 
 def _typed_postorder(tree: Node):

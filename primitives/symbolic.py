@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sympy
 
-from primitives.grammar import Node, format_number
+from primitives.grammar import Node, format_number, postorder
 from primitives.table import BETA, CONST, TABLE, VEC
 
 
@@ -25,23 +25,11 @@ def _symbols() -> dict[str, sympy.Symbol]:
             for p in TABLE.values() if p.arity == 0}
 
 
-def _postorder(tree: Node):
-    """Nodes after their children (iterative, so deep trees do not recurse)."""
-    stack: list[tuple[Node, bool]] = [(tree, False)]
-    while stack:
-        node, done = stack.pop()
-        if done or not node.args:
-            yield node
-            continue
-        stack.append((node, True))
-        stack.extend((a, False) for a in reversed(node.args))
-
-
 def to_sympy(tree: Node) -> sympy.Expr:
     """The rule as a sympy expression with the kernels' protections."""
     symbols = _symbols()
     values: dict[int, sympy.Expr] = {}
-    for node in _postorder(tree):
+    for node in postorder(tree):
         if node.is_literal:
             values[id(node)] = sympy.Float(node.value)
         elif not node.args:
@@ -76,7 +64,7 @@ def _latex_number(value: float) -> str:
 def to_latex(tree: Node) -> str:
     """LaTeX of the rule from the table's templates, with parentheses where precedence needs them."""
     printed: dict[int, tuple[str, int]] = {}  # node -> (latex, precedence)
-    for node in _postorder(tree):
+    for node in postorder(tree):
         if node.is_literal:
             text = _latex_number(node.value)
             printed[id(node)] = (text, 2 if text.startswith("-") else 0)
