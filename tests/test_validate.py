@@ -89,3 +89,23 @@ def test_validate_cli_digits_needs_no_files(tmp_path):
         "--seeds", "1", "--lrs", "0.1", "--width", "8", "--quiet", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "validate.json").read_text())["tasks"]["digits"]["winner"] == "sgd"
+
+
+def test_validate_trains_schedule_free_in_its_modes_at_a_constant_rate(tmp_path, monkeypatch):
+    import schedulefree
+
+    seen = []
+    step = schedulefree.AdamWScheduleFree.step
+
+    def watched(self, closure=None):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, closure)
+
+    monkeypatch.setattr(schedulefree.AdamWScheduleFree, "step", watched)
+    result = CliRunner().invoke(validate, [
+        "--dataset", "digits", "--rules", "schedulefree", "--epochs", "1", "--subset", "100",
+        "--seeds", "1", "--lrs", "0.01", "--width", "8", "--quiet", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # it raised "not in train mode" before
+    row = json.loads((tmp_path / "validate.json").read_text())["tasks"]["digits"]["results"]
+    assert not row["schedulefree"]["diverged"]
+    assert seen and set(seen) == {0.01}  # no warm-up/decay imposed on top of its own

@@ -131,7 +131,8 @@ def run_validation(specs: Sequence[OptimizerSpec], data: ImageData, recipe: Reci
             return spec.make(params, lr, recipe.weight_decay, total_steps)
 
         def run(lr: float, seed: int, spec=spec, make=make) -> RunResult:
-            result = train_images(data, make, lr, seed, recipe, train_idx, val_idx)
+            result = train_images(data, make, lr, seed, recipe, train_idx, val_idx,
+                                  scale_lr=not spec.schedule_free)
             if progress:
                 shown = ("diverged: " + result.reason) if result.diverged else (
                     f"val loss {result.val_loss:.4f} test acc {result.test_acc:.4f}")

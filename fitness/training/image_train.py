@@ -141,6 +141,12 @@ def evaluate_images(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std: T
     return float(total) / len(x), float(correct) / len(x)
 
 
+def _switch(opt: torch.optim.Optimizer, mode: str) -> None:
+    switch = getattr(opt, mode, None)
+    if callable(switch):
+        switch()
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -149,10 +155,12 @@ def _autocast(device: torch.device):
 
 def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed: int,
                  recipe: Recipe, train_idx: Tensor | None = None,
-                 val_idx: Tensor | None = None) -> RunResult:
+                 val_idx: Tensor | None = None, scale_lr: bool = True) -> RunResult:
     """One training run; returns test loss/accuracy, validation loss (on ``val_idx`` images of
     the training set, for choosing the learning rate) and time. NaN/inf or a loss that climbs
-    above ASCEND times its start marks the run diverged instead of raising.
+    above ASCEND times its start marks the run diverged instead of raising. ``scale_lr=False``
+    keeps the rate constant (schedule-free optimizers, which are meant to run without a
+    schedule); an optimizer with ``train()``/``eval()`` modes is put in each at its time.
     """
     device = torch.device(recipe.device)
     result = RunResult(lr=lr, seed=seed, diverged=False)
@@ -182,8 +190,10 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     _sync(device)
     start = time.perf_counter()
+    opt = None
     try:
         opt = make_optimizer(model.parameters(), lr, total)
+        _switch(opt, "train")
         base = [g["lr"] for g in opt.param_groups]
         window = torch.zeros((), device=device)
         first = None
@@ -194,6 +204,7 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
                 step += 1
                 # linear warm-up, then linear decay to zero: the same shape for every optimizer
                 scale = step / warm if step <= warm else (total - step + 1) / (total - warm + 1)
+                scale = scale if scale_lr else 1.0
                 for group, lr0 in zip(opt.param_groups, base):
                     group["lr"] = lr0 * scale
                 sel = order[b * batch:(b + 1) * batch]
@@ -228,6 +239,8 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
                 break
     except (RuntimeError, ValueError, ArithmeticError) as err:
         result.diverged, result.reason = True, f"{type(err).__name__}: {err}".splitlines()[0]
+    if opt is not None:
+        _switch(opt, "eval")  # schedule-free: evaluate the averaged weights
     _sync(device)
     result.seconds = time.perf_counter() - start
     if not result.diverged:
