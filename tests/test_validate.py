@@ -109,3 +109,25 @@ def test_validate_trains_schedule_free_in_its_modes_at_a_constant_rate(tmp_path,
     row = json.loads((tmp_path / "validate.json").read_text())["tasks"]["digits"]["results"]
     assert not row["schedulefree"]["diverged"]
     assert seen and set(seen) == {0.01}  # no warm-up/decay imposed on top of its own
+
+
+def test_validate_searches_the_learning_rate_as_the_benchmark_does(tmp_path, monkeypatch):
+    from fitness import lr_grid
+
+    asked = []
+    search = lr_grid.search
+
+    def watched(evaluate, config):
+        asked.append(config)
+        return search(evaluate, config)
+
+    monkeypatch.setattr(lr_grid, "search", watched)
+    result = CliRunner().invoke(validate, [
+        "--dataset", "digits", "--rules", "sgd", "--epochs", "1", "--subset", "100",
+        "--seeds", "1", "--width", "8", "--quiet", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert asked == [lr_grid.DEFAULT]
+    sweep = json.loads((tmp_path / "validate.json").read_text())["tasks"]["digits"]["results"][
+        "sgd"]["sweep"]
+    tried = [row["lr"] for row in sweep]
+    assert tried == sorted(tried) and len(tried) >= 7  # decades 1e-4..1 and two refinements

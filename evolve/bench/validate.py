@@ -1,7 +1,9 @@
 """`evolve validate`: optimizers trained on CIFAR-10 (or the digits fallback) with one fixed recipe.
 
-For each optimizer: a learning-rate sweep with seed 0 (chosen on a validation split held out of
-the training images), then the best rate with every seed; the report gives mean ± std test
+For each optimizer: the learning-rate search of :mod:`fitness.lr_grid` with seed 0 (the same
+search every tier and the benchmark give every optimizer: decades, extended while the best sits
+at an edge, then a third of a decade either side; or one explicit grid), chosen on a validation
+split held out of the training images, then the best rate with every seed; the report gives mean ± std test
 accuracy, time per run and curves through :mod:`evolve.bench.report`, like the benchmark.
 :func:`validate_rules` is the entry point a campaign calls for its top-k rules.
 """
@@ -14,15 +16,15 @@ from dataclasses import replace
 
 import torch
 
-from evolve.bench.optimizers import OptimizerSpec, log_grid, resolve_specs, split_rules
+from evolve.bench.optimizers import OptimizerSpec, resolve_specs, split_rules
 from evolve.bench.report import METHOD_SWEEP_THEN_SEEDS, pick_winner, summarize
 from evolve.errors import UserError
+from fitness import lr_grid
 from fitness.training.cifar import CifarError, ImageData, digits_images, load_cifar10
 from fitness.training.image_train import Recipe, train_images
 from fitness.training.torch_tasks import RunResult, torch_threads
 
 DATASETS = ("cifar10", "digits")
-DEFAULT_LRS = log_grid(1e-4, 1.0, per_decade=2)
 VAL_FRACTION = 0.1
 
 # Per-dataset defaults for settings the user leaves out: CIFAR-10 as airbench (GPU-sized);
@@ -111,7 +113,7 @@ def validate_rules(
     if subset is not None and subset < 20:
         raise UserError("--subset must be at least 20 images")
     train_idx, val_idx = split_indices(len(data.x_train), subset)
-    lrs = list(lrs) if lrs else list(DEFAULT_LRS)
+    lrs = list(lrs) if lrs else None
     if threads is None and dataset == "digits":
         threads = 1
     with torch_threads(threads):
@@ -122,9 +124,10 @@ def validate_rules(
 
 
 def run_validation(specs: Sequence[OptimizerSpec], data: ImageData, recipe: Recipe,
-                   lrs: Sequence[float], seeds: int, train_idx: torch.Tensor,
+                   lrs: Sequence[float] | None, seeds: int, train_idx: torch.Tensor,
                    val_idx: torch.Tensor, progress: Progress | None = None) -> dict:
-    """Sweep each optimizer's learning rate with seed 0, then run its best rate on every seed."""
+    """Search (or sweep ``lrs``) each optimizer's learning rate with seed 0, then run its best
+    rate on every seed."""
     per_opt: dict[str, dict] = {}
     for spec in specs:
         def make(params, lr, total_steps, spec=spec):
@@ -140,7 +143,18 @@ def run_validation(specs: Sequence[OptimizerSpec], data: ImageData, recipe: Reci
                          f"({result.seconds:.1f} s)")
             return result
 
-        sweep = {lr: [run(lr, 0)] for lr in lrs}
+        sweep: dict[float, list[RunResult]] = {}
+
+        def seed_zero(rates: list[float], run=run, sweep=sweep) -> list[float | None]:
+            for lr in rates:
+                sweep[lr] = [run(lr, 0)]
+            return [None if sweep[lr][0].diverged else sweep[lr][0].val_loss for lr in rates]
+
+        if lrs:
+            seed_zero(list(lrs))
+        else:
+            lr_grid.search(seed_zero, lr_grid.DEFAULT)
+        sweep = dict(sorted(sweep.items()))
         summary = summarize(sweep)
         if not summary["diverged"] and seeds > 1:
             best = summary["best_lr"]
@@ -158,7 +172,9 @@ def run_validation(specs: Sequence[OptimizerSpec], data: ImageData, recipe: Reci
         "method": METHOD_SWEEP_THEN_SEEDS,
         "config": {"epochs": recipe.epochs, "batch_size": recipe.batch_size,
                    "width": recipe.width, "seeds": seeds,
-                   "lrs": ",".join(f"{lr:g}" for lr in lrs), "device": recipe.device,
+                   "lrs": (",".join(f"{lr:g}" for lr in lrs) if lrs else "lr search " + ", ".join(
+                       f"{k}={v}" for k, v in lr_grid.DEFAULT.to_dict().items())),
+                   "device": recipe.device,
                    "compile": recipe.compile, "torch": torch.__version__,
                    "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "optimizers": [s.to_json() for s in specs],
@@ -167,12 +183,13 @@ def run_validation(specs: Sequence[OptimizerSpec], data: ImageData, recipe: Reci
                             f"{len(train_idx)} train / {len(val_idx)} val / "
                             f"{len(data.x_test)} test images); lr swept with seed 0, "
                             f"best lr rerun on {seeds} seeds"),
-            "lrs": list(lrs), "results": per_opt, "winner": pick_winner(per_opt)}},
+            "lrs": sorted({r["lr"] for o in per_opt.values() for r in o["sweep"]}),
+            "results": per_opt, "winner": pick_winner(per_opt)}},
         "data_checks": checks,
         "note": note,
         "proxy": None,
     }
 
 
-__all__ = ["DATASETS", "DEFAULTS", "DEFAULT_LRS", "load_dataset", "run_validation",
+__all__ = ["DATASETS", "DEFAULTS", "load_dataset", "run_validation",
            "split_indices", "subset_test", "validate_rules"]

@@ -105,7 +105,9 @@ def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedu
 @click.option("--test-subset", type=int, default=None, help="use the first N test images [all]")
 @click.option("--seeds", type=int, default=3, show_default=True,
               help="seeds at each optimizer's best lr")
-@click.option("--lrs", default=None, help="comma-separated learning rates [1e-4..1, half decades]")
+@click.option("--lrs", default=None,
+              help="comma-separated learning rates, one grid for every optimizer [default: the "
+                   "lr search of the benchmark, with seed 0]")
 @click.option("--width", type=int, default=None,
               help="channels of the first conv group [64 cifar10, 16 digits]")
 @click.option("--batch-size", type=int, default=None, help="[512 cifar10, 64 digits]")
@@ -135,12 +137,16 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
                         ("--test-subset", test_subset)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1")
-    from evolve.bench.validate import DEFAULT_LRS
 
     entries = resolve_specs_entries(rules)
-    grid = parse_lrs(lrs) if lrs else list(DEFAULT_LRS)
-    # one step per training run: the lr sweep on seed 0, then the other seeds at the best lr
-    with _steps(len(entries) * (len(grid) + max(seeds, 1) - 1), "validate", quiet) as steps:
+    grid = parse_lrs(lrs) if lrs else None
+    # one step per training run: the lr sweep on seed 0, then the other seeds at the best lr;
+    # the search's usual count is its decades and two refinements (it grows at an edge)
+    from fitness import lr_grid
+
+    sweep_runs = len(grid) if grid else len(lr_grid.log_grid(lr_grid.DEFAULT.low,
+                                                            lr_grid.DEFAULT.high)) + 2
+    with _steps(len(entries) * (sweep_runs + max(seeds, 1) - 1), "validate", quiet) as steps:
         results = validate_rules(
             entries, dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
             test_subset=test_subset, seeds=seeds, lrs=grid, width=width,
