@@ -192,9 +192,13 @@ def test_ctrl_c_at_any_moment_prints_one_line(tmp_path):
                "mid-run": lambda run: _rows(run) >= 3}
     for name, ready in moments.items():
         run = tmp_path / name.replace(" ", "-")
+        # a terminal starts a command with SIGINT at its default; a process that inherits it
+        # ignored (a background job of a script, and once a test worker here) has no
+        # KeyboardInterrupt until the runner installs its own handler
         proc = subprocess.Popen(_evolve("run", "--config", str(config), "--out", str(run)),
                                 env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while not ready(run) and time.monotonic() < deadline:
             time.sleep(0.01)
