@@ -269,7 +269,7 @@ def show_cmd(run, as_json):
 @click.command("demo")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run directory [build/demo-run-<time>].")
-@click.option("--generations", type=int, default=40, show_default=True)
+@click.option("--generations", type=int, default=20, show_default=True)
 @click.option("--population", type=int, default=32, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar or lines.")
 def demo_cmd(out, generations, population, quiet):
@@ -281,8 +281,10 @@ def demo_cmd(out, generations, population, quiet):
     from primitives.rules import KNOWN_RULES
 
     out = out or f"build/demo-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a few minutes on a laptop: one candidate a generation on tier 2, on one seed (a campaign's
+    # default trains two on two seeds)
     config = CampaignConfig(generations=generations, population=population, warm_start="random",
-                            real_k=1, confirm=3)
+                            real_k=1, real_seeds=1, confirm=3)
     click.echo(f"evolving {population} rules for {generations} generations on the "
                f"'{config.suite}' proxy suite, the best new one of each generation trained on "
                f"the real-data tier -> {out}", err=True)
