@@ -154,7 +154,8 @@ def main(quick: bool, as_json: bool, population: int) -> None:
     quad = quadratic_rate(quad_rules, 3 if quick else 30)
     # a typical candidate: random rules that pass the hurdle are small trees like these
     pop = population_figures(_random_rules(population, 2))
-    scale_rules = suite_rules * (1 if quick else 2)
+    # enough chunks that one slow rule does not leave a worker idle at the end
+    scale_rules = suite_rules * (1 if quick else 4)
     one = process_rate(1, scale_rules)
     two = process_rate(2, scale_rules)
 
