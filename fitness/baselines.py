@@ -13,7 +13,6 @@ search once per seed and process, and a worker that starts later reads the file.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict
 from functools import cache
@@ -21,9 +20,9 @@ from pathlib import Path
 
 from fitness import lr_grid, numba_cache
 from fitness import schedule as lr_schedule
-from fitness.tasks import TaskInstance, config_hash
+from fitness.tasks import TaskInstance
 from fitness.tuning import TunedRun, tune
-from primitives.files import atomic_write_text
+from primitives.files import keyed_path, read_keyed, write_keyed
 from primitives.program import Program, compile_rule
 from primitives.rules import KNOWN_RULES
 
@@ -83,30 +82,17 @@ class BaselineStore:
     def get(self, instance: TaskInstance, search: lr_grid.LrSearch = lr_grid.DEFAULT,
             schedule: str = lr_schedule.DEFAULT) -> TunedRun:
         key = self.key(instance, search, schedule)
-        path = self.directory / f"{instance.name}-{config_hash(key)}.json"
+        path = keyed_path(self.directory, instance.name, key)
         memo_key = str(path.resolve())
         run = _MEMO.get(memo_key)
         if run is None:
-            run = self._read(path, key)
+            run = read_keyed(path, key, "adam", TunedRun)
         if run is None:
             run = tune(instance, self.program, search, schedule)
             self.computed += 1
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, json.dumps({"key": key, "adam": asdict(run)}, indent=1,
-                                               sort_keys=True))
+            write_keyed(path, key, "adam", asdict(run))
         _MEMO[memo_key] = run
         return run
-
-    @staticmethod
-    def _read(path: Path, key: dict) -> TunedRun | None:
-        """A cached file if it is readable and for exactly this key; otherwise recompute."""
-        try:
-            payload = json.loads(path.read_text())
-            if payload.get("key") != json.loads(json.dumps(key)):
-                return None
-            return TunedRun(**payload["adam"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
 
 
 def clear_memo() -> None:

@@ -29,7 +29,6 @@ the torch benchmark also uses.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 from fitness import datasets, kernels
 from fitness import schedule as lr_schedule
 from fitness.interpreter import runs_per_call
+from primitives.files import json_digest
 from primitives.program import Program
 
 # Bump when a family's data, model or loss changes, so cached baselines are recomputed.
@@ -175,8 +175,7 @@ def instance_seed(seed: int, name: str) -> int:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return json_digest(config)
 
 
 # --------------------------------------------------------------------------------------------

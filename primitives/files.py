@@ -9,12 +9,15 @@ would give it (``mkstemp`` alone would leave it readable by its owner only).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -78,4 +81,35 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+def json_digest(obj: Any, length: int = 24) -> str:
+    """sha256 hex digits of ``obj`` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def keyed_path(folder: str | os.PathLike, name: str, key: dict) -> Path:
+    """Where a result computed for ``key`` is cached: ``folder/name-<digest of key>.json``."""
+    return Path(folder) / f"{name}-{json_digest(key)}.json"
+
+
+def write_keyed(path: str | os.PathLike, key: dict, field: str, value: Any) -> None:
+    """Cache ``value`` under ``field`` together with the ``key`` it was computed for."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"key": key, field: value}, indent=1, sort_keys=True))
+
+
+def read_keyed(path: str | os.PathLike, key: dict, field: str, build: Callable[..., T]) -> T | None:
+    """``build(**value)`` of a cache file written for exactly ``key``; None when the file is
+    missing, unreadable, for another key or of another shape (then the caller recomputes)."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        if payload.get("key") != json.loads(json.dumps(key)):
+            return None
+        return build(**payload[field])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "json_digest", "keyed_path", "read_keyed", "write_keyed"]

@@ -15,7 +15,6 @@ The rule runs through :func:`primitives.torch_backend.run_program`, the same cod
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from fitness.score import REASON_ASCENDED, REASON_NAN, Result, TaskScore, log_ra
 from fitness.training.data import BatchOrder
 from fitness.training.real_tasks import BUILTIN_NAMES, RealTask, builtin_tasks, load_user_task
 from fitness.training.torch_tasks import ASCEND, SCHEDULES
-from primitives.files import atomic_write_text
+from primitives.files import keyed_path, read_keyed, write_keyed
 from primitives.grammar import RuleSyntaxError
 from primitives.program import Program, compile_rule
 from primitives.rules import KNOWN_RULES, resolve
@@ -208,15 +207,13 @@ class RealTier:
             return self._baselines[task.name]
         key = {"task": task.config(), "tier": self.config.to_dict(), "rule":
                KNOWN_RULES["adam"].rule, "version": TIER_VERSION, "torch": torch.__version__}
-        digest = _hash(key)
-        path = self.cache_dir / "real-baselines" / f"{task.name}-{digest}.json" \
+        path = keyed_path(self.cache_dir / "real-baselines", task.name, key) \
             if self.cache_dir else None
-        cached = _read(path, key) if path else None
+        cached = read_keyed(path, key, "result", TaskResult) if path else None
         if cached is None:
             cached = self._search(task, self._adam)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(path, json.dumps({"key": key, "result": asdict(cached)}))
+                write_keyed(path, key, "result", asdict(cached))
         self._baselines[task.name] = cached
         return cached
 
@@ -250,22 +247,6 @@ class RealTier:
 
     def evaluate_many(self, rules: Sequence[str | Program]) -> list[Result]:
         return [self.evaluate_one(r) for r in rules]
-
-
-def _hash(obj: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _read(path: Path, key: dict) -> TaskResult | None:
-    try:
-        payload = json.loads(path.read_text())
-        if payload.get("key") != json.loads(json.dumps(key)):
-            return None
-        return TaskResult(**payload["result"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 __all__ = ["EnsembleRun", "RealTier", "RealTierConfig", "TaskResult", "resolve_tasks",
