@@ -51,6 +51,14 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)  # what a resume had to repair
 
 
+def _read_json(path: Path, fix: str) -> Any:
+    """A result file's JSON; a one-line UserError that ends with ``fix`` when it is unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{path} is not valid JSON ({_one_line(err)}); {fix}") from None
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
@@ -259,11 +267,7 @@ class RunDirectory:
     def read_hall_of_fame(self) -> list[dict]:
         """The hall of fame, best first; a one-line UserError when there is none to read."""
         path = self._existing(HALL, "the campaign has not finished a generation yet")
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise UserError(f"{path} is not valid JSON ({_one_line(err)}); restore it or run "
-                            f"`evolve resume {self.path}`") from None
+        entries = _read_json(path, f"restore it or run `evolve resume {self.path}`")
         if not isinstance(entries, list) or not all(
                 isinstance(e, dict) and isinstance(e.get("rule"), str) for e in entries):
             raise UserError(f"{path} is not a list of {{rule, score}} objects")
@@ -279,11 +283,7 @@ class RunDirectory:
         path = self.file(HELDOUT)
         if not path.is_file():
             return None
-        try:
-            funnel = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise UserError(f"{path} is not valid JSON ({_one_line(err)}); rerun the funnel "
-                            f"with `evolve resume {self.path}`") from None
+        funnel = _read_json(path, f"rerun the funnel with `evolve resume {self.path}`")
         ranking = funnel.get("ranking") if isinstance(funnel, dict) else None
         if not isinstance(ranking, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("rule"), str) for r in ranking):
@@ -298,11 +298,7 @@ class RunDirectory:
         path = self.file(SELECTION)
         if not path.is_file():
             return None
-        try:
-            selection = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise UserError(f"{path} is not valid JSON ({_one_line(err)}); rerun the selection "
-                            f"with `evolve resume {self.path}`") from None
+        selection = _read_json(path, f"rerun the selection with `evolve resume {self.path}`")
         if not isinstance(selection, dict) or not isinstance(selection.get("rule"), str):
             raise UserError(f"{path} names no selected rule")
         return selection
