@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fitness.training.cifar import ImageData
-from fitness.training.torch_tasks import ASCEND, MakeOptimizer, RunResult
+from fitness.training.torch_tasks import ASCEND, MakeOptimizer, RunResult, set_mode
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,6 @@ def evaluate_images(model: nn.Module, x: Tensor, y: Tensor, mean: Tensor, std: T
     return float(total) / len(x), float(correct) / len(x)
 
 
-def _switch(opt: torch.optim.Optimizer, mode: str) -> None:
-    switch = getattr(opt, mode, None)
-    if callable(switch):
-        switch()
-
-
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -193,7 +187,7 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
     opt = None
     try:
         opt = make_optimizer(model.parameters(), lr, total)
-        _switch(opt, "train")
+        set_mode(opt, "train")
         base = [g["lr"] for g in opt.param_groups]
         window = torch.zeros((), device=device)
         first = None
@@ -240,7 +234,7 @@ def train_images(data: ImageData, make_optimizer: MakeOptimizer, lr: float, seed
     except (RuntimeError, ValueError, ArithmeticError) as err:
         result.diverged, result.reason = True, f"{type(err).__name__}: {err}".splitlines()[0]
     if opt is not None:
-        _switch(opt, "eval")  # schedule-free: evaluate the averaged weights
+        set_mode(opt, "eval")  # schedule-free: evaluate the averaged weights
     _sync(device)
     result.seconds = time.perf_counter() - start
     if not result.diverged:

@@ -260,7 +260,7 @@ def train_task(task: TorchTask, make_optimizer: MakeOptimizer, lr: float, seed: 
     try:
         opt = make_optimizer(model.parameters(), lr, steps)
         base = [group["lr"] for group in opt.param_groups]
-        _mode(opt, "train")
+        set_mode(opt, "train")
         for step in range(1, steps + 1):
             factor = lr_schedule.factor(schedule, step, steps)
             for group, lr0 in zip(opt.param_groups, base):
@@ -288,7 +288,7 @@ def train_task(task: TorchTask, make_optimizer: MakeOptimizer, lr: float, seed: 
         # an exported rule or a baseline that fails mid-run is a diverged run, with the reason
         result.diverged, result.reason = True, f"{type(err).__name__}: {err}".splitlines()[0]
     if opt is not None:
-        _mode(opt, "eval")
+        set_mode(opt, "eval")
     if not result.diverged:
         result.val_loss, _ = evaluate(task, model, data.x_val, data.y_val)
         result.test_loss, result.test_acc = evaluate(task, model, data.x_test, data.y_test)
@@ -300,12 +300,13 @@ def train_task(task: TorchTask, make_optimizer: MakeOptimizer, lr: float, seed: 
     return result
 
 
-def _mode(opt: torch.optim.Optimizer, mode: str) -> None:
+def set_mode(opt: torch.optim.Optimizer, mode: str) -> None:
+    """Put an optimizer with ``train()``/``eval()`` modes (schedule-free ones) in ``mode``."""
     switch = getattr(opt, mode, None)
     if callable(switch):
         switch()
 
 
 __all__ = ["ASCEND", "MakeOptimizer", "RunResult", "SCHEDULES", "TASK_NAMES", "TaskData",
-           "TorchTask", "evaluate", "make_tasks", "seeded_model", "task_loss",
+           "TorchTask", "evaluate", "make_tasks", "seeded_model", "set_mode", "task_loss",
            "torch_threads", "train_task"]
