@@ -82,7 +82,7 @@ class Evolution(Strategy):
         # the Lion search: restart the population from the best rule found so far
         best = self.hall_of_fame[0]
         self.population = [Individual(best.rule, best.score, best.size, self.generation,
-                                      list(best.tasks), best.reason)
+                                      list(best.tasks), best.reason, best.hurdle_score)
                            for _ in range(self.config.population)]
         self.best_since = self.generation
         self.restarts += 1

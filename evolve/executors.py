@@ -22,9 +22,11 @@ from typing import Any, Protocol, runtime_checkable
 from evolve.errors import UserError
 from evolve.spawn import IsolatedSpawnContext
 from evolve.worker import evaluate_chunk, init_worker, warm_numba
+from fitness.evaluate import Thresholds
 from fitness.score import Result
 
-ChunkFn = Callable[[str, int, list[str]], list[Result]]
+ChunkFn = Callable[[str, int, list[str], Thresholds | None], list[Result]]
+Job = tuple[str, int, Thresholds | None]  # (suite, seed, thresholds) of one map
 ATTEMPTS = 3  # tries per chunk in one map() before its evaluations count as lost
 _KILLED = "a worker process died: killed, or out of memory"
 
@@ -52,11 +54,13 @@ class LostEvaluations(RuntimeError):
 class Executor(Protocol):
     """Scores rule texts on one suite and seed, somewhere.
 
-    * ``map(rules, suite=None, seed=None)`` returns one :class:`fitness.score.Result` per rule,
-      in the order given, on the executor's suite and seed unless others are named (redrawn
-      proxy instances; ``real:...`` suites are the real-data tier, see :mod:`evolve.tiers`).
-      Each is a pure function of (rule, suite, seed), so every executor returns the same
-      results; the driver's equivalence cache and the strategy see no difference.
+    * ``map(rules, suite=None, seed=None, thresholds=None)`` returns one
+      :class:`fitness.score.Result` per rule, in the order given, on the executor's suite and
+      seed unless others are named (redrawn proxy instances; ``real:...`` suites are the
+      real-data tier, see :mod:`evolve.tiers`), under the driver's hurdle and early-stop
+      :class:`fitness.evaluate.Thresholds`. Each is a pure function of (rule, suite, seed,
+      thresholds), so every executor returns the same results; the driver's equivalence
+      cache and the strategy see no difference.
     * A worker that dies (killed, out of memory, a lost node) is never a score: its rules are
       submitted again on fresh workers, up to :data:`ATTEMPTS` tries in all. ``stats.lost``
       counts evaluations that died with a worker, ``stats.retried`` those submitted again.
@@ -70,8 +74,8 @@ class Executor(Protocol):
     workers: int
     stats: ExecutorStats
 
-    def map(self, rules: Sequence[str], suite: str | None = None,
-            seed: int | None = None) -> list[Result]: ...
+    def map(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
+            thresholds: Thresholds | None = None) -> list[Result]: ...
 
     def close(self) -> None: ...
 
@@ -104,12 +108,12 @@ class SerialExecutor:
         self.stats = ExecutorStats()
         self._chunk_fn = chunk_fn or evaluate_chunk
 
-    def map(self, rules: Sequence[str], suite: str | None = None,
-            seed: int | None = None) -> list[Result]:
+    def map(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
+            thresholds: Thresholds | None = None) -> list[Result]:
         if not rules:
             return []
         return self._chunk_fn(suite or self.suite, self.seed if seed is None else seed,
-                              list(rules))
+                              list(rules), thresholds)
 
     def close(self) -> None:
         pass
@@ -127,18 +131,18 @@ class _RetryingExecutor:
     attempts = ATTEMPTS
     stats: ExecutorStats
 
-    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
+    def _round(self, job: Job, chunks: list[list[str]], todo: list[int],
                results: list[list[Result] | None]) -> str:
         raise NotImplementedError
 
     def _before_retry(self, attempt: int) -> None:
         """Called before each attempt after the first."""
 
-    def map(self, rules: Sequence[str], suite: str | None = None,
-            seed: int | None = None) -> list[Result]:
+    def map(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
+            thresholds: Thresholds | None = None) -> list[Result]:
         if not rules:
             return []
-        job = (suite or self.suite, self.seed if seed is None else seed)
+        job = (suite or self.suite, self.seed if seed is None else seed, thresholds)
         chunks = _chunks(list(rules), self.workers * 2)
         results: list[list[Result] | None] = [None] * len(chunks)
         todo = list(range(len(chunks)))
@@ -194,11 +198,12 @@ class ProcessExecutor(_RetryingExecutor):
     def _before_retry(self, attempt: int) -> None:
         time.sleep(0.2 * attempt)  # let whatever killed the workers pass
 
-    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
+    def _round(self, job: Job, chunks: list[list[str]], todo: list[int],
                results: list[list[Result] | None]) -> str:
         try:
             pool = self._ensure_pool()
-            futures = {pool.submit(self._chunk_fn, *job, chunks[i]): i for i in todo}
+            futures = {pool.submit(self._chunk_fn, *job[:2], chunks[i], job[2]): i
+                       for i in todo}
         except cf.process.BrokenProcessPool:
             self._kill_pool()
             return _KILLED
@@ -262,9 +267,9 @@ class RayExecutor(_RetryingExecutor):
         # retries are ours (counted, and never a made-up score), not Ray's
         self._remote = ray.remote(max_retries=0)(chunk_fn or evaluate_chunk)
 
-    def _round(self, job: tuple[str, int], chunks: list[list[str]], todo: list[int],
+    def _round(self, job: Job, chunks: list[list[str]], todo: list[int],
                results: list[list[Result] | None]) -> str:
-        refs = {i: self._remote.remote(*job, chunks[i]) for i in todo}
+        refs = {i: self._remote.remote(*job[:2], chunks[i], job[2]) for i in todo}
         cause = ""
         for i, ref in refs.items():
             try:

@@ -32,6 +32,7 @@ from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
 from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, confirm_seeds, real_suite
 from evolve.worker import fingerprint, proxy_suite, warm_real_tier
+from fitness.evaluate import Thresholds
 from fitness.score import Result, json_safe
 from primitives.grammar import parse
 
@@ -47,7 +48,10 @@ class CachedScorer:
     lives in the driver and its entries are saved with each checkpoint, so which rules share a
     result does not depend on the executor or on a restart. Only real results enter it: when
     the executor loses evaluations, :class:`~evolve.executors.LostEvaluations` passes through
-    and nothing of that batch is cached.
+    and nothing of that batch is cached. An entry evaluated under other thresholds is reused
+    only where :meth:`fitness.evaluate.Thresholds.reuses` allows (a suite stopped early is never
+    reused as a full score); otherwise the rule is evaluated again and its new result replaces
+    the entry (``lines`` counts what ``cache.jsonl`` holds, replaced entries included).
     """
 
     def __init__(self, executor: Executor, cache: dict[str, Result] | None = None):
@@ -57,27 +61,32 @@ class CachedScorer:
         self.misses = 0
         self.new_entries: list[tuple[str, Result]] = []  # not yet appended to cache.jsonl
         self.fresh: list[Result] = []  # the executor's results of the last call, with timings
+        self.lines = len(self.cache)  # a resumed run's cache.jsonl is rewritten compacted
 
     def score(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
-              namespace: str = "") -> list[Result]:
-        """Results for ``rules`` on the executor's suite and seed (or the ones named); keys of
-        other suites and instance seeds carry a ``namespace`` so their results never mix."""
+              namespace: str = "", thresholds: Thresholds | None = None) -> list[Result]:
+        """Results for ``rules`` on the executor's suite and seed (or the ones named) under
+        ``thresholds`` (proxy suites); keys of other suites and instance seeds carry a
+        ``namespace`` so their results never mix."""
+        limits = thresholds or Thresholds()
         prints = [namespace + fingerprint(r) for r in rules]
         todo: list[str] = []
         todo_prints: list[str] = []
         for rule, fp in zip(rules, prints):
-            if fp in self.cache or fp in todo_prints:
+            entry = self.cache.get(fp)
+            if (entry is not None and limits.reuses(entry)) or fp in todo_prints:
                 self.hits += 1
             else:
                 todo.append(rule)
                 todo_prints.append(fp)
-        results = self.executor.map(todo, suite, seed)
+        results = self.executor.map(todo, suite, seed, thresholds)
         self.fresh = list(results)
         self.misses += len(todo)
         for fp, result in zip(todo_prints, results):
             # timing is not part of a result's value: a resumed run must store the same bytes
             self.cache[fp] = replace(result, seconds=0.0, cached=False)
             self.new_entries.append((fp, self.cache[fp]))
+            self.lines += 1
         fresh = set(todo_prints)  # the first rule of each of these was evaluated just now
         out = []
         for rule, fp in zip(rules, prints):
@@ -173,7 +182,7 @@ class _Session:
         scorer = self.scorer
         assert scorer is not None
         with self.writing():
-            self.rd.save_checkpoint(self.strategy, scorer.new_entries, len(scorer.cache),
+            self.rd.save_checkpoint(self.strategy, scorer.new_entries, scorer.lines,
                                     self.counters, self.log)
         scorer.new_entries.clear()
         self.saved = self.strategy.generation if self.strategy.started else None
@@ -404,10 +413,10 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
             try:
                 rescored = _redraw(strategy, scorer, seed)
                 rules = strategy.ask()
-                results = scorer.score(rules, seed=seed, namespace=_namespace(cfg, seed))
+                results = scorer.score(rules, seed=seed, namespace=_namespace(cfg, seed),
+                                       thresholds=strategy.thresholds())
                 fresh_proxy = scorer.fresh
-                promoted = strategy.real.promote(rules, results, [fingerprint(r) for r in rules],
-                                                 [parse(r).size() for r in rules])
+                promoted = tier2_candidates(strategy, rules, results)
                 real_started = time.perf_counter()
                 real = scorer.score([c[0] for c in promoted], suite=real_suite(cfg),
                                     namespace=REAL_SUITE_PREFIX) if promoted else []
@@ -433,6 +442,7 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                 "evaluated": scorer.misses - misses0,
                 "hurdle_rejections": sum(1 for r in results
                                          if r.hurdle == "rejected" and not r.cached),
+                "stopped_early": sum(1 for r in results if r.stopped and not r.cached),
                 "lost_evaluations": lost,
                 "retried_evaluations": retried,
                 "proxy_seed": seed,
@@ -473,6 +483,16 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
     return None
 
 
+def tier2_candidates(strategy: Strategy, rules: Sequence[str],
+                     results: Sequence[Result]) -> list[tuple[str, str, float, int]]:
+    """The batch's candidates for tier 2 (:meth:`evolve.tiers.RealTierStage.promote`), among
+    full proxy scores only: a suite stopped early has an upper bound, not a score."""
+    full = [(r, res) for r, res in zip(rules, results) if not res.stopped]
+    return strategy.real.promote([r for r, _ in full], [res for _, res in full],
+                                 [fingerprint(r) for r, _ in full],
+                                 [parse(r).size() for r, _ in full])
+
+
 def _namespace(config: CampaignConfig, seed: int) -> str:
     """Cache keys of redrawn proxy instances carry their seed (the first ones need none)."""
     return "" if seed == config.seed else f"proxy{seed}:"
@@ -503,4 +523,4 @@ def _count(session: _Session, executor: Executor, lost0: int, retried0: int) -> 
     return lost, retried
 
 
-__all__ = ["CachedScorer", "hall_entries", "run_campaign"]
+__all__ = ["CachedScorer", "hall_entries", "run_campaign", "tier2_candidates"]

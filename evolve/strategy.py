@@ -37,6 +37,7 @@ import numpy as np
 
 from evolve.config import STRATEGIES, CampaignConfig, ConfigError
 from evolve.tiers import RealTierStage
+from fitness.evaluate import HURDLE_THRESHOLD, Thresholds
 from fitness.score import FLOOR, Result, TaskScore, json_safe
 from primitives.grammar import parse
 
@@ -53,6 +54,8 @@ class Individual:
     birth: int  # generation in which it was created (the initial batch is generation 0)
     tasks: list[TaskScore] = field(default_factory=list)
     reason: str | None = None
+    hurdle_score: float | None = None  # its progress on the hurdle task (None: not run)
+    stopped: bool = False  # its suite stopped early: ``score`` is an upper bound
 
     def selection_fitness(self, parsimony: float) -> float:
         return self.score - parsimony * self.size
@@ -65,8 +68,11 @@ class Individual:
         task_keys = {f.name for f in fields(TaskScore)}
         tasks = [TaskScore(**{k: v for k, v in t.items() if k in task_keys})
                  for t in data.get("tasks", [])]
+        hurdle = data.get("hurdle_score")
         return cls(rule=data["rule"], score=float(data["score"]), size=int(data["size"]),
-                   birth=int(data["birth"]), tasks=tasks, reason=data.get("reason"))
+                   birth=int(data["birth"]), tasks=tasks, reason=data.get("reason"),
+                   hurdle_score=None if hurdle is None else float(hurdle),
+                   stopped=bool(data.get("stopped", False)))
 
 
 def strategy_class(name: str) -> type[Strategy]:
@@ -147,9 +153,30 @@ class Strategy(ABC):
         for ind in self.hall_of_fame + survivors:
             new = self._individual(ind.rule, fresh[ind.rule], ind.birth)
             ind.score, ind.tasks, ind.reason = new.score, new.tasks, new.reason
+            ind.hurdle_score, ind.stopped = new.hurdle_score, new.stopped
         self.hall_of_fame.sort(key=lambda i: (-i.score, i.size, i.rule))
         self.instance_seed = seed
         return len(rules)
+
+    def thresholds(self) -> Thresholds:
+        """The hurdle and early-stop thresholds for the next batch, from the survivors (a
+        population; strategies without one keep the fixed hurdle and never stop early).
+
+        The adaptive hurdle is the ``hurdle_quantile`` of the survivors' hurdle progress, never
+        below :data:`fitness.evaluate.HURDLE_THRESHOLD` (as AutoML-Zero's hurdle is a
+        percentile of the population); the early stop is the ``stop_quantile`` of the scores of
+        survivors whose suite ran in full: a child that cannot reach it would rarely win a
+        tournament. Both read only checkpointed state, so a resumed run passes the same ones.
+        """
+        survivors = self._survivors()
+        hurdle, stop = HURDLE_THRESHOLD, None
+        progress = [i.hurdle_score for i in survivors if i.hurdle_score is not None]
+        if self.config.hurdle_quantile > 0 and progress:
+            hurdle = max(hurdle, float(np.quantile(progress, self.config.hurdle_quantile)))
+        scores = [i.score for i in survivors if not i.stopped]
+        if self.config.stop_quantile > 0 and scores:
+            stop = float(np.quantile(scores, self.config.stop_quantile))
+        return Thresholds(hurdle=hurdle, stop_below=stop)
 
     # ------------------------------------------------------------------ what subclasses write
     @abstractmethod
@@ -189,12 +216,16 @@ class Strategy(ABC):
         if not math.isfinite(score):
             score = FLOOR
         return Individual(rule=rule, score=score, size=parse(rule).size(), birth=born,
-                          tasks=list(result.tasks), reason=result.reason)
+                          tasks=list(result.tasks), reason=result.reason,
+                          hurdle_score=result.hurdle_score, stopped=result.stopped)
 
     def _update_hall_of_fame(self, candidates: list[Individual]) -> None:
         best: dict[str, Individual] = {ind.rule: ind for ind in self.hall_of_fame}
         for ind in candidates:
-            best.setdefault(ind.rule, ind)
+            if not ind.stopped:  # a bound is not a score: only full suites enter the hall
+                best.setdefault(ind.rule, ind)
+        if not best:
+            return
         ranked = sorted(best.values(), key=lambda i: (-i.score, i.size, i.rule))
         previous = self.hall_of_fame[0].score if self.hall_of_fame else -math.inf
         self.hall_of_fame = ranked[: self.config.hall_of_fame]

@@ -20,8 +20,10 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from fitness.evaluate import Thresholds
 from fitness.score import Result
 from primitives.grammar import RuleSyntaxError
+from primitives.program import Program
 
 _EVALUATORS: dict[tuple[str, int, bool], Any] = {}
 
@@ -71,19 +73,24 @@ def warm_real_tier(suite: str) -> None:
         tier.baseline(task)
 
 
-def score_rules(suite: str, seed: int, rules: list[str], hurdle: bool = True) -> list[Result]:
+def score_rules(suite: str, seed: int, rules: list[str], hurdle: bool = True,
+                thresholds: Thresholds | None = None) -> list[Result]:
     """Score rule texts on a suite in this process: one typed Result per rule, in order.
 
-    A ``real:...`` suite trains them on the real-data tier (which has no hurdle and no seed
-    of its own: its seeds are in the suite's spec)."""
+    ``thresholds`` (the hurdle's and the early stop's, :class:`fitness.evaluate.Thresholds`)
+    apply to proxy suites. A ``real:...`` suite trains them on the real-data tier (which has
+    no hurdle, no early stop and no seed of its own: its seeds are in the suite's spec)."""
     if suite.startswith("real:"):
         return real_tier(suite).evaluate_many(list(rules))
-    return evaluator(suite, seed, hurdle).evaluate_many(list(rules))
+    # each rule text is parsed and compiled once per process (its fingerprint used it too)
+    return evaluator(suite, seed, hurdle).evaluate_many([compiled(r) for r in rules],
+                                                         thresholds)
 
 
-def evaluate_chunk(suite: str, seed: int, rules: list[str]) -> list[Result]:
+def evaluate_chunk(suite: str, seed: int, rules: list[str],
+                   thresholds: Thresholds | None = None) -> list[Result]:
     """What executors run in a worker: :func:`score_rules` with the hurdle on."""
-    return score_rules(suite, seed, rules)
+    return score_rules(suite, seed, rules, thresholds=thresholds)
 
 
 def init_worker(suite: str, seed: int) -> None:
@@ -108,16 +115,27 @@ def _exit_with_parent(every: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+@lru_cache(maxsize=4096)
+def compiled(rule: str) -> Program | str:
+    """The Program of a rule text or known name, compiled once in this process; the text itself
+    when it does not compile (the evaluator then reports why, as a failed Result)."""
+    from fitness.evaluate import to_program
+
+    try:
+        return to_program(rule)
+    except (RuleSyntaxError, TypeError, ValueError):
+        return rule
+
+
 @lru_cache(maxsize=200_000)
 def fingerprint(rule: str) -> str:
     """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own)."""
     from fitness.equivalence import fingerprint as program_fingerprint
-    from primitives.program import compile_rule
 
-    try:
-        return program_fingerprint(compile_rule(rule))
-    except RuleSyntaxError:
+    program = compiled(rule)
+    if isinstance(program, str):
         return "invalid:" + rule
+    return program_fingerprint(program)
 
 
 def suite_names() -> list[str]:
@@ -135,5 +153,5 @@ def warm_numba() -> None:
     score_rules("hurdle", 0, ["g"])
 
 
-__all__ = ["evaluate_chunk", "evaluator", "fingerprint", "init_worker", "proxy_suite", "real_tier",
+__all__ = ["compiled", "evaluate_chunk", "evaluator", "fingerprint", "init_worker", "proxy_suite", "real_tier",
            "score_rules", "suite_names", "warm_numba", "warm_real_tier"]

@@ -8,11 +8,14 @@ or Programs; it gets one :class:`fitness.score.Result` per rule. Each rule goes 
 2. the equivalence cache (:mod:`fitness.equivalence`): a rule whose fingerprint was evaluated
    before gets that result, with its own text;
 3. the hurdle: the ``hurdle`` suite's short quadratic, with the same lr search; a rule below
-   ``hurdle_threshold`` of tuned Adam's progress there (:func:`fitness.score.progress`) gets
-   FLOOR without running the suite;
+   the hurdle threshold (:class:`Thresholds`; at least ``hurdle_threshold``) of tuned Adam's
+   progress there (:func:`fitness.score.progress`) gets FLOOR without running the suite;
 4. the suite: on each task the lr search (:func:`fitness.tuning.tune`), the best final loss
    against tuned Adam's (:mod:`fitness.baselines`) as a clipped log-ratio (FAIL where no rate
    gave a finite run or any progress), and the suite score ``2 ** mean`` (:mod:`fitness.score`).
+   With ``Thresholds.stop_below`` the suite stops as soon as the best score the rule can still
+   reach (:func:`fitness.score.score_bound`) is below it; the Result says so
+   (``stopped_below``) and its score is that bound, never a full score.
 
 Results are a pure function of (rule, suite, seed, lr search, schedule): the compiled loops are
 deterministic and every random draw comes from ``numpy.random.default_rng`` seeded by
@@ -43,6 +46,7 @@ from fitness.score import (
     failed_result,
     log_ratio,
     progress,
+    score_bound,
     suite_score,
 )
 from fitness.tasks import TaskInstance, build, get_suite
@@ -54,6 +58,27 @@ from primitives.rules import resolve
 HURDLE_THRESHOLD = 0.05
 
 RuleLike = str | Node | Program
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a candidate must reach, set by the driver for each batch (a campaign derives them
+    from its checkpointed population, so a resumed run passes the same ones)."""
+
+    hurdle: float = HURDLE_THRESHOLD  # fraction of tuned Adam's progress on the hurdle task
+    stop_below: float | None = None  # suite score: stop the suite once it cannot reach this
+
+    def reuses(self, result: Result) -> bool:
+        """Whether a result evaluated under other thresholds may stand for one under these:
+        its hurdle verdict would be the same (the hurdle run is deterministic), and a suite
+        stopped early against X is reused only when these stop at X or higher."""
+        if result.hurdle_score is not None:
+            rejected = result.hurdle == "rejected"
+            if rejected != (result.hurdle_score < self.hurdle):
+                return False
+        if result.stopped_below is not None:
+            return self.stop_below is not None and self.stop_below >= result.stopped_below
+        return True
 
 
 @dataclass
@@ -70,6 +95,8 @@ class Counters:
     hurdle_runs: int = 0  # runs of the hurdle
     runs_saved_by_hurdle: int = 0  # estimated: the suite's runs per evaluation so far
     runs_saved_by_cache: int = 0
+    stopped_early: int = 0  # suites stopped once they could not reach the threshold
+    runs_saved_by_stopping: int = 0  # estimated, as runs_saved_by_hurdle
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -103,6 +130,10 @@ class Evaluator:
         self.baselines = BaselineStore(directory)
         self.tasks = [self._prepare(build(spec, self.seed)) for spec in specs]
         self._hurdle = self._prepare(build(get_suite("hurdle")[0], self.seed))
+        # the cheapest tasks first (parameters x steps), so that a suite stopped early has
+        # skipped the dearest; results list the tasks in the suite's order all the same
+        self._order = sorted(range(len(self.tasks)), key=lambda i: (
+            self.tasks[i].instance.n_params * self.tasks[i].instance.steps, i))
         self._cache: dict[str, Result] = {}
 
     def _prepare(self, instance: TaskInstance) -> _Prepared:
@@ -114,11 +145,12 @@ class Evaluator:
         """Equivalence fingerprint of a rule (RuleSyntaxError for malformed text)."""
         return program_fingerprint(to_program(rule))
 
-    def evaluate_many(self, rules: Iterable[RuleLike]) -> list[Result]:
+    def evaluate_many(self, rules: Iterable[RuleLike],
+                      thresholds: Thresholds | None = None) -> list[Result]:
         """Evaluate every rule, in order; never raises for a bad rule."""
-        return [self.evaluate_one(rule) for rule in rules]
+        return [self.evaluate_one(rule, thresholds) for rule in rules]
 
-    def evaluate_one(self, rule: RuleLike) -> Result:
+    def evaluate_one(self, rule: RuleLike, thresholds: Thresholds | None = None) -> Result:
         start = time.perf_counter()
         self.counters.candidates += 1
         text = rule.text if isinstance(rule, Program) else str(rule)
@@ -128,7 +160,7 @@ class Evaluator:
             self.counters.invalid += 1
             return self._failed(text, f"invalid rule: {err}", start)
         try:
-            return self._evaluate_program(program, start)
+            return self._evaluate_program(program, start, thresholds)
         except Exception as err:  # noqa: BLE001 - invariant 4: a failure is a fitness, not a crash
             self.counters.errors += 1
             return self._failed(program.text, f"error: {type(err).__name__}: {err}", start)
@@ -143,12 +175,15 @@ class Evaluator:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _evaluate_program(self, program: Program, start: float) -> Result:
+    def _evaluate_program(self, program: Program, start: float,
+                          thresholds: Thresholds | None) -> Result:
+        limits = thresholds or Thresholds()
+        hurdle_threshold = max(self.hurdle_threshold, limits.hurdle)
         key = None
         if self.cache:
             key = program_fingerprint(program)
             hit = self._cache.get(key)
-            if hit is not None:
+            if hit is not None and limits.reuses(hit):
                 self.counters.cache_hits += 1
                 self.counters.runs_saved_by_cache += self._runs_per_evaluation()
                 return replace(hit, rule=program.text, cached=True,
@@ -160,7 +195,7 @@ class Evaluator:
             adam = self._hurdle.adam
             hurdle_score = progress(run.best_loss, run.loss0, adam.best_loss,
                                     self._hurdle.instance.loss_min)
-            if hurdle_score < self.hurdle_threshold:
+            if hurdle_score < hurdle_threshold:
                 self.counters.hurdle_rejections += 1
                 self.counters.runs_saved_by_hurdle += self._runs_per_evaluation()
                 why = run.reason or f"{hurdle_score:.3g} of tuned Adam's progress"
@@ -169,8 +204,27 @@ class Evaluator:
                     "rejected", hurdle_score, key)
                 return self._store(key, result, start)
             hurdle_state = "passed"
-        tasks = [self._task_score(p, program) for p in self.tasks]
+        done: dict[int, TaskScore] = {}
+        for i in self._order:
+            done[i] = self._task_score(self.tasks[i], program)
+            stop = limits.stop_below
+            if stop is not None and len(done) < len(self.tasks):
+                bound = score_bound([t.log_ratio for t in done.values()], len(self.tasks))
+                if bound < stop:
+                    tasks = [done[j] for j in sorted(done)]
+                    self.counters.stopped_early += 1
+                    self.counters.runs_saved_by_stopping += (
+                        self._runs_per_evaluation() * (len(self.tasks) - len(done))
+                        // len(self.tasks))
+                    why = (f"stopped early after {len(done)} of {len(self.tasks)} tasks: it "
+                           f"can reach at most {bound:.4g} < {stop:.4g}")
+                    result = Result(rule=program.text, score=bound, tasks=tasks,
+                                    suite=self.suite, seed=self.seed, reason=why,
+                                    hurdle=hurdle_state, hurdle_score=hurdle_score,
+                                    fingerprint=key, stopped_below=stop)
+                    return self._store(key, result, start)
         self.counters.evaluations += 1
+        tasks = [done[j] for j in sorted(done)]
         result = Result(rule=program.text, score=suite_score([t.log_ratio for t in tasks]),
                         tasks=tasks, suite=self.suite, seed=self.seed, hurdle=hurdle_state,
                         hurdle_score=hurdle_score, fingerprint=key)
@@ -250,6 +304,7 @@ __all__ = [
     "Counters",
     "Evaluator",
     "HURDLE_THRESHOLD",
+    "Thresholds",
     "score_rule",
     "to_program",
 ]

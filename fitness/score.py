@@ -69,6 +69,13 @@ def suite_score(log_ratios: Iterable[float]) -> float:
     return float(2.0 ** (sum(values) / len(values)))
 
 
+def score_bound(log_ratios: Iterable[float], n_tasks: int) -> float:
+    """The highest suite score a rule can still reach after ``log_ratios`` of ``n_tasks`` tasks:
+    every task not yet run counts at most CLIP, so the bound is exact, never optimistic."""
+    done = [v if math.isfinite(v) else FAIL for v in log_ratios]
+    return float(2.0 ** ((sum(done) + (n_tasks - len(done)) * CLIP) / n_tasks))
+
+
 def progress(loss: float | None, loss0: float, ref_loss: float, loss_min: float = 0.0) -> float:
     """Fraction of tuned Adam's progress in log-loss, clipped to [-1, 3] (the hurdle's measure).
 
@@ -121,6 +128,14 @@ class Result:
     fingerprint: str | None = None
     cached: bool = False
     seconds: float = 0.0
+    # set when the suite stopped early against this threshold: ``score`` is then an upper
+    # bound of the full score (below the threshold) and ``tasks`` holds the tasks that ran
+    stopped_below: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """The suite stopped early: ``score`` is an upper bound, not a full score."""
+        return self.stopped_below is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite floats become None)."""
@@ -177,5 +192,6 @@ __all__ = [
     "json_safe",
     "log_ratio",
     "progress",
+    "score_bound",
     "suite_score",
 ]

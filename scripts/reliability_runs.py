@@ -157,19 +157,19 @@ def _map_with_one_death(make, rules: list[str], marker: Path):
     return got, executor
 
 
-def chunk_whose_worker_dies_once(suite: str, seed: int, rules: list[str]):
+def chunk_whose_worker_dies_once(suite: str, seed: int, rules: list[str], thresholds=None):
     """Runs in a worker: the first call anywhere kills its own process mid-evaluation."""
     from evolve.worker import evaluate_chunk
 
     marker = os.environ.get(_MARKER_ENV)
     if marker and not os.path.exists(marker):
         Path(marker).write_text("killed")
-        evaluate_chunk(suite, seed, rules[:1])  # mid-evaluation, not before it
+        evaluate_chunk(suite, seed, rules[:1], thresholds)  # mid-evaluation, not before it
         os._exit(9)
-    return evaluate_chunk(suite, seed, rules)
+    return evaluate_chunk(suite, seed, rules, thresholds)
 
 
-def chunk_whose_worker_always_dies(suite: str, seed: int, rules: list[str]):
+def chunk_whose_worker_always_dies(suite: str, seed: int, rules: list[str], thresholds=None):
     """Runs in a worker: every call kills its own process (a machine that keeps losing them)."""
     os._exit(9)
 

@@ -97,6 +97,14 @@ RUN_OPTIONS = [
                       "returns an evolve.UserTask (README: 'Bring your own task')."),
     click.option("--real-k", type=int, default=None,
                  help="New candidates per generation trained on the real-data tier (0: off) [2]."),
+    click.option("--hurdle-quantile", type=float, default=None,
+                 help="Adaptive hurdle: a child must reach this quantile of the population's "
+                      "progress on the hurdle task (never below 0.05 of tuned Adam's; 0: that "
+                      "fixed floor only) [0.25]."),
+    click.option("--stop-quantile", type=float, default=None,
+                 help="Early stop: a child's suite stops once it cannot reach this quantile of "
+                      "the population's scores; its score is then that bound, and it never "
+                      "enters the hall of fame or tier 2 (0: never stop) [0.5]."),
 ]
 
 
@@ -137,8 +145,8 @@ def budget_options(fn):
 @click.option("--refine-top", type=int, default=3, show_default=True,
               help="How many hall-of-fame rules (with constants) --refine refines.")
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
-            workers, ray_address, suite, tasks, real_k, out, validate, time_limit,
-            max_evaluations, quiet, refine, refine_top):
+            workers, ray_address, suite, tasks, real_k, hurdle_quantile, stop_quantile, out,
+            validate, time_limit, max_evaluations, quiet, refine, refine_top):
     """Run a campaign (evolution by default; --strategy) and write it to the run directory OUT.
 
     \b
@@ -155,7 +163,8 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
     config = _config_from_options(config_file, dict(
         generations=generations, population=population, seed=seed, strategy=strategy,
         warm_start=_resolve_warm_start(warm_start), algorithm=algorithm, executor=executor,
-        workers=workers, ray_address=ray_address, suite=suite, real_k=real_k))
+        workers=workers, ray_address=ray_address, suite=suite, real_k=real_k,
+        hurdle_quantile=hurdle_quantile, stop_quantile=stop_quantile))
     if tasks:
         config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)

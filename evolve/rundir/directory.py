@@ -191,19 +191,22 @@ class RunDirectory:
         })
 
     def _read_cache(self, entries: int) -> tuple[dict[str, Result], list[str]]:
+        # ``entries`` counts lines: an entry evaluated again under new thresholds is appended
+        # again, and the later line replaces the earlier one
         cache: dict[str, Result] = {}
-        damaged = 0
+        damaged = read = 0
         if entries and self.file(CACHE).is_file():
             with open(self.file(CACHE), encoding="utf-8", errors="replace") as fh:
                 for _, line in zip(range(entries), fh):
                     try:
                         row = json.loads(line)
                         cache[str(row["fp"])] = Result.from_dict(row["result"])
+                        read += 1
                     except (ValueError, KeyError, TypeError, AttributeError):
                         damaged += 1
         notes = []
-        if len(cache) < entries:
-            notes.append(f"{CACHE} holds {len(cache)} of the {entries} entries the checkpoint "
+        if read < entries:
+            notes.append(f"{CACHE} holds {read} of the {entries} entries the checkpoint "
                          f"counts ({damaged} damaged): the others are evaluated again, so rules "
                          "equivalent to them may score in the last digits unlike an "
                          "uninterrupted run")
