@@ -7,9 +7,13 @@ Printed side by side in one run, one thread, median thread CPU time:
 * against rule size: rules of 0 to 64 opcodes (a chain of EMAs and elementwise operations with
   distinct constants, so no subexpression is shared), P = 1,000, T = 200;
 * every task of the ``search`` and ``heldout`` suites: the lr search for adam (runs, ms), and
-  the suite total: what one rule's suite evaluation costs.
+  the suite total: what one rule's suite evaluation costs;
+* time per generation of a campaign (default suite, random start, proxy tier only: ``real_k``
+  0) against the population (children = population / 2) and the executor: serial, and a
+  process pool of 1 and 2 workers; the median over generations after the first (which pays
+  for the pool's start and the random initial population). Tier 2 adds its torch training on
+  top (``real_k`` candidates a generation, seconds each).
 
-Time per generation against population and workers is the engine's (scripts/bench_campaign.py).
 Usage: ``python scripts/bench_cost.py [--json] [--quick]``. Timings on a shared machine are
 noisy; compare rows of one run with each other.
 """
@@ -20,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +83,23 @@ def suite_cost(suite: str, repeats: int) -> dict:
     return {"tasks": rows, "total_ms": sum(r["ms"] for r in rows)}
 
 
+def generation_cost(population: int, executor: str, workers: int, generations: int) -> dict:
+    """Seconds per generation of a proxy-only campaign (median after the first generation)."""
+    from evolve.config import CampaignConfig
+    from evolve.runner import run_campaign
+
+    cfg = CampaignConfig(population=population, generations=generations, executor=executor,
+                         workers=workers, real_k=0, checkpoint_every=5)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_campaign(f"{tmp}/run", config=cfg)
+        log = [json.loads(line) for line in open(f"{tmp}/run/log.jsonl")]
+    later = [row["seconds"] for row in log[1:]]
+    return {"population": population, "children": cfg.children_per_generation,
+            "executor": executor, "workers": workers if executor != "serial" else 1,
+            "s_per_generation": statistics.median(later),
+            "candidates_per_s": cfg.children_per_generation / statistics.median(later)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -94,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "vs_T": [run_cost(adam, 1_000, t, repeats) for t in horizons],
         "vs_rule_size": [run_cost(chain_rule(k), 1_000, 200, repeats) for k in levels],
         "suites": {s: suite_cost(s, 1 if args.quick else 3) for s in ("search", "heldout")},
+        "vs_population_and_workers": [
+            generation_cost(pop, executor, workers, 3 if args.quick else 6)
+            for pop in ((16, 64) if args.quick else (16, 32, 64, 128))
+            for executor, workers in (("serial", 0), ("process", 1), ("process", 2))],
     }
     if args.json:
         print(json.dumps(figures, indent=1))
@@ -109,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in s["tasks"]:
             print(f"  {r['task']:<18} {r['family']:<11} P={r['P']:<5} T={r['T']:<4} "
                   f"runs={r['runs']:<2} {r['ms']:7.1f} ms")
+    print("one generation (default suite, proxy tier only) against population and workers:")
+    print("  population children executor workers  s/generation  candidates/s")
+    for r in figures["vs_population_and_workers"]:
+        print(f"  {r['population']:>10} {r['children']:>8} {r['executor']:>8} {r['workers']:>7} "
+              f"{r['s_per_generation']:>13.2f} {r['candidates_per_s']:>13.1f}")
     return 0
 
 

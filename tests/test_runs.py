@@ -27,6 +27,7 @@ from evolve.executors import (
     SerialExecutor,
 )
 from evolve.runner import run_campaign
+from fitness.evaluate import Thresholds
 from fitness.score import Result
 from scripts.reliability_runs import final_state
 
@@ -60,7 +61,10 @@ def test_serial_process_and_ray_executors_give_the_same_campaign(tmp_path):
             got = executor.map(rules)
             assert all(isinstance(r, Result) for r in got)
             assert [r.rule for r in got] == rules
-            results[kind] = [_value(r) for r in got]
+            # the driver's thresholds travel too: an adaptive hurdle, and an early stop on a
+            # suite of several tasks
+            limits = Thresholds(hurdle=0.3, stop_below=1.2)
+            results[kind] = [_value(r) for r in got + executor.map(rules, "search", 0, limits)]
             cfg = CampaignConfig(**SMALL, executor=kind, workers=2)
             run_campaign(tmp_path / kind, config=cfg, executor=executor)
             states[kind] = final_state(tmp_path / kind)
@@ -73,6 +77,8 @@ def test_serial_process_and_ray_executors_give_the_same_campaign(tmp_path):
     except ImportError:  # pragma: no cover
         pass
     assert results["serial"] == results["process"] == results["ray"]
+    assert any(r["stopped_below"] for r in results["serial"])
+    assert any(r["hurdle"] == "rejected" for r in results["serial"][len(rules):])
     assert states["serial"] == states["process"]
     assert states["serial"] == states["ray"]
     assert states["serial"][0], "the hall of fame is not empty"
@@ -308,13 +314,13 @@ class FlakyExecutor(SerialExecutor):
         super().__init__(suite, seed)
         self.calls, self.lose_on_call = 0, lose_on_call
 
-    def map(self, rules, suite=None, seed=None):
+    def map(self, rules, suite=None, seed=None, thresholds=None):
         self.calls += 1
         if self.calls == self.lose_on_call and rules:
             self.stats.lost += 3 * len(rules)
             self.stats.retried += 2 * len(rules)
             raise LostEvaluations(len(rules), 3, "killed")
-        return super().map(rules, suite, seed)
+        return super().map(rules, suite, seed, thresholds)
 
 
 def test_lost_evaluations_stop_the_run_are_never_cached_and_resume_exactly(tmp_path):
