@@ -103,6 +103,18 @@ def final_state(run: Path):
     return hall, state
 
 
+def resumed_equals_straight(workdir: Path, config) -> bool:
+    """A campaign run straight, and the same one stopped after 2 generations, resumed for 1,
+    stopped, and resumed to its end: whether both end in the same state."""
+    from evolve.runner import run_campaign
+
+    run_campaign(workdir / "straight", config=config)
+    run_campaign(workdir / "broken", config=config, stop_after=2)
+    run_campaign(workdir / "broken", resume=True, stop_after=1)
+    run_campaign(workdir / "broken", resume=True)
+    return final_state(workdir / "broken") == final_state(workdir / "straight")
+
+
 # -------------------------------------------------------------------------------- lost workers
 def _heavy_rules(n: int) -> list[str]:
     """Adam variants: each passes the hurdle and runs the whole suite (a few seconds in all)."""
@@ -315,5 +327,5 @@ def disk_full_during_checkpoint(workdir: Path) -> dict:
 
 __all__ = ["chunk_whose_worker_always_dies", "chunk_whose_worker_dies_once",
            "disk_full_during_checkpoint", "final_state", "kill_and_resume", "pool_workers",
-           "process_worker_loss",
+           "process_worker_loss", "resumed_equals_straight",
            "ray_worker_loss", "worker_kill_storm", "worker_main_file", "worker_modules"]

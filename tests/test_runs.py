@@ -29,7 +29,7 @@ from evolve.executors import (
 from evolve.runner import run_campaign
 from fitness.evaluate import Thresholds
 from fitness.score import Result
-from scripts.reliability_runs import final_state
+from scripts.reliability_runs import final_state, resumed_equals_straight
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small real campaign: the hurdle suite (one short quadratic) keeps each generation fast; the
@@ -86,11 +86,7 @@ def test_serial_process_and_ray_executors_give_the_same_campaign(tmp_path):
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     cfg = CampaignConfig(**SMALL, executor="serial")
-    run_campaign(tmp_path / "straight", config=cfg)
-    run_campaign(tmp_path / "broken", config=cfg, stop_after=2)
-    run_campaign(tmp_path / "broken", resume=True, stop_after=1)
-    run_campaign(tmp_path / "broken", resume=True)
-    assert final_state(tmp_path / "broken") == final_state(tmp_path / "straight")
+    assert resumed_equals_straight(tmp_path, cfg)
     log = [json.loads(x) for x in (tmp_path / "broken" / "log.jsonl").read_text().splitlines()]
     assert [r["generation"] for r in log] == list(range(0, 7))
 
