@@ -11,7 +11,9 @@ Printed side by side in one run, one thread, median thread CPU time:
 * time per generation of a campaign (default suite, random start, proxy tier only: ``real_k``
   0) against the population (children = population / 2) and the executor: serial, and a
   process pool of 1 and 2 workers; the median over generations after the first (which pays
-  for the pool's start and the random initial population). Tier 2 adds its torch training on
+  for the pool's start and the random initial population), then over rounds run in rotated
+  order. These are a random start's first generations; later ones, whose children pass the
+  hurdle more often, cost more. Tier 2 adds its torch training on
   top (``real_k`` candidates a generation, seconds each).
 
 Usage: ``python scripts/bench_cost.py [--json] [--quick]``. Timings on a shared machine are
@@ -100,6 +102,26 @@ def generation_cost(population: int, executor: str, workers: int, generations: i
             "candidates_per_s": cfg.children_per_generation / statistics.median(later)}
 
 
+def generation_costs(populations: tuple[int, ...], generations: int, rounds: int) -> list[dict]:
+    """:func:`generation_cost` for each population and executor, ``rounds`` times in rotated
+    order (a campaign is a function of its config and seed, so every executor does the same
+    work); each row is the median of its rounds."""
+    setups = [(pop, executor, workers) for pop in populations
+              for executor, workers in (("serial", 0), ("process", 1), ("process", 2))]
+    seconds: dict[tuple, list[float]] = {s: [] for s in setups}
+    rows: dict[tuple, dict] = {}
+    for r in range(rounds):
+        for setup in setups[r % len(setups):] + setups[:r % len(setups)]:
+            rows[setup] = generation_cost(*setup, generations)
+            seconds[setup].append(rows[setup]["s_per_generation"])
+    out = []
+    for setup in setups:
+        median = statistics.median(seconds[setup])
+        out.append({**rows[setup], "s_per_generation": median, "rounds": seconds[setup],
+                    "candidates_per_s": rows[setup]["children"] / median})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -116,10 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         "vs_T": [run_cost(adam, 1_000, t, repeats) for t in horizons],
         "vs_rule_size": [run_cost(chain_rule(k), 1_000, 200, repeats) for k in levels],
         "suites": {s: suite_cost(s, 1 if args.quick else 3) for s in ("search", "heldout")},
-        "vs_population_and_workers": [
-            generation_cost(pop, executor, workers, 3 if args.quick else 6)
-            for pop in ((16, 64) if args.quick else (16, 32, 64, 128))
-            for executor, workers in (("serial", 0), ("process", 1), ("process", 2))],
+        "vs_population_and_workers": generation_costs(
+            (16, 64) if args.quick else (16, 32, 64, 128), 3 if args.quick else 6,
+            1 if args.quick else 3),
     }
     if args.json:
         print(json.dumps(figures, indent=1))
