@@ -158,6 +158,8 @@ def test_unknown_strategy_is_a_config_error():
     ({"population": "ten"}, "integer"),
     ({"tournament": 100}, "tournament"),
     ({"executor": "gpu"}, "executor"),
+    ({"stop_quantile": 1.5}, "stop_quantile must be in"),
+    ({"hurdle_quantile": -0.1}, "hurdle_quantile must be in"),
 ])
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
