@@ -90,7 +90,8 @@ def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
     """The hall of fame as ``hall_of_fame.json`` stores it: the rules the real-data tier scored,
     best first (``score`` is their tier-2 score: the campaign's answer), then the proxy suite's
     best that tier 2 has not scored (``score`` is their proxy score); one rule per behaviour
-    (fingerprint), ``hall_of_fame`` of each kind at most."""
+    (a behaviour print: rules that differ by a constant factor are one), ``hall_of_fame`` of
+    each kind at most."""
     entries, seen = [], set()
     for e in strategy.real.leaderboard()[: strategy.config.hall_of_fame]:
         seen.add(e.fingerprint)
@@ -99,7 +100,7 @@ def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
             "proxy_score": e.proxy_score, "size": e.size, "generation": e.generation,
             "tasks": [asdict(t) for t in e.tasks], "reason": e.reason}))
     for ind in strategy.hall_of_fame:
-        fp = fingerprint(ind.rule)
+        fp = fingerprint(ind.rule, scale_free=True)
         if fp in seen:
             continue
         seen.add(fp)
@@ -406,7 +407,8 @@ def _loop(session: _Session, executor: Executor, progress: Progress | None,
                 rules = strategy.ask()
                 results = scorer.score(rules, seed=seed, namespace=_namespace(cfg, seed))
                 fresh_proxy = scorer.fresh
-                promoted = strategy.real.promote(rules, results, [fingerprint(r) for r in rules],
+                promoted = strategy.real.promote(rules, results,
+                                                 [fingerprint(r, scale_free=True) for r in rules],
                                                  [parse(r).size() for r in rules])
                 real_started = time.perf_counter()
                 real = scorer.score([c[0] for c in promoted], suite=real_suite(cfg),

@@ -109,13 +109,17 @@ def _exit_with_parent(every: float = 1.0) -> None:
 
 
 @lru_cache(maxsize=200_000)
-def fingerprint(rule: str) -> str:
-    """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own)."""
+def fingerprint(rule: str, scale_free: bool = False) -> str:
+    """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own);
+    ``scale_free``: the behaviour print, blind to a positive constant factor (same optimizer
+    under a learning-rate search)."""
+    from fitness.equivalence import behaviour_print
     from fitness.equivalence import fingerprint as program_fingerprint
     from primitives.program import compile_rule
 
     try:
-        return program_fingerprint(compile_rule(rule))
+        program = compile_rule(rule)
+        return behaviour_print(program) if scale_free else program_fingerprint(program)
     except RuleSyntaxError:
         return "invalid:" + rule
 
