@@ -99,7 +99,8 @@ def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
     """The hall of fame as ``hall_of_fame.json`` stores it: the rules the real-data tier scored,
     best first (``score`` is their tier-2 score: the campaign's answer), then the proxy suite's
     best that tier 2 has not scored (``score`` is their proxy score); one rule per behaviour
-    (fingerprint), ``hall_of_fame`` of each kind at most."""
+    (a behaviour print: rules that differ by a constant factor are one), ``hall_of_fame`` of
+    each kind at most."""
     entries, seen = [], set()
     for e in strategy.real.leaderboard()[: strategy.config.hall_of_fame]:
         seen.add(e.fingerprint)
@@ -108,7 +109,7 @@ def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
             "proxy_score": e.proxy_score, "size": e.size, "generation": e.generation,
             "tasks": [asdict(t) for t in e.tasks], "reason": e.reason}))
     for ind in strategy.hall_of_fame:
-        fp = fingerprint(ind.rule)
+        fp = fingerprint(ind.rule, scale_free=True)
         if fp in seen:
             continue
         seen.add(fp)
@@ -489,7 +490,7 @@ def tier2_candidates(strategy: Strategy, rules: Sequence[str],
     full proxy scores only: a suite stopped early has an upper bound, not a score."""
     full = [(r, res) for r, res in zip(rules, results) if not res.stopped]
     return strategy.real.promote([r for r, _ in full], [res for _, res in full],
-                                 [fingerprint(r) for r, _ in full],
+                                 [fingerprint(r, scale_free=True) for r, _ in full],
                                  [parse(r).size() for r, _ in full])
 
 

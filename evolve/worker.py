@@ -128,14 +128,17 @@ def compiled(rule: str) -> Program | str:
 
 
 @lru_cache(maxsize=200_000)
-def fingerprint(rule: str) -> str:
-    """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own)."""
+def fingerprint(rule: str, scale_free: bool = False) -> str:
+    """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own);
+    ``scale_free``: the behaviour print, blind to a positive constant factor (same optimizer
+    under a learning-rate search)."""
+    from fitness.equivalence import behaviour_print
     from fitness.equivalence import fingerprint as program_fingerprint
 
     program = compiled(rule)
     if isinstance(program, str):
         return "invalid:" + rule
-    return program_fingerprint(program)
+    return behaviour_print(program) if scale_free else program_fingerprint(program)
 
 
 def suite_names() -> list[str]:

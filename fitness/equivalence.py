@@ -7,11 +7,18 @@ significant digits and hashed with sha256. ``add(g, g)`` and ``mul(g, 2.0)`` col
 rules whose outputs agree to that precision on every probe; an exact zero among the probe
 gradients keeps ``add(g, 1e-12)`` apart from ``g``. Fingerprints depend only on the rule, never
 on the task suite.
+
+:func:`behaviour_print` is looser: it divides the directions by their root mean square before
+rounding, so rules that differ only by a positive constant factor (``div(g, 1.543)`` and
+``div(g, 0.5628)``) share it. Under a learning-rate search such rules are the same optimizer
+(the rate absorbs the factor), so the real-data tier and the hall of fame count them once; the
+proxy cache keeps the exact :func:`fingerprint`, since on a fixed rate grid their scores differ.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -22,6 +29,7 @@ PROBE_SIZE = 24
 PROBE_STEPS = 6
 PROBE_LR = 0.01
 DIGITS = 6
+BEHAVIOUR_DIGITS = 4
 
 
 def _probes() -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +47,25 @@ _GRADS, _W0 = _probes()
 
 def fingerprint(program: Program) -> str:
     """sha256 (first 16 hex digits) of the rule's rounded directions on the probes."""
+    return _digest(_rounded(_directions(program), DIGITS))
+
+
+def behaviour_print(program: Program) -> str:
+    """Like :func:`fingerprint`, but blind to a positive constant factor of the directions."""
+    d = _directions(program)
+    finite = np.isfinite(d)
+    rms = float(np.sqrt(np.mean(np.square(d[finite])))) if finite.any() else 0.0
+    if math.isfinite(rms) and rms > 0.0:
+        d = d / rms
+    return "b" + _digest(_rounded(d, BEHAVIOUR_DIGITS))[1:]
+
+
+def _digest(values: np.ndarray) -> str:
+    return hashlib.sha256(values.tobytes()).hexdigest()[:16]
+
+
+def _directions(program: Program) -> np.ndarray:
+    """The rule's directions on the probes, all steps in one vector."""
     runner = StepRunner(program, _W0, total_steps=PROBE_STEPS)
     rows = []
     for t in range(PROBE_STEPS):
@@ -47,19 +74,19 @@ def fingerprint(program: Program) -> str:
         # move the weights with this direction, so rules that read w are told apart
         with np.errstate(all="ignore"):  # inf - inf in a diverging rule is expected here
             runner.weights[:] -= PROBE_LR * d
-    return hashlib.sha256(_rounded(np.concatenate(rows)).tobytes()).hexdigest()[:16]
+    return np.concatenate(rows)
 
 
-def _rounded(values: np.ndarray) -> np.ndarray:
-    """Values rounded to DIGITS significant digits, vectorised; -0.0 becomes 0.0, every NaN
+def _rounded(values: np.ndarray, digits: int) -> np.ndarray:
+    """Values rounded to ``digits`` significant digits, vectorised; -0.0 becomes 0.0, every NaN
     the same NaN, inf stays inf (so the bytes of equal-looking outputs are equal)."""
     finite = np.isfinite(values) & (values != 0.0)
     safe = np.where(finite, np.abs(values), 1.0)
     with np.errstate(all="ignore"):  # subnormals: the scale underflows, NaN is still equal bytes
-        scale = 10.0 ** (np.floor(np.log10(safe)) - (DIGITS - 1))
+        scale = 10.0 ** (np.floor(np.log10(safe)) - (digits - 1))
         out = np.where(finite, np.round(values / scale) * scale, values) + 0.0
     out[np.isnan(out)] = np.nan
     return out
 
 
-__all__ = ["fingerprint"]
+__all__ = ["behaviour_print", "fingerprint"]

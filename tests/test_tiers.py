@@ -94,6 +94,27 @@ def test_promotion_takes_the_best_new_behaviours_above_the_threshold():
     assert [e.rule for e in stage.leaderboard()] == ["b", "d", "e"]
 
 
+def test_rules_that_differ_by_a_constant_factor_are_one_behaviour_for_tier_2():
+    from evolve.worker import fingerprint
+
+    pick = ("div(ema(div(g, {}), 0.5312), add(sqrt(ema_bc(square(g), 0.8833)), 9.605e-09))")
+    a, b = pick.format("1.543"), pick.format("0.5628")
+    # the proxy cache tells them apart (on a fixed rate grid their scores differ) ...
+    assert fingerprint(a) != fingerprint(b)
+    # ... the behaviour print does not: the learning-rate search absorbs the factor
+    assert fingerprint(a, scale_free=True) == fingerprint(b, scale_free=True)
+    assert fingerprint("mul(g, 3.0)", scale_free=True) == fingerprint("g", scale_free=True)
+    for other in ("neg(g)", "sign(g)", "ema(g, 0.9)", "add(g, w)", "add(g, 1.0)"):
+        assert fingerprint(other, scale_free=True) != fingerprint("g", scale_free=True), other
+    assert fingerprint("ema(g, 0.9)", scale_free=True) != fingerprint("ema(g, 0.99)",
+                                                                      scale_free=True)
+    stage = RealTierStage(CampaignConfig(real_k=2, real_min_score=0.9))
+    rules = [a, b, "sign(g)"]
+    promoted = stage.promote(rules, [result(s) for s in (1.3, 1.35, 1.1)],
+                             [fingerprint(r, scale_free=True) for r in rules], [9, 9, 2])
+    assert [c[0] for c in promoted] == [b, "sign(g)"]  # one of the two scaled copies, the better
+
+
 def test_the_final_ranking_puts_confirmed_rules_first_by_both_scores():
     stage = RealTierStage(CampaignConfig())
     for rule, score in (("a", 1.3), ("b", 1.2), ("c", 1.1)):
