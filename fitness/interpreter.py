@@ -97,72 +97,124 @@ _SCHEDULES = SCHEDULE_KERNELS
 _EMA, _ACC, _BIAS = EMA_UPDATE.kernel, ACCUMULATE_UPDATE.kernel, BIAS_CORRECTION.kernel
 
 
-def _slice_runner(kernels: tuple, base: int):
-    """One inlined literal_unroll loop over a slice of the table's kernels."""
+def _slice_runner(kernels: tuple, base: int, with_update: bool):
+    """One inlined literal_unroll loop over a slice of the table's kernels. ``with_update``:
+    the loop also applies the weight update with the value (see :func:`_update`) instead of
+    storing it, so a rule's last opcode and the update are one pass over the tile."""
 
     @njit(**_INLINE)
-    def run(op, buf, dst, x, y, z, c, n):
+    def run(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay):
         k = base
         for kernel in literal_unroll(kernels):
             if k == op:
-                for j in range(n):
-                    i = np.uint64(j)
-                    buf[dst + i] = kernel(buf[x + i], buf[y + i], buf[z + i], c)
+                if not with_update:
+                    for j in range(n):
+                        i = np.uint64(j)
+                        buf[dst + i] = kernel(buf[x + i], buf[y + i], buf[z + i], c)
+                else:
+                    # the tile may span several runs (segments of ``seg`` elements), each
+                    # with its own learning rate; the division only where it is needed
+                    s = 0 if lo < seg else lo // seg
+                    start = 0
+                    while start < n:
+                        end = min(n, (s + 1) * seg - lo)
+                        lr = lrs[s]
+                        if weight_decay != 0.0:
+                            for j in range(start, end):
+                                i = np.uint64(j)
+                                d = kernel(buf[x + i], buf[y + i], buf[z + i], c)
+                                buf[w + i] = buf[w + i] - lr * (d + weight_decay * buf[w + i])
+                        else:
+                            for j in range(start, end):
+                                i = np.uint64(j)
+                                d = kernel(buf[x + i], buf[y + i], buf[z + i], c)
+                                buf[w + i] = buf[w + i] - lr * d
+                        start = end
+                        s += 1
             k += 1
 
     return run
 
 
-_R0, _R1, _R2, _R3 = (_slice_runner(_K0, _B0), _slice_runner(_K1, _B1),
-                      _slice_runner(_K2, _B2), _slice_runner(_K3, _B3))
-_R4, _R5, _R6, _R7 = (_slice_runner(_K4, _B4), _slice_runner(_K5, _B5),
-                      _slice_runner(_K6, _B6), _slice_runner(_K7, _B7))
+def _dispatcher(with_update: bool):
+    """A binary search over the eight slices, down to one slice's literal_unroll loop."""
+    r0, r1, r2, r3, r4, r5, r6, r7 = (
+        _slice_runner(part, base, with_update)
+        for part, base in zip((_K0, _K1, _K2, _K3, _K4, _K5, _K6, _K7), _BASES))
 
-
-@njit(**_INLINE)
-def _elementwise(op, buf, dst, x, y, z, c, n):
-    if op < _B4:
-        if op < _B2:
-            if op < _B1:
-                _R0(op, buf, dst, x, y, z, c, n)
+    @njit(**_INLINE)
+    def dispatch(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay):
+        if op < _B4:
+            if op < _B2:
+                if op < _B1:
+                    r0(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
+                else:
+                    r1(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
+            elif op < _B3:
+                r2(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
             else:
-                _R1(op, buf, dst, x, y, z, c, n)
-        elif op < _B3:
-            _R2(op, buf, dst, x, y, z, c, n)
+                r3(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
+        elif op < _B6:
+            if op < _B5:
+                r4(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
+            else:
+                r5(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
+        elif op < _B7:
+            r6(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
         else:
-            _R3(op, buf, dst, x, y, z, c, n)
-    elif op < _B6:
-        if op < _B5:
-            _R4(op, buf, dst, x, y, z, c, n)
-        else:
-            _R5(op, buf, dst, x, y, z, c, n)
-    elif op < _B7:
-        _R6(op, buf, dst, x, y, z, c, n)
-    else:
-        _R7(op, buf, dst, x, y, z, c, n)
+            r7(op, buf, dst, x, y, z, c, n, w, lrs, lo, seg, weight_decay)
+
+    return dispatch
+
+
+_elementwise = _dispatcher(False)
+_elementwise_update = _dispatcher(True)
 
 
 @njit(**_INLINE)
-def _exec_tile(code, consts, buf, starts, sched, n, t):
-    """Every opcode once on the current tile (``n`` elements from ``starts``).
+def _ema_bias(buf, dst, x, kc, out, denom, n):
+    """An EMA and its bias correction (``ema_bc``: OP_EMA, then OP_BIAS of its row) in one
+    pass: the division, the slowest part of Adam's step, overlaps the EMA's loads and stores."""
+    if denom == 0.0:
+        for j in range(n):
+            i = np.uint64(j)
+            buf[dst + i] = _EMA(buf[dst + i], buf[x + i], kc)
+            buf[out + i] = 0.0
+    else:
+        for j in range(n):
+            i = np.uint64(j)
+            s = _EMA(buf[dst + i], buf[x + i], kc)
+            buf[dst + i] = s
+            buf[out + i] = s / denom
+
+
+@njit(**_INLINE)
+def _exec_tile(code, consts, buf, starts, sched, n, t, n_ops):
+    """Opcodes ``[0, n_ops)`` once on the current tile (``n`` elements from ``starts``).
 
     Offsets are unsigned so that Numba emits no negative-index wraparound inside the loops
     (which would stop them from vectorising); views would cost a reference count each.
     Schedule opcodes read their value from ``buf[sched + index]`` (see :func:`begin_step`).
     """
-    for r in range(code.shape[0]):
+    r = 0
+    while r < n_ops:
         op = code[r, 0]
         dst = np.uint64(starts[code[r, 1]])
         x = np.uint64(starts[code[r, 2]])
         kc = consts[code[r, 5]] if code[r, 5] >= 0 else 0.0
         if op < _N_ELEMENTWISE:
             _elementwise(op, buf, dst, x, np.uint64(starts[code[r, 3]]),
-                         np.uint64(starts[code[r, 4]]), kc, n)
+                         np.uint64(starts[code[r, 4]]), kc, n, dst, consts, 0, 1, 0.0)
         elif op == OP_EMA:
             # the update's math is the table's (one row per state update)
-            for j in range(n):
-                i = np.uint64(j)
-                buf[dst + i] = _EMA(buf[dst + i], buf[x + i], kc)
+            if r + 1 < n_ops and code[r + 1, 0] == OP_BIAS and code[r + 1, 2] == code[r, 1]:
+                r += 1
+                _ema_bias(buf, dst, x, kc, np.uint64(starts[code[r, 1]]),
+                          _BIAS(consts[code[r, 5]], float(t)), n)
+            else:
+                for j in range(n):
+                    i = np.uint64(j)
+                    buf[dst + i] = _EMA(buf[dst + i], buf[x + i], kc)
         elif op == OP_ACC:
             for j in range(n):
                 i = np.uint64(j)
@@ -180,6 +232,15 @@ def _exec_tile(code, consts, buf, starts, sched, n, t):
             value = buf[sched + op - OP_SCHEDULE]
             for j in range(n):
                 buf[dst + np.uint64(j)] = value
+        r += 1
+
+
+@njit(**_INLINE)
+def _fuses_update(code, output):
+    """Whether the last opcode is elementwise and writes the direction: then it and the
+    weight update run as one pass (its value is read by nothing else in the step)."""
+    last = code.shape[0] - 1
+    return last >= 0 and code[last, 0] < _N_ELEMENTWISE and code[last, 1] == output
 
 
 # layout[...] of a register file (see new_registers)
@@ -268,9 +329,18 @@ def rule_step_tile(code, consts, buf, starts, layout, lo, m, t, output, lrs, seg
     _set_tile(starts, layout, lo)
     if grad_at >= 0:
         starts[REG_GRAD] = grad_at
-    _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t)
+    fused = _fuses_update(code, output)
+    _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t,
+               code.shape[0] - 1 if fused else code.shape[0])
     w = starts[REG_WEIGHT]
     d = starts[output]
+    if fused:
+        last = code.shape[0] - 1
+        kc = consts[code[last, 5]] if code[last, 5] >= 0 else 0.0
+        _elementwise_update(code[last, 0], buf, np.uint64(d), np.uint64(starts[code[last, 2]]),
+                            np.uint64(starts[code[last, 3]]), np.uint64(starts[code[last, 4]]),
+                            kc, m, np.uint64(w), lrs, lo, seg, weight_decay)
+        return
     # the tile may span several runs (segments), each with its own learning rate; the
     # division only where it is needed (it costs ~10 ns, a tenth of a small run's step)
     k = 0 if lo < seg else lo // seg
@@ -308,7 +378,7 @@ def rule_direction(code, consts, buf, starts, layout, t, total_steps, output, ou
     for lo in range(0, n, tile):
         m = min(tile, n - lo)
         _set_tile(starts, layout, lo)
-        _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t)
+        _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t, code.shape[0])
         d = starts[output]
         for i in range(m):
             out[lo + i] = buf[d + i]
