@@ -96,10 +96,18 @@ def _slices(kernels: tuple, groups: int) -> tuple[tuple, list[int]]:
 
 
 (_K0, _K1, _K2, _K3, _K4, _K5, _K6, _K7), _BASES = _slices(ELEMENTWISE_KERNELS, _GROUPS)
-_B0, _B1, _B2, _B3, _B4, _B5, _B6, _B7 = _BASES
 _N_ELEMENTWISE = len(ELEMENTWISE_KERNELS)
 _SCHEDULES = SCHEDULE_KERNELS
 _EMA, _ACC, _BIAS = EMA_UPDATE.kernel, ACCUMULATE_UPDATE.kernel, BIAS_CORRECTION.kernel
+
+
+@njit(**_INLINE)
+def _moved(w, d, lr, weight_decay):
+    """One weight after its step. Without weight decay the term is left out, not multiplied
+    by 0 (0 * inf is NaN). The branch is loop-invariant: LLVM moves it out of the loops."""
+    if weight_decay != 0.0:
+        return w - lr * (d + weight_decay * w)
+    return w - lr * d
 
 
 def _slice_runner(kernels: tuple, base: int):
@@ -135,16 +143,10 @@ def _update_runner(kernels: tuple, base: int):
                 while start < n:
                     end = min(n, (s + 1) * seg - lo)
                     lr = lrs[s]
-                    if weight_decay != 0.0:
-                        for j in range(start, end):
-                            i = np.uint64(j)
-                            d = kernel(buf[x + i], buf[y + i], buf[z + i], c)
-                            buf[w + i] = buf[w + i] - lr * (d + weight_decay * buf[w + i])
-                    else:
-                        for j in range(start, end):
-                            i = np.uint64(j)
-                            d = kernel(buf[x + i], buf[y + i], buf[z + i], c)
-                            buf[w + i] = buf[w + i] - lr * d
+                    for j in range(start, end):
+                        i = np.uint64(j)
+                        d = kernel(buf[x + i], buf[y + i], buf[z + i], c)
+                        buf[w + i] = _moved(buf[w + i], d, lr, weight_decay)
                     start = end
                     s += 1
             k += 1
@@ -152,35 +154,29 @@ def _update_runner(kernels: tuple, base: int):
     return run
 
 
-def _dispatcher(make_runner, jit_options: dict):
-    """A binary search over the eight slices, down to one slice's literal_unroll loop."""
-    r0, r1, r2, r3, r4, r5, r6, r7 = (
-        make_runner(part, base)
-        for part, base in zip((_K0, _K1, _K2, _K3, _K4, _K5, _K6, _K7), _BASES))
+def _tree(runners: list, bases: list[int], jit_options: dict):
+    """A binary search over the slices' first opcodes, down to one slice's loop."""
+    if len(runners) == 1:
+        return runners[0]
+    half = len(runners) // 2
+    low, high = _tree(runners[:half], bases[:half], _INLINE), _tree(runners[half:],
+                                                                     bases[half:], _INLINE)
+    split = bases[half]
 
     @njit(**jit_options)
     def dispatch(op, buf, dst, x, y, z, c, n, extra):
-        if op < _B4:
-            if op < _B2:
-                if op < _B1:
-                    r0(op, buf, dst, x, y, z, c, n, extra)
-                else:
-                    r1(op, buf, dst, x, y, z, c, n, extra)
-            elif op < _B3:
-                r2(op, buf, dst, x, y, z, c, n, extra)
-            else:
-                r3(op, buf, dst, x, y, z, c, n, extra)
-        elif op < _B6:
-            if op < _B5:
-                r4(op, buf, dst, x, y, z, c, n, extra)
-            else:
-                r5(op, buf, dst, x, y, z, c, n, extra)
-        elif op < _B7:
-            r6(op, buf, dst, x, y, z, c, n, extra)
+        if op < split:
+            low(op, buf, dst, x, y, z, c, n, extra)
         else:
-            r7(op, buf, dst, x, y, z, c, n, extra)
+            high(op, buf, dst, x, y, z, c, n, extra)
 
     return dispatch
+
+
+def _dispatcher(make_runner, jit_options: dict):
+    parts = (_K0, _K1, _K2, _K3, _K4, _K5, _K6, _K7)
+    return _tree([make_runner(part, base) for part, base in zip(parts, _BASES)], _BASES,
+                 jit_options)
 
 
 _elementwise = _dispatcher(_slice_runner, _INLINE)
@@ -319,14 +315,9 @@ def begin_step(buf, layout, t, total_steps):
 @njit(**_INLINE)
 def _update(buf, w, d, n, lr, weight_decay):
     """w <- w - lr * (d + weight_decay * w), decoupled weight decay as AdamW and Lion."""
-    if weight_decay != 0.0:
-        for j in range(n):
-            i = np.uint64(j)
-            buf[w + i] = buf[w + i] - lr * (buf[d + i] + weight_decay * buf[w + i])
-    else:
-        for j in range(n):
-            i = np.uint64(j)
-            buf[w + i] = buf[w + i] - lr * buf[d + i]
+    for j in range(n):
+        i = np.uint64(j)
+        buf[w + i] = _moved(buf[w + i], buf[d + i], lr, weight_decay)
 
 
 @njit(**_INLINE)
