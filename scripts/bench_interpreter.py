@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("adam", "lion"):
         results[name] = {}
         for p in sizes:
-            repeats = args.repeats or max(5, min(41, int(4e6 / (p * T))))
+            repeats = args.repeats or max(9, min(41, int(4e6 / (p * T))))
             results[name][str(p)] = bench(name, p, repeats)
     if args.json:
         print(json.dumps({"T": T, "threads": 1, "unit": "us per run (thread CPU time, median)",
