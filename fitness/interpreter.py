@@ -9,8 +9,8 @@ tiling changes no bit of the result. Several runs (one per learning rate) can sh
 register file side by side (:mod:`fitness.kernels`), so a small task pays the per-opcode cost
 once per step for all of them. Two pairs of passes run as one, since a pass that only loads and
 stores cannot hide behind the divisions of another: an EMA and its bias correction
-(``ema_bc``), and a rule's last elementwise opcode and the weight update (adam went from 1.2-1.35x
-of a hand-fused loop to 1.03-1.14x, measured side by side; the bits do not change).
+(``ema_bc``), and a rule's last elementwise opcode and the weight update (adam's step about
+10% faster, measured side by side; the bits do not change).
 
 Dispatch reads the primitive table only: the table's kernel tuple is cut into ``_GROUPS``
 slices, each a ``literal_unroll`` loop, so a new primitive needs no change here. (One
