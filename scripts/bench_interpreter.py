@@ -18,7 +18,10 @@ the optimizer. Side by side in one run, one thread, the same start and gradient 
 
 Times are the median CPU time of the timing thread over repeats after a warm-up (on a shared
 machine that is steadier than the wall clock; on an idle one they agree), rounds interleaved
-so that load changes hit every method alike. Usage:
+so that load changes hit every method alike. Each timed call follows an untimed call of the
+same method: whatever ran just before (a torch peer's working set evicts the caches) slowed
+the next method's call by up to 1.8x, measured, and that hit whichever method came first in a
+round (the interpreter). Usage:
 
     python scripts/bench_interpreter.py [--json] [--repeats N] [--sizes 100,1000,10000,100000]
 """
@@ -173,6 +176,7 @@ def bench(name: str, p: int, repeats: int) -> dict:
         fn()  # warm-up
     for _ in range(repeats):
         for label, (fn, runs) in methods.items():
+            fn()  # untimed: the method timed right after a torch peer ran up to 1.8x slower
             start = time.thread_time()
             fn()
             samples[label].append((time.thread_time() - start) / runs)
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("adam", "lion"):
         results[name] = {}
         for p in sizes:
-            repeats = args.repeats or max(5, min(41, int(4e6 / (p * T))))
+            repeats = args.repeats or max(9, min(41, int(4e6 / (p * T))))
             results[name][str(p)] = bench(name, p, repeats)
     if args.json:
         print(json.dumps({"T": T, "threads": 1, "unit": "us per run (thread CPU time, median)",
