@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evolve import interrupt
 from evolve.budget import Budget, BudgetClock, end_status
 from evolve.config import CampaignConfig, ConfigError
 from evolve.errors import RunError, UserError
@@ -133,6 +134,8 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. a notebook worker thread)
                 pass
+        if interrupt.received():  # a Ctrl-C during start-up that something swallowed
+            self.signal = signal.SIGINT
         return self
 
     def _handle(self, signum, frame):

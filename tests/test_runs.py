@@ -215,6 +215,31 @@ def test_ctrl_c_at_any_moment_prints_one_line(tmp_path):
             assert "checkpoint saved" in lines[0] and "evolve resume" in lines[0]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_swallowed_during_start_up_still_stops_the_run(tmp_path, capsys):
+    """A SIGINT that lands in a finaliser is printed as "Exception ignored" and lost to Python;
+    the command line remembers it, and the run stops at its first generation with one line."""
+    from evolve import interrupt
+
+    class SwallowsIt:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside __del__
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        interrupt.install()
+        SwallowsIt()  # dropped at once: __del__ runs and its KeyboardInterrupt is ignored
+        assert interrupt.received()
+        cfg = CampaignConfig(**{**SMALL, "generations": 50}, executor="serial")
+        with pytest.raises(SystemExit) as stopped:
+            run_campaign(tmp_path / "run", config=cfg)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert stopped.value.code == 130
+    assert _checkpoint_generation(tmp_path / "run") == 0
+    assert "SIGINT: checkpoint saved at generation 0" in capsys.readouterr().err
+
+
 def test_a_second_process_is_refused_by_the_lock_and_a_dead_holders_lock_is_taken_over(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({**SMALL, "generations": 4000, "executor": "serial"}))

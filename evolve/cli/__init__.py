@@ -14,6 +14,7 @@ import time
 
 import click
 
+from evolve import interrupt
 from evolve.errors import UserError
 
 STARTED = time.monotonic()  # when the command started (LazyGroup.main): --time-limit counts from here
@@ -52,6 +53,7 @@ class LazyGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         global STARTED
         STARTED = time.monotonic()  # per invocation: one process may run several (tests)
+        interrupt.install()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
