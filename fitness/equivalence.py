@@ -8,7 +8,7 @@ rules whose outputs agree to that precision on every probe; an exact zero among 
 gradients keeps ``add(g, 1e-12)`` apart from ``g``. Fingerprints depend only on the rule, never
 on the task suite.
 
-:func:`behaviour_print` is looser: it divides the directions by their root mean square before
+:func:`behaviour_print` is looser: it divides the directions by their largest magnitude before
 rounding, so rules that differ only by a positive constant factor (``div(g, 1.543)`` and
 ``div(g, 0.5628)``) share it. Under a learning-rate search such rules are the same optimizer
 (the rate absorbs the factor), so the real-data tier and the hall of fame count them once; the
@@ -18,7 +18,6 @@ proxy cache keeps the exact :func:`fingerprint`, since on a fixed rate grid thei
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 
@@ -54,9 +53,10 @@ def behaviour_print(program: Program) -> str:
     """Like :func:`fingerprint`, but blind to a positive constant factor of the directions."""
     d = _directions(program)
     finite = np.isfinite(d)
-    rms = float(np.sqrt(np.mean(np.square(d[finite])))) if finite.any() else 0.0
-    if math.isfinite(rms) and rms > 0.0:
-        d = d / rms
+    # the largest finite magnitude, not the root mean square: squares of 1e200 overflow
+    scale = float(np.max(np.abs(d[finite]))) if finite.any() else 0.0
+    if scale > 0.0:
+        d = d / scale
     return "b" + _digest(_rounded(d, BEHAVIOUR_DIGITS))[1:]
 
 

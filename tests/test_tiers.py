@@ -4,6 +4,7 @@ selection (RUN:best), redrawn proxy instances, and exact resume with both."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,9 @@ def test_rules_that_differ_by_a_constant_factor_are_one_behaviour_for_tier_2():
     # ... the behaviour print does not: the learning-rate search absorbs the factor
     assert fingerprint(a, scale_free=True) == fingerprint(b, scale_free=True)
     assert fingerprint("mul(g, 3.0)", scale_free=True) == fingerprint("g", scale_free=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # huge directions must not overflow (a console warning)
+        assert fingerprint("mul(g, 1e300)", scale_free=True) == fingerprint("g", scale_free=True)
     for other in ("neg(g)", "sign(g)", "ema(g, 0.9)", "add(g, w)", "add(g, 1.0)"):
         assert fingerprint(other, scale_free=True) != fingerprint("g", scale_free=True), other
     assert fingerprint("ema(g, 0.9)", scale_free=True) != fingerprint("ema(g, 0.99)",
