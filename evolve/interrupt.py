@@ -4,7 +4,7 @@ Python raises KeyboardInterrupt wherever the main thread is when the signal land
 finaliser (``__del__``, a weakref callback) it is printed as "Exception ignored" and the program
 goes on, and a library may catch it. ``evolve`` installs :func:`install` first thing, so an
 interrupt during start-up is also a flag that the campaign loop reads when it takes over SIGINT
-(:func:`received`): the run then stops at its first chance, with the usual one line.
+(:func:`take`): the run then stops at its first chance, with the usual one line.
 """
 
 from __future__ import annotations
@@ -33,8 +33,16 @@ def install() -> None:
 
 
 def received() -> bool:
-    """Whether a SIGINT arrived since :func:`install`."""
+    """Whether a SIGINT arrived since :func:`install` (and was not taken)."""
     return _received
 
 
-__all__ = ["install", "received"]
+def take() -> bool:
+    """Whether a SIGINT arrived, and forget it: the one campaign loop it stops has taken it (a
+    later run in the same process, such as a test's, starts clean)."""
+    global _received
+    seen, _received = _received, False
+    return seen
+
+
+__all__ = ["install", "received", "take"]

@@ -134,7 +134,7 @@ class _StopFlag:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. a notebook worker thread)
                 pass
-        if interrupt.received():  # a Ctrl-C during start-up that something swallowed
+        if interrupt.take():  # a Ctrl-C during start-up that something swallowed
             self.signal = signal.SIGINT
         return self
 
