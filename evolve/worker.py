@@ -127,18 +127,23 @@ def compiled(rule: str) -> Program | str:
         return rule
 
 
-@lru_cache(maxsize=200_000)
 def fingerprint(rule: str, scale_free: bool = False) -> str:
     """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own);
     ``scale_free``: the behaviour print, blind to a positive constant factor (same optimizer
     under a learning-rate search)."""
-    from fitness.equivalence import behaviour_print
-    from fitness.equivalence import fingerprint as program_fingerprint
+    return _prints(rule)[1 if scale_free else 0]
+
+
+@lru_cache(maxsize=200_000)
+def _prints(rule: str) -> tuple[str, str]:
+    """Both prints of a rule from one run on the probes: the driver asks for the exact one of
+    every candidate and the behaviour print of most of them (tier 2, the hall of fame)."""
+    from fitness.equivalence import prints
 
     program = compiled(rule)
     if isinstance(program, str):
-        return "invalid:" + rule
-    return behaviour_print(program) if scale_free else program_fingerprint(program)
+        return "invalid:" + rule, "invalid:" + rule
+    return prints(program)
 
 
 def suite_names() -> list[str]:

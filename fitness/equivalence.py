@@ -46,12 +46,25 @@ _GRADS, _W0 = _probes()
 
 def fingerprint(program: Program) -> str:
     """sha256 (first 16 hex digits) of the rule's rounded directions on the probes."""
-    return _digest(_rounded(_directions(program), DIGITS))
+    return _exact(_directions(program))
 
 
 def behaviour_print(program: Program) -> str:
     """Like :func:`fingerprint`, but blind to a positive constant factor of the directions."""
+    return _scale_free(_directions(program))
+
+
+def prints(program: Program) -> tuple[str, str]:
+    """(:func:`fingerprint`, :func:`behaviour_print`) from one run on the probes."""
     d = _directions(program)
+    return _exact(d), _scale_free(d)
+
+
+def _exact(d: np.ndarray) -> str:
+    return _digest(_rounded(d, DIGITS))
+
+
+def _scale_free(d: np.ndarray) -> str:
     finite = np.isfinite(d)
     # the largest finite magnitude, not the root mean square: squares of 1e200 overflow
     scale = float(np.max(np.abs(d[finite]))) if finite.any() else 0.0
@@ -89,4 +102,4 @@ def _rounded(values: np.ndarray, digits: int) -> np.ndarray:
     return out
 
 
-__all__ = ["behaviour_print", "fingerprint"]
+__all__ = ["behaviour_print", "fingerprint", "prints"]
