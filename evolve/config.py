@@ -68,6 +68,7 @@ class CampaignConfig:
     real_min_score: float = 0.9  # proxy score a candidate needs to be trained on tier 2
     real_tasks: list[str] = field(default_factory=lambda: list(REAL_TASK_NAMES))  # tier-2 tasks: built-in names or FILE.py:FUNCTION (your own)
     real_seeds: int = 2  # seeds per learning rate on tier 2
+    real_softmin: float = 0.3  # tier 2 ranks by the soft minimum of a rule's task log2-ratios at this temperature, so a rule that loses on one task ranks low (0: their plain mean)
     confirm: int = 5  # top tier-2 rules re-scored on fresh seeds for the final selection
     schedule: str = "cosine"  # learning-rate schedule of every optimizer, in every tier
     redraw_every: int = 25  # generations between new proxy-task instances (0: never)
@@ -138,6 +139,8 @@ class CampaignConfig:
         need(self.real_k >= 0, f"real_k must be >= 0, got {self.real_k}")
         need(self.real_seeds >= 1, f"real_seeds must be >= 1, got {self.real_seeds}")
         need(self.confirm >= 0, f"confirm must be >= 0, got {self.confirm}")
+        need(math.isfinite(self.real_softmin) and self.real_softmin >= 0,
+             f"real_softmin must be a number >= 0, got {self.real_softmin}")
         need(math.isfinite(self.real_min_score), "real_min_score must be a number")
         for name in ("hurdle_quantile", "stop_quantile"):
             value = getattr(self, name)

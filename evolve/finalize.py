@@ -146,7 +146,8 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
         results = executor.map(rules, suite) if executor is not None \
             else score_rules(suite, cfg.seed, rules)
         confirmations = {e.fingerprint: r for e, r in zip(top, results)}
-    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations)
+    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations,
+                     cfg.real_softmin)
     pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
     how = (f"the real-data tier's best of {len(board)} rules, confirmed on fresh seeds "
            f"{confirm_seeds(cfg)}" if top else "the real-data tier's best rule")

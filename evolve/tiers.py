@@ -9,8 +9,12 @@ scored first, best first, and the final selection (``RUN:best``) is the best of 
 ``confirm`` rules re-scored on fresh seeds, which guards against the winner's curse of picking
 the maximum of many noisy scores.
 
-Both tiers score on one scale (:mod:`fitness.score`: the geometric-mean loss ratio against tuned
-Adam, 1.0 = Adam), so a rule's tier-2 score and its proxy score can sit side by side.
+Both tiers score on one scale (:mod:`fitness.score`: a loss ratio against tuned Adam, 1.0 =
+Adam), so a rule's tier-2 score and its proxy score can sit side by side. Tier 2 ranks by a
+soft minimum of the tasks' log-ratios (:func:`selection_score`) rather than their mean: a rule
+that loses to Adam on one task ranks below one that wins a little everywhere. Measured with
+``scripts/fidelity.py`` on two sets of 66 rules, this ranks rules closer to the benchmark's
+order than the mean does (Spearman 0.789 -> 0.832 and 0.835 -> 0.872; docs/results/fidelity).
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ class RealEntry:
     generation: int
     size: int
     proxy_score: float
-    score: float  # tier 2: geometric-mean test-loss ratio against tuned Adam
+    score: float  # tier 2's selection score (:func:`selection_score`)
     tasks: list[TaskScore] = field(default_factory=list)
     reason: str | None = None
+    mean_score: float | None = None  # the plain geometric mean of the tasks' ratios
+
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -59,7 +65,27 @@ class RealEntry:
         return cls(rule=str(d["rule"]), fingerprint=str(d["fingerprint"]),
                    generation=int(d["generation"]), size=int(d["size"]),
                    proxy_score=float(d["proxy_score"]), score=float(d["score"]), tasks=tasks,
-                   reason=d.get("reason"))
+                   reason=d.get("reason"), mean_score=d.get("mean_score"))
+
+
+def selection_score(result: Result, softmin: float) -> float:
+    """Tier 2's score of ``result`` for the selection: ``2 ** soft_minimum(log-ratios)``; 0 for
+    a non-finite score, and ``result.score`` (the plain mean) when ``softmin`` is 0 or the
+    result has no task scores (an invalid rule)."""
+    if not math.isfinite(result.score):
+        return 0.0
+    ratios = [t.log_ratio for t in result.tasks]
+    if softmin <= 0 or not ratios:
+        return float(result.score)
+    return float(2.0 ** soft_minimum(ratios, softmin))
+
+
+def soft_minimum(values: Sequence[float], tau: float) -> float:
+    """``-tau * log(mean(exp(-x / tau)))``: between the worst value (tau -> 0) and the mean
+    (tau -> inf), and equal to both when all values agree (so 1.0 is still tuned Adam)."""
+    low = min(values)  # shifted, so that no exponent overflows
+    spread = sum(math.exp(-(x - low) / tau) for x in values) / len(values)
+    return low - tau * math.log(spread)
 
 
 class RealTierStage:
@@ -93,9 +119,10 @@ class RealTierStage:
     def record(self, candidate: tuple[str, str, float, int], generation: int,
                result: Result) -> RealEntry:
         rule, fp, proxy_score, size = candidate
-        score = float(result.score) if math.isfinite(result.score) else 0.0
-        entry = RealEntry(rule, fp, generation, size, proxy_score, score, list(result.tasks),
-                          result.reason)
+        mean = float(result.score) if math.isfinite(result.score) else 0.0
+        entry = RealEntry(rule, fp, generation, size, proxy_score,
+                          selection_score(result, self.config.real_softmin), list(result.tasks),
+                          result.reason, mean)
         self.entries.append(entry)
         return entry
 
@@ -119,17 +146,20 @@ def confirm_seeds(config: CampaignConfig) -> list[int]:
     return [CONFIRM_SEED_OFFSET + i for i in range(config.real_seeds)]
 
 
-def select(board: Sequence[RealEntry], confirmations: dict[str, Result]) -> list[dict[str, Any]]:
-    """The final ranking: each confirmed rule by the geometric mean of its two tier-2 scores
-    (the leaderboard's seeds and fresh ones), the rest after them by their leaderboard score."""
+def select(board: Sequence[RealEntry], confirmations: dict[str, Result],
+           softmin: float) -> list[dict[str, Any]]:
+    """The final ranking: each confirmed rule by the geometric mean of its two tier-2
+    selection scores (the leaderboard's seeds and fresh ones), the rest after them by their
+    leaderboard score."""
     rows = []
     for e in board:
         confirm = confirmations.get(e.fingerprint)
-        final = math.sqrt(e.score * confirm.score) if confirm is not None else None
+        confirmed = selection_score(confirm, softmin) if confirm is not None else None
+        final = math.sqrt(e.score * confirmed) if confirmed is not None else None
         rows.append({"rule": e.rule, "fingerprint": e.fingerprint, "size": e.size,
                      "generation": e.generation, "proxy_score": e.proxy_score,
-                     "real_score": e.score,
-                     "confirm_score": confirm.score if confirm is not None else None,
+                     "real_score": e.score, "real_mean_score": e.mean_score,
+                     "confirm_score": confirmed,
                      "final_score": final,
                      "confirm_tasks": [asdict(t) for t in confirm.tasks] if confirm else []})
     return sorted(rows, key=lambda r: (r["final_score"] is None,
@@ -138,4 +168,4 @@ def select(board: Sequence[RealEntry], confirmations: dict[str, Result]) -> list
 
 
 __all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirm_seeds", "real_suite",
-           "select"]
+           "select", "selection_score", "soft_minimum"]

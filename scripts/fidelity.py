@@ -5,7 +5,9 @@ fame and funnels, random rules that train at all), every stage scores every rule
 
 * ``search``    the Numba proxy suite evolution optimises;
 * ``heldout``   the held-out proxy suite (the old funnel's check);
-* ``real``      tier 2: torch training on the real-data tier's tasks (the campaign's selection);
+* ``real``      tier 2: torch training on the real-data tier's tasks, ranked as the campaign's
+                selection ranks them (the soft minimum of the tasks' log-ratios,
+                :func:`evolve.tiers.selection_score`); ``real (mean)`` is their plain mean;
 
 and the **reference** is the same treatment on the tasks of ``evolve benchmark`` (8 networks on
 data no tier uses; trained as ensembles, which gives the numbers of the benchmark's own loop).
@@ -221,8 +223,8 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
     good = [i for i, v in enumerate(ref) if v >= 0.9 * adam_ref]
     out = {"rules": len(rules), "good_rules": len(good), "stages": {}}
     best_ref = max(range(len(rules)), key=lambda i: ref[i])
-    for stage in ("search", "heldout", "real"):
-        values = [table[r][stage]["score"] for r in rules]
+    for stage in ("search", "heldout", "real (mean)", "real"):
+        values = [_stage_score(table[r], stage) for r in rules]
         out["stages"][stage] = _rank_stats(rules, values, ref, good, best_ref)
     for stage, rows in (before or {}).items():
         # the proxy stages as they were before issue 12, on the rules they were measured on
@@ -236,6 +238,20 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
     out["reference_best"] = {"rule": rules[best_ref], "score": ref[best_ref]}
     out["reference_adam"] = adam_ref
     return out
+
+
+def _stage_score(row: dict[str, dict], stage: str) -> float:
+    """A rule's score on a stage; ``real`` as the campaign's selection ranks it."""
+    from evolve.config import CampaignConfig
+    from evolve.tiers import soft_minimum
+
+    if stage == "real (mean)":
+        return row["real"]["score"]
+    tau = CampaignConfig().real_softmin
+    ratios = list(row[stage]["tasks"].values())
+    if stage != "real" or tau <= 0 or not ratios or row[stage]["score"] <= 0:
+        return row[stage]["score"]
+    return 2.0 ** soft_minimum(ratios, tau)
 
 
 def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: list[int],
@@ -277,10 +293,12 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
                      f"{s['top5_reference_mean']:.3f} |")
     lines += ["", f"Reference best: `{summary['reference_best']['rule']}` "
               f"({summary['reference_best']['score']:.3f}).", "",
-              "| rule | search | heldout | real | reference |", "|---|---:|---:|---:|---:|"]
+              "| rule | search | heldout | real (mean) | real | reference |",
+              "|---|---:|---:|---:|---:|---:|"]
     for r in sorted(rules, key=lambda r: -table[r]["reference"]["score"]):
-        row = table[r]
-        lines.append(f"| `{r}` | " + " | ".join(f"{row[s]['score']:.3f}" for s in STAGES) + " |")
+        cells = [_stage_score(table[r], s) for s in ("search", "heldout", "real (mean)", "real",
+                                                      "reference")]
+        lines.append(f"| `{r}` | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

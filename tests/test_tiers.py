@@ -4,6 +4,7 @@ selection (RUN:best), redrawn proxy instances, and exact resume with both."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from evolve.config import CampaignConfig
 from evolve.rundir import RunDirectory, resolve_rule
 from evolve.runner import run_campaign
-from evolve.tiers import RealTierStage, select
+from evolve.tiers import RealTierStage, select, selection_score
 from fitness.score import Result, TaskScore
 from scripts.reliability_runs import final_state
 
@@ -76,7 +77,7 @@ def test_tier_two_and_redrawn_instances_resume_exactly(tmp_path):
 
 
 def result(score: float) -> Result:
-    return Result(rule="", score=score, tasks=[TaskScore("t", 0.0)])
+    return Result(rule="", score=score, tasks=[TaskScore("t", math.log2(score))])
 
 
 def test_promotion_takes_the_best_new_behaviours_above_the_threshold():
@@ -124,6 +125,30 @@ def test_the_final_ranking_puts_confirmed_rules_first_by_both_scores():
     for rule, score in (("a", 1.3), ("b", 1.2), ("c", 1.1)):
         stage.record((rule, "fp" + rule, 1.0, 1), 0, result(score))
     board = stage.leaderboard()
-    rows = select(board, {"fpa": result(0.9), "fpb": result(1.2)})
+    rows = select(board, {"fpa": result(0.9), "fpb": result(1.2)}, 0.3)
     assert [r["rule"] for r in rows] == ["b", "a", "c"]
     assert rows[2]["final_score"] is None
+
+
+def tasks_result(*log_ratios: float) -> Result:
+    tasks = [TaskScore(f"t{i}", x) for i, x in enumerate(log_ratios)]
+    return Result(rule="r", score=2.0 ** (sum(log_ratios) / len(log_ratios)), tasks=tasks)
+
+
+def test_tier_two_ranks_a_rule_that_loses_on_one_task_below_one_that_wins_a_little_everywhere():
+    spiky = tasks_result(1.0, 1.0, 1.0, -0.6)  # mean 0.6: 2x better on three, 1.5x worse on one
+    steady = tasks_result(0.3, 0.3, 0.3, 0.3)
+    assert spiky.score > steady.score
+    assert selection_score(spiky, 0.3) < selection_score(steady, 0.3)
+    # one scale with the mean: agreeing tasks give their common ratio, 1.0 is tuned Adam
+    assert selection_score(steady, 0.3) == pytest.approx(2.0 ** 0.3, rel=1e-12)
+    assert selection_score(tasks_result(0.0, 0.0), 0.3) == pytest.approx(1.0, rel=1e-12)
+    # between the worst task and the mean; 0 turns it off (the plain mean)
+    assert 2.0 ** -0.6 < selection_score(spiky, 0.3) < spiky.score
+    assert selection_score(spiky, 0.0) == spiky.score
+    assert selection_score(tasks_result(-2.0, 1.0), 1e-3) == pytest.approx(0.25, rel=1e-3)
+    stage = RealTierStage(CampaignConfig())
+    stage.record(("spiky", "fp1", 1.5, 3), 0, spiky)
+    stage.record(("steady", "fp2", 1.2, 3), 0, steady)
+    assert [e.rule for e in stage.leaderboard()] == ["steady", "spiky"]
+    assert stage.leaderboard()[1].mean_score == spiky.score
