@@ -187,8 +187,9 @@ def _selection_lines(selection: dict | None) -> list[str]:
     lines = ["## The campaign's answer: the real-data tier (tier 2)", "",
              f"`RUN:best` = `{selection['rule']}` — {selection['how']}. Tier-2 tasks: "
              + ", ".join(selection["tasks"]) + f"; {selection['schedule']} schedule. Scores are "
-             "geometric-mean test-loss ratios against tuned Adam (1.0 = Adam, higher is "
-             "better); final = geometric mean of the tier-2 and confirmation scores.", "",
+             "test-loss ratios against tuned Adam (1.0 = Adam, higher is better), the soft "
+             "minimum over the tasks (`real_softmin`, docs/scoring.md); final = geometric mean "
+             "of the tier-2 and confirmation scores.", "",
              "| rank | final | tier 2 | confirmation | proxy | size | rule |",
              "|---|---|---|---|---|---|---|"]
     for i, row in enumerate(selection["ranking"], 1):
