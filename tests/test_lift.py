@@ -151,3 +151,31 @@ def test_a_campaign_that_stops_suites_early_resumes_exactly(tmp_path):
     assert resumed_equals_straight(tmp_path, cfg)
     log = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert sum(r["stopped_early"] for r in log) > 0, "nothing was stopped: the test shows nothing"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_prints_come_from_the_workers_and_the_driver_never_runs_the_probes(monkeypatch):
+    """With a process pool the equivalence cache's fingerprints are the workers' work: the
+    driver learns them from the executor, equal to what it would compute itself."""
+    import fitness.equivalence as eq
+    from evolve import worker
+    from evolve.executors import ProcessExecutor
+
+    rules = ["mul(g, 0.8125)", "add(g, mul(g, 0.8125))", "sign(ema(g, 0.8125))", "oops("]
+    expected = {r: worker.rule_prints(r) for r in rules}
+    for r in rules:
+        worker._PRINTS.pop(r)
+    assert worker.unknown_prints(rules + rules[:1]) == rules
+
+    def refuse(program):
+        raise AssertionError("the driver ran the probes")
+
+    monkeypatch.setattr(eq, "prints", refuse)
+    executor = ProcessExecutor("hurdle", 0, workers=1)
+    try:
+        results = CachedScorer(executor).score(rules + rules[:2])
+    finally:
+        executor.close()
+    assert {r: worker.rule_prints(r) for r in rules} == expected
+    assert [r.cached for r in results] == [False] * 4 + [True, True]
