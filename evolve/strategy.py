@@ -37,7 +37,7 @@ import numpy as np
 
 from evolve.config import STRATEGIES, CampaignConfig, ConfigError
 from evolve.tiers import RealTierStage
-from fitness.evaluate import HURDLE_THRESHOLD, Thresholds
+from fitness.evaluate import HURDLE_THRESHOLD, Thresholds, screen_mean, screen_tasks
 from fitness.score import FLOOR, Result, TaskScore, json_safe
 from primitives.grammar import parse
 
@@ -82,6 +82,26 @@ def strategy_class(name: str) -> type[Strategy]:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def thresholds_for(survivors: Sequence[Individual], config: CampaignConfig) -> Thresholds:
+    """The thresholds :meth:`Strategy.thresholds` passes, from a population and the config's
+    quantiles (a pure function: benchmarks replay it under other quantiles)."""
+    hurdle, stop = HURDLE_THRESHOLD, None
+    progress = [i.hurdle_score for i in survivors if i.hurdle_score is not None]
+    if config.hurdle_quantile > 0 and progress:
+        hurdle = max(hurdle, float(np.quantile(progress, config.hurdle_quantile)))
+    full = [i for i in survivors if not i.stopped]
+    if config.stop_quantile > 0 and full:
+        stop = float(np.quantile([i.score for i in full], config.stop_quantile))
+    screen, names = None, ()
+    if config.screen_quantile > 0 and config.screen_tasks > 0:
+        names = screen_tasks(config.suite, config.screen_tasks)
+        means = [m for i in full if (m := screen_mean(i.tasks, names)) is not None]
+        if means:
+            screen = float(np.quantile(means, config.screen_quantile))
+    return Thresholds(hurdle=hurdle, stop_below=stop, screen=screen,
+                      screen_tasks=names if screen is not None else ())
 
 
 class Strategy(ABC):
@@ -166,17 +186,11 @@ class Strategy(ABC):
         below :data:`fitness.evaluate.HURDLE_THRESHOLD` (as AutoML-Zero's hurdle is a
         percentile of the population); the early stop is the ``stop_quantile`` of the scores of
         survivors whose suite ran in full: a child that cannot reach it would rarely win a
-        tournament. Both read only checkpointed state, so a resumed run passes the same ones.
+        tournament; the screen is the ``screen_quantile`` of those survivors' mean log-ratio on
+        the suite's ``screen_tasks`` cheapest tasks, which a child runs first. All read only
+        checkpointed state, so a resumed run passes the same ones.
         """
-        survivors = self._survivors()
-        hurdle, stop = HURDLE_THRESHOLD, None
-        progress = [i.hurdle_score for i in survivors if i.hurdle_score is not None]
-        if self.config.hurdle_quantile > 0 and progress:
-            hurdle = max(hurdle, float(np.quantile(progress, self.config.hurdle_quantile)))
-        scores = [i.score for i in survivors if not i.stopped]
-        if self.config.stop_quantile > 0 and scores:
-            stop = float(np.quantile(scores, self.config.stop_quantile))
-        return Thresholds(hurdle=hurdle, stop_below=stop)
+        return thresholds_for(self._survivors(), self.config)
 
     # ------------------------------------------------------------------ what subclasses write
     @abstractmethod
@@ -301,4 +315,4 @@ class Strategy(ABC):
         return strategy
 
 
-__all__ = ["Individual", "STATE_FORMAT", "Strategy", "strategy_class"]
+__all__ = ["Individual", "STATE_FORMAT", "Strategy", "strategy_class", "thresholds_for"]
