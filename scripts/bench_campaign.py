@@ -1,21 +1,30 @@
-"""The campaign lift: what the cache, the hurdles and early stopping save, by ablation in one run.
+"""The campaign lift: what the cache, the hurdles, early stopping and the screen save, by ablation.
 
-One campaign (serial, real-data tier off, the default hurdle and early stop) runs end to end as
-`evolve run` does, engine work included (variation, fingerprints, bookkeeping); every batch it
-scores on the proxy suite is recorded with the thresholds the campaign passed. Then each batch is
-scored again under each ablation, the ablations interleaved batch by batch (so that a change of
-load on the machine falls on all of them alike), each with its own equivalence cache:
+One campaign (serial, real-data tier off, the engine's defaults) runs end to end as `evolve run`
+does, engine work included (variation, fingerprints, bookkeeping); every batch it scores on the
+proxy suite is recorded with the population its thresholds came from. Then each batch is scored
+again under each ablation, the ablations interleaved batch by batch (so that a change of load
+on the machine falls on all of them alike), each with its own equivalence cache and its own
+thresholds, computed from that population under the row's quantiles
+(:func:`evolve.strategy.thresholds_for`):
 
-* raw: every candidate on the full suite, no cache, no hurdle, no early stop;
-* cache, fixed hurdle, adaptive hurdle, early stop: each alone;
-* cache + fixed hurdle (the engine before issue 13), cache + adaptive hurdle, and cache +
-  adaptive hurdle + early stop (the engine's default).
+* raw: every candidate on the full suite, no cache, no hurdle, no early stop, no screen;
+* cache, fixed hurdle, adaptive hurdle (the default quantile and ``--strong-hurdle``), early
+  stop, screen (``--screen``, ``--screen-tasks``): each alone;
+* cache + fixed hurdle (the engine before issue 13), cache + adaptive hurdle, + early stop,
+  + screen, and the same with the stronger hurdle.
 
 Each row gives candidates per second on one core and its lift over raw; the campaign row is the
-end-to-end rate. Rules are compiled once in the driver for their fingerprints before any
-replay, so compile cost falls on no row of the replay (the campaign row pays it).
+end-to-end rate (not paired: it ran first). The replay is static: every row scores the batches
+the default campaign proposed, whereas a campaign under other thresholds would propose others;
+``scripts/campaign_quality.py`` runs the campaigns themselves to check what a setting finds.
+Rule texts are compiled and fingerprinted once in this process before any replay, so neither
+cost falls on a row of the replay (the campaign row pays them). At the end (``--prints-workers``)
+each batch's fingerprints of new rule texts are timed in this process against a process pool's
+workers, the first phase of the cache's two-phase scoring.
 
-    python scripts/bench_campaign.py [--generations N] [--population N] [--warm-start adam] [--json]
+    python scripts/bench_campaign.py [--generations N] [--population N] [--warm-start adam]
+        [--screen Q] [--screen-tasks K] [--strong-hurdle Q] [--prints-workers N] [--json]
 """
 
 from __future__ import annotations
