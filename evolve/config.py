@@ -56,7 +56,7 @@ class CampaignConfig:
     heldout_suite: str = "heldout"  # proxy suite of the held-out funnel at the end
     hurdle_quantile: float = 0.25  # a child must reach this quantile of the population's hurdle progress (never below 0.05 of tuned Adam's); 0 = that fixed floor only
     stop_quantile: float = 0.5  # a child's suite stops once it cannot reach this quantile of the population's scores (its score is then that bound); 0 = never stop
-    screen_quantile: float = 0.0  # a child's suite stops after its first tasks (the screen) when their mean log-ratio is below this quantile of the population's on them (its score is then that mean's); 0 = no screen
+    screen_quantile: float = 0.75  # a child's suite stops after its first tasks (the screen) when their mean log-ratio is below this quantile of the population's on them (its score is then that mean's); 0 = no screen
     screen_tasks: int = 1  # the screen: how many of the suite's cheapest tasks run first
     # the run: bookkeeping, seed and where scoring runs
     hall_of_fame: int = 10  # best distinct rules kept (of each tier)

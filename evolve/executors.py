@@ -157,13 +157,15 @@ class _RetryingExecutor:
                                                     (suite, seed, chunk, thresholds)))
 
     def prints(self, rules: Sequence[str]) -> list[Prints]:
-        return self._retrying(rules, lambda chunk: (prints_chunk, (chunk,)))
+        # one chunk per worker: a probe run is short, the round trips are what cost here
+        return self._retrying(rules, lambda chunk: (prints_chunk, (chunk,)), per_worker=1)
 
-    def _retrying(self, rules: Sequence[str], call: Callable[[list[str]], Call]) -> list[Any]:
+    def _retrying(self, rules: Sequence[str], call: Callable[[list[str]], Call],
+                  per_worker: int = 2) -> list[Any]:
         """One item per rule from ``call(chunk)`` run on every chunk, in order, with retries."""
         if not rules:
             return []
-        chunks = _chunks(list(rules), self.workers * 2)
+        chunks = _chunks(list(rules), self.workers * per_worker)
         calls = [call(chunk) for chunk in chunks]
         results: list[list[Any] | None] = [None] * len(chunks)
         todo = list(range(len(chunks)))

@@ -97,6 +97,7 @@ def thresholds_for(survivors: Sequence[Individual], config: CampaignConfig) -> T
     screen, names = None, ()
     if config.screen_quantile > 0 and config.screen_tasks > 0:
         names = screen_tasks(config.suite, config.screen_tasks)
+    if names:
         means = [m for i in full if (m := screen_mean(i.tasks, names)) is not None]
         if means:
             screen = float(np.quantile(means, config.screen_quantile))

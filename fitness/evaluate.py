@@ -323,8 +323,11 @@ def cost_order(instances: list[TaskInstance]) -> list[int]:
 @lru_cache(maxsize=32)
 def screen_tasks(suite: str, n: int) -> tuple[str, ...]:
     """The names of the ``n`` cheapest tasks of a suite: the screen a campaign runs first
-    (sizes do not depend on the seed, so any instance tells)."""
+    (sizes do not depend on the seed, so any instance tells); none when they would be the whole
+    suite (a screen must leave a task to skip)."""
     instances = [build(spec, 0) for spec in get_suite(suite)]
+    if n >= len(instances):
+        return ()
     return tuple(instances[i].name for i in cost_order(instances)[:n])
 
 

@@ -164,7 +164,7 @@ def ablations(screen: float, screen_tasks: int, strong_hurdle: float) -> list[Ab
 @click.option("--population", default=32, show_default=True)
 @click.option("--warm-start", default="random", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--screen", "screen", default=0.5, show_default=True,
+@click.option("--screen", "screen", default=CampaignConfig.screen_quantile, show_default=True,
               help="the screen rows' quantile")
 @click.option("--screen-tasks", default=1, show_default=True,
               help="the screen rows' number of tasks")

@@ -232,6 +232,7 @@ def test_the_screen_is_a_quantile_of_the_full_survivors_on_the_cheapest_tasks():
     limits = evo.thresholds()
     assert limits.screen == pytest.approx(0.3) and limits.screen_tasks == (name,)
     assert Evolution(replace(cfg, screen_quantile=0.0)).thresholds().screen is None
+    assert screen_tasks("hurdle", 1) == ()  # a screen of the whole suite would skip nothing
 
 
 def test_a_campaign_with_the_screen_resumes_exactly(tmp_path):

@@ -109,7 +109,7 @@ RUN_OPTIONS = [
                  help="Screen: a child runs the suite's cheapest tasks first and stops there "
                       "when its mean log-ratio on them is below this quantile of the "
                       "population's; its score is then that mean's, and it never enters the "
-                      "hall of fame or tier 2 (0: no screen) [0.0]."),
+                      "hall of fame or tier 2 (0: no screen) [0.75]."),
     click.option("--screen-tasks", type=int, default=None,
                  help="How many of the suite's cheapest tasks the screen runs [1]."),
 ]
