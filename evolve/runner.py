@@ -521,8 +521,8 @@ def _redraw(strategy: Strategy, scorer: CachedScorer, seed: int) -> int:
     if strategy.instance_seed == seed:
         return 0
     cfg = strategy.config
-    return strategy.rescore(lambda rules: scorer.score(rules, seed=seed,
-                                                       namespace=_namespace(cfg, seed)), seed)
+    return strategy.rescore(lambda rules, thresholds=None: scorer.score(
+        rules, seed=seed, namespace=_namespace(cfg, seed), thresholds=thresholds), seed)
 
 
 def _real_columns(strategy: Strategy, evaluated: int) -> dict[str, Any]:

@@ -164,20 +164,37 @@ class Strategy(ABC):
         self._update(told)
         return told
 
-    def rescore(self, score: Callable[[list[str]], list[Result]], seed: int) -> int:
+    def rescore(self, score: Callable[..., list[Result]], seed: int) -> int:
         """Score again, on proxy instances drawn with ``seed``, every rule whose score steers
         what comes next (the hall of fame, and a subclass's :meth:`_survivors`); returns how
-        many rules were scored."""
+        many rules were scored. ``score(rules, thresholds=None)`` scores a batch.
+
+        The hall of fame and the survivors whose suite ran in full are scored in full; then the
+        survivors whose suite stopped early, which a full score has never placed, as children
+        are: under the thresholds of the rescored ones (they rarely become parents, and a
+        redraw would otherwise pay their whole suites)."""
         survivors = self._survivors()
-        rules = sorted({i.rule for i in self.hall_of_fame + survivors})
-        fresh = dict(zip(rules, score(rules))) if rules else {}
-        for ind in self.hall_of_fame + survivors:
-            new = self._individual(ind.rule, fresh[ind.rule], ind.birth)
-            ind.score, ind.tasks, ind.reason = new.score, new.tasks, new.reason
-            ind.hurdle_score, ind.stopped = new.hurdle_score, new.stopped
+        full = sorted({i.rule for i in self.hall_of_fame} |
+                      {i.rule for i in survivors if not i.stopped})
+        fresh = dict(zip(full, score(full))) if full else {}
+        self._take(fresh)
+        stopped = sorted({i.rule for i in survivors} - set(fresh))
+        if stopped:
+            limits = thresholds_for([i for i in survivors if i.rule in fresh], self.config)
+            new = dict(zip(stopped, score(stopped, thresholds=limits)))
+            self._take(new)
+            fresh.update(new)
         self.hall_of_fame.sort(key=lambda i: (-i.score, i.size, i.rule))
         self.instance_seed = seed
-        return len(rules)
+        return len(fresh)
+
+    def _take(self, fresh: dict[str, Result]) -> None:
+        """New results of rules of the hall of fame and the survivors (see :meth:`rescore`)."""
+        for ind in self.hall_of_fame + self._survivors():
+            if ind.rule in fresh:
+                new = self._individual(ind.rule, fresh[ind.rule], ind.birth)
+                ind.score, ind.tasks, ind.reason = new.score, new.tasks, new.reason
+                ind.hurdle_score, ind.stopped = new.hurdle_score, new.stopped
 
     def thresholds(self) -> Thresholds:
         """The hurdle and early-stop thresholds for the next batch, from the survivors (a

@@ -245,3 +245,28 @@ def test_a_campaign_with_the_screen_resumes_exactly(tmp_path):
     cache = [json.loads(x)["result"] for x in
              (tmp_path / "straight" / "cache.jsonl").read_text().splitlines()]
     assert any(r["screened_below"] is not None for r in cache), "nothing was screened"
+
+
+def test_a_redraw_rescores_stopped_survivors_as_children_under_the_rescored_ones_thresholds():
+    cfg = CampaignConfig(population=3, tournament=2, stop_quantile=0.5)
+    evo = Evolution(cfg)
+    task = [TaskScore("t", 0.0)]
+    evo.population = [_ind("g", 1.2, 0.5), _ind("sign(g)", 0.9, 0.6),
+                      _ind("neg(g)", 0.8, 0.4, stopped=True)]
+    evo.hall_of_fame = [_ind("abs(g)", 1.5, 0.9)]
+    calls = []
+
+    def score(rules, thresholds=None):
+        calls.append((list(rules), thresholds))
+        new = {"g": 1.0, "sign(g)": 1.1, "abs(g)": 1.4, "neg(g)": 0.95}
+        return [Result(r, new[r], task, hurdle="passed", hurdle_score=0.5,
+                       stopped_below=None if thresholds is None else thresholds.stop_below)
+                for r in rules]
+
+    assert evo.rescore(score, seed=7) == 4
+    (full, none), (stopped, limits) = calls
+    assert full == ["abs(g)", "g", "sign(g)"] and none is None  # full suites, no threshold
+    assert stopped == ["neg(g)"] and limits.stop_below == pytest.approx(1.05)  # of g, sign(g)
+    assert [(i.rule, i.score, i.stopped) for i in evo.population] == [
+        ("g", 1.0, False), ("sign(g)", 1.1, False), ("neg(g)", 0.95, True)]
+    assert evo.instance_seed == 7
