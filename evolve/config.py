@@ -56,6 +56,8 @@ class CampaignConfig:
     heldout_suite: str = "heldout"  # proxy suite of the held-out funnel at the end
     hurdle_quantile: float = 0.25  # a child must reach this quantile of the population's hurdle progress (never below 0.05 of tuned Adam's); 0 = that fixed floor only
     stop_quantile: float = 0.5  # a child's suite stops once it cannot reach this quantile of the population's scores (its score is then that bound); 0 = never stop
+    screen_quantile: float = 0.75  # a child's suite stops after its first tasks (the screen) when their mean log-ratio is below this quantile of the population's on them (its score is then that mean's); 0 = no screen
+    screen_tasks: int = 1  # the screen: how many of the suite's cheapest tasks run first
     # the run: bookkeeping, seed and where scoring runs
     hall_of_fame: int = 10  # best distinct rules kept (of each tier)
     seed: int = 0  # the seed: a campaign is a function of (config, seed)
@@ -142,7 +144,8 @@ class CampaignConfig:
         need(math.isfinite(self.real_softmin) and self.real_softmin >= 0,
              f"real_softmin must be a number >= 0, got {self.real_softmin}")
         need(math.isfinite(self.real_min_score), "real_min_score must be a number")
-        for name in ("hurdle_quantile", "stop_quantile"):
+        need(self.screen_tasks >= 0, f"screen_tasks must be >= 0, got {self.screen_tasks}")
+        for name in ("hurdle_quantile", "stop_quantile", "screen_quantile"):
             value = getattr(self, name)
             need(math.isfinite(value) and 0.0 <= value <= 1.0,
                  f"{name} must be in [0, 1], got {value!r}")

@@ -21,12 +21,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from evolve.errors import UserError
 from evolve.spawn import IsolatedSpawnContext
-from evolve.worker import evaluate_chunk, init_worker, warm_numba
+from evolve.worker import Prints, evaluate_chunk, init_worker, prints_chunk, warm_numba
 from fitness.evaluate import Thresholds
 from fitness.score import Result
 
 ChunkFn = Callable[[str, int, list[str], Thresholds | None], list[Result]]
-Job = tuple[str, int, Thresholds | None]  # (suite, seed, thresholds) of one map
+Call = tuple[Callable[..., list[Any]], tuple[Any, ...]]  # a worker function and its arguments
 ATTEMPTS = 3  # tries per chunk in one map() before its evaluations count as lost
 _KILLED = "a worker process died: killed, or out of memory"
 
@@ -61,6 +61,9 @@ class Executor(Protocol):
       :class:`fitness.evaluate.Thresholds`. Each is a pure function of (rule, suite, seed,
       thresholds), so every executor returns the same results; the driver's equivalence
       cache and the strategy see no difference.
+    * ``prints(rules)`` returns both equivalence prints of each rule
+      (:func:`evolve.worker.prints_chunk`), computed where the rules are scored, with the same
+      retries; the driver's cache asks for them before it decides what to score.
     * A worker that dies (killed, out of memory, a lost node) is never a score: its rules are
       submitted again on fresh workers, up to :data:`ATTEMPTS` tries in all. ``stats.lost``
       counts evaluations that died with a worker, ``stats.retried`` those submitted again.
@@ -76,6 +79,8 @@ class Executor(Protocol):
 
     def map(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
             thresholds: Thresholds | None = None) -> list[Result]: ...
+
+    def prints(self, rules: Sequence[str]) -> list[Prints]: ...
 
     def close(self) -> None: ...
 
@@ -115,6 +120,9 @@ class SerialExecutor:
         return self._chunk_fn(suite or self.suite, self.seed if seed is None else seed,
                               list(rules), thresholds)
 
+    def prints(self, rules: Sequence[str]) -> list[Prints]:
+        return prints_chunk(list(rules))
+
     def close(self) -> None:
         pass
 
@@ -122,8 +130,9 @@ class SerialExecutor:
 class _RetryingExecutor:
     """Chunks, attempts and counts shared by the process and Ray executors (see Executor).
 
-    A subclass runs one round with :meth:`_round`: it fills ``results[i]`` for the chunks of
-    ``todo`` that came back and returns the cause of any that did not.
+    A subclass runs one round with :meth:`_round`: it runs ``calls[i]`` (a worker function and
+    its arguments, one per chunk) for each ``i`` of ``todo``, fills ``results[i]`` for those
+    that came back and returns the cause of any that did not.
     """
 
     name = ""
@@ -131,8 +140,11 @@ class _RetryingExecutor:
     attempts = ATTEMPTS
     stats: ExecutorStats
 
-    def _round(self, job: Job, chunks: list[list[str]], todo: list[int],
-               results: list[list[Result] | None]) -> str:
+    _chunk_fn: ChunkFn
+    suite: str
+    seed: int
+
+    def _round(self, calls: list[Call], todo: list[int], results: list[list[Any] | None]) -> str:
         raise NotImplementedError
 
     def _before_retry(self, attempt: int) -> None:
@@ -140,18 +152,29 @@ class _RetryingExecutor:
 
     def map(self, rules: Sequence[str], suite: str | None = None, seed: int | None = None,
             thresholds: Thresholds | None = None) -> list[Result]:
+        suite, seed = suite or self.suite, self.seed if seed is None else seed
+        return self._retrying(rules, lambda chunk: (self._chunk_fn,
+                                                    (suite, seed, chunk, thresholds)))
+
+    def prints(self, rules: Sequence[str]) -> list[Prints]:
+        # one chunk per worker: a probe run is short, the round trips are what cost here
+        return self._retrying(rules, lambda chunk: (prints_chunk, (chunk,)), per_worker=1)
+
+    def _retrying(self, rules: Sequence[str], call: Callable[[list[str]], Call],
+                  per_worker: int = 2) -> list[Any]:
+        """One item per rule from ``call(chunk)`` run on every chunk, in order, with retries."""
         if not rules:
             return []
-        job = (suite or self.suite, self.seed if seed is None else seed, thresholds)
-        chunks = _chunks(list(rules), self.workers * 2)
-        results: list[list[Result] | None] = [None] * len(chunks)
+        chunks = _chunks(list(rules), self.workers * per_worker)
+        calls = [call(chunk) for chunk in chunks]
+        results: list[list[Any] | None] = [None] * len(chunks)
         todo = list(range(len(chunks)))
         cause = ""
         for attempt in range(self.attempts):
             if attempt:
                 self.stats.retried += sum(len(chunks[i]) for i in todo)
                 self._before_retry(attempt)
-            cause = self._round(job, chunks, todo, results) or cause
+            cause = self._round(calls, todo, results) or cause
             todo = [i for i in todo if results[i] is None]
             if not todo:
                 return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
@@ -198,12 +221,10 @@ class ProcessExecutor(_RetryingExecutor):
     def _before_retry(self, attempt: int) -> None:
         time.sleep(0.2 * attempt)  # let whatever killed the workers pass
 
-    def _round(self, job: Job, chunks: list[list[str]], todo: list[int],
-               results: list[list[Result] | None]) -> str:
+    def _round(self, calls: list[Call], todo: list[int], results: list[list[Any] | None]) -> str:
         try:
             pool = self._ensure_pool()
-            futures = {pool.submit(self._chunk_fn, *job[:2], chunks[i], job[2]): i
-                       for i in todo}
+            futures = {pool.submit(calls[i][0], *calls[i][1]): i for i in todo}
         except cf.process.BrokenProcessPool:
             self._kill_pool()
             return _KILLED
@@ -264,12 +285,13 @@ class RayExecutor(_RetryingExecutor):
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise UserError(f"cannot connect to {where} ({_one_line(err)}); check --address, "
                                 "or use --executor process") from None
+        self._chunk_fn = chunk_fn or evaluate_chunk
         # retries are ours (counted, and never a made-up score), not Ray's
-        self._remote = ray.remote(max_retries=0)(chunk_fn or evaluate_chunk)
+        self._remotes = {fn: ray.remote(max_retries=0)(fn)
+                         for fn in (self._chunk_fn, prints_chunk)}
 
-    def _round(self, job: Job, chunks: list[list[str]], todo: list[int],
-               results: list[list[Result] | None]) -> str:
-        refs = {i: self._remote.remote(*job[:2], chunks[i], job[2]) for i in todo}
+    def _round(self, calls: list[Call], todo: list[int], results: list[list[Any] | None]) -> str:
+        refs = {i: self._remotes[calls[i][0]].remote(*calls[i][1]) for i in todo}
         cause = ""
         for i, ref in refs.items():
             try:

@@ -32,7 +32,7 @@ from evolve.executors import Executor, LostEvaluations, make_executor
 from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
 from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, confirm_seeds, real_suite
-from evolve.worker import fingerprint, proxy_suite, warm_real_tier
+from evolve.worker import fingerprint, proxy_suite, remember_prints, unknown_prints, warm_real_tier
 from fitness.evaluate import Thresholds
 from fitness.score import Result, json_safe
 from primitives.grammar import parse
@@ -47,7 +47,10 @@ class CachedScorer:
 
     Rules whose fingerprints (outputs on fixed probe gradients) agree share one evaluation. It
     lives in the driver and its entries are saved with each checkpoint, so which rules share a
-    result does not depend on the executor or on a restart. Only real results enter it: when
+    result does not depend on the executor or on a restart. Scoring is two-phase: the
+    executor's workers compute the prints of rule texts the driver has not seen
+    (:meth:`~evolve.executors.Executor.prints`), then the driver sends what the cache lacks to
+    be scored; the same function either way, so results do not depend on where prints ran. Only real results enter it: when
     the executor loses evaluations, :class:`~evolve.executors.LostEvaluations` passes through
     and nothing of that batch is cached. An entry evaluated under other thresholds is reused
     only where :meth:`fitness.evaluate.Thresholds.reuses` allows (a suite stopped early is never
@@ -70,6 +73,7 @@ class CachedScorer:
         ``thresholds`` (proxy suites); keys of other suites and instance seeds carry a
         ``namespace`` so their results never mix."""
         limits = thresholds or Thresholds()
+        self._learn_prints(rules)
         prints = [namespace + fingerprint(r) for r in rules]
         todo: list[str] = []
         todo_prints: list[str] = []
@@ -94,6 +98,15 @@ class CachedScorer:
             out.append(replace(self.cache[fp], rule=rule, cached=fp not in fresh))
             fresh.discard(fp)
         return out
+
+    def _learn_prints(self, rules: Sequence[str]) -> None:
+        """The prints of rule texts this process has not seen, computed by the executor's
+        workers (one cheap probe run each, in parallel, instead of one after another here)."""
+        new = unknown_prints(rules)
+        compute = getattr(self.executor, "prints", None)  # an executor of the older protocol
+        if new and compute is not None:
+            for rule, found in zip(new, compute(new)):
+                remember_prints(rule, found)
 
 
 def hall_entries(strategy: Strategy) -> list[dict[str, Any]]:
@@ -508,8 +521,8 @@ def _redraw(strategy: Strategy, scorer: CachedScorer, seed: int) -> int:
     if strategy.instance_seed == seed:
         return 0
     cfg = strategy.config
-    return strategy.rescore(lambda rules: scorer.score(rules, seed=seed,
-                                                       namespace=_namespace(cfg, seed)), seed)
+    return strategy.rescore(lambda rules, thresholds=None: scorer.score(
+        rules, seed=seed, namespace=_namespace(cfg, seed), thresholds=thresholds), seed)
 
 
 def _real_columns(strategy: Strategy, evaluated: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import numpy as np
 
 from evolve.config import STRATEGIES, CampaignConfig, ConfigError
 from evolve.tiers import RealTierStage
-from fitness.evaluate import HURDLE_THRESHOLD, Thresholds
+from fitness.evaluate import HURDLE_THRESHOLD, Thresholds, screen_mean, screen_tasks
 from fitness.score import FLOOR, Result, TaskScore, json_safe
 from primitives.grammar import parse
 
@@ -82,6 +82,27 @@ def strategy_class(name: str) -> type[Strategy]:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def thresholds_for(survivors: Sequence[Individual], config: CampaignConfig) -> Thresholds:
+    """The thresholds :meth:`Strategy.thresholds` passes, from a population and the config's
+    quantiles (a pure function: benchmarks replay it under other quantiles)."""
+    hurdle, stop = HURDLE_THRESHOLD, None
+    progress = [i.hurdle_score for i in survivors if i.hurdle_score is not None]
+    if config.hurdle_quantile > 0 and progress:
+        hurdle = max(hurdle, float(np.quantile(progress, config.hurdle_quantile)))
+    full = [i for i in survivors if not i.stopped]
+    if config.stop_quantile > 0 and full:
+        stop = float(np.quantile([i.score for i in full], config.stop_quantile))
+    screen, names = None, ()
+    if config.screen_quantile > 0 and config.screen_tasks > 0:
+        names = screen_tasks(config.suite, config.screen_tasks)
+    if names:
+        means = [m for i in full if (m := screen_mean(i.tasks, names)) is not None]
+        if means:
+            screen = float(np.quantile(means, config.screen_quantile))
+    return Thresholds(hurdle=hurdle, stop_below=stop, screen=screen,
+                      screen_tasks=names if screen is not None else ())
 
 
 class Strategy(ABC):
@@ -143,20 +164,37 @@ class Strategy(ABC):
         self._update(told)
         return told
 
-    def rescore(self, score: Callable[[list[str]], list[Result]], seed: int) -> int:
+    def rescore(self, score: Callable[..., list[Result]], seed: int) -> int:
         """Score again, on proxy instances drawn with ``seed``, every rule whose score steers
         what comes next (the hall of fame, and a subclass's :meth:`_survivors`); returns how
-        many rules were scored."""
+        many rules were scored. ``score(rules, thresholds=None)`` scores a batch.
+
+        The hall of fame and the survivors whose suite ran in full are scored in full; then the
+        survivors whose suite stopped early, which a full score has never placed, as children
+        are: under the thresholds of the rescored ones (they rarely become parents, and a
+        redraw would otherwise pay their whole suites)."""
         survivors = self._survivors()
-        rules = sorted({i.rule for i in self.hall_of_fame + survivors})
-        fresh = dict(zip(rules, score(rules))) if rules else {}
-        for ind in self.hall_of_fame + survivors:
-            new = self._individual(ind.rule, fresh[ind.rule], ind.birth)
-            ind.score, ind.tasks, ind.reason = new.score, new.tasks, new.reason
-            ind.hurdle_score, ind.stopped = new.hurdle_score, new.stopped
+        full = sorted({i.rule for i in self.hall_of_fame} |
+                      {i.rule for i in survivors if not i.stopped})
+        fresh = dict(zip(full, score(full))) if full else {}
+        self._take(fresh)
+        stopped = sorted({i.rule for i in survivors} - set(fresh))
+        if stopped:
+            limits = thresholds_for([i for i in survivors if i.rule in fresh], self.config)
+            new = dict(zip(stopped, score(stopped, thresholds=limits)))
+            self._take(new)
+            fresh.update(new)
         self.hall_of_fame.sort(key=lambda i: (-i.score, i.size, i.rule))
         self.instance_seed = seed
-        return len(rules)
+        return len(fresh)
+
+    def _take(self, fresh: dict[str, Result]) -> None:
+        """New results of rules of the hall of fame and the survivors (see :meth:`rescore`)."""
+        for ind in self.hall_of_fame + self._survivors():
+            if ind.rule in fresh:
+                new = self._individual(ind.rule, fresh[ind.rule], ind.birth)
+                ind.score, ind.tasks, ind.reason = new.score, new.tasks, new.reason
+                ind.hurdle_score, ind.stopped = new.hurdle_score, new.stopped
 
     def thresholds(self) -> Thresholds:
         """The hurdle and early-stop thresholds for the next batch, from the survivors (a
@@ -166,17 +204,11 @@ class Strategy(ABC):
         below :data:`fitness.evaluate.HURDLE_THRESHOLD` (as AutoML-Zero's hurdle is a
         percentile of the population); the early stop is the ``stop_quantile`` of the scores of
         survivors whose suite ran in full: a child that cannot reach it would rarely win a
-        tournament. Both read only checkpointed state, so a resumed run passes the same ones.
+        tournament; the screen is the ``screen_quantile`` of those survivors' mean log-ratio on
+        the suite's ``screen_tasks`` cheapest tasks, which a child runs first. All read only
+        checkpointed state, so a resumed run passes the same ones.
         """
-        survivors = self._survivors()
-        hurdle, stop = HURDLE_THRESHOLD, None
-        progress = [i.hurdle_score for i in survivors if i.hurdle_score is not None]
-        if self.config.hurdle_quantile > 0 and progress:
-            hurdle = max(hurdle, float(np.quantile(progress, self.config.hurdle_quantile)))
-        scores = [i.score for i in survivors if not i.stopped]
-        if self.config.stop_quantile > 0 and scores:
-            stop = float(np.quantile(scores, self.config.stop_quantile))
-        return Thresholds(hurdle=hurdle, stop_below=stop)
+        return thresholds_for(self._survivors(), self.config)
 
     # ------------------------------------------------------------------ what subclasses write
     @abstractmethod
@@ -301,4 +333,4 @@ class Strategy(ABC):
         return strategy
 
 
-__all__ = ["Individual", "STATE_FORMAT", "Strategy", "strategy_class"]
+__all__ = ["Individual", "STATE_FORMAT", "Strategy", "strategy_class", "thresholds_for"]

@@ -2,7 +2,9 @@
 
 A worker (a spawned process, a Ray task, or the driver itself for the serial executor) builds
 one :class:`fitness.evaluate.Evaluator` per (suite, seed, hurdle) and reuses it for every
-chunk; each chunk returns one :class:`fitness.score.Result` per rule, in order. This module
+chunk; each chunk returns one :class:`fitness.score.Result` per rule, in order. Before scoring,
+the driver asks workers for the equivalence prints of rule texts it has not seen
+(:func:`prints_chunk`) and remembers them (:func:`remember_prints`). This module
 imports only ``fitness`` and ``primitives`` (numpy, Numba, scikit-learn's bundled data): a
 worker never loads torch, click, the CLI or the run directory, so each stays small.
 
@@ -17,6 +19,8 @@ import os
 import signal
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -131,19 +135,48 @@ def fingerprint(rule: str, scale_free: bool = False) -> str:
     """Equivalence fingerprint of rule text (malformed text gets a fingerprint of its own);
     ``scale_free``: the behaviour print, blind to a positive constant factor (same optimizer
     under a learning-rate search)."""
-    return _prints(rule)[1 if scale_free else 0]
+    return rule_prints(rule)[1 if scale_free else 0]
 
 
-@lru_cache(maxsize=200_000)
-def _prints(rule: str) -> tuple[str, str]:
-    """Both prints of a rule from one run on the probes: the driver asks for the exact one of
-    every candidate and the behaviour print of most of them (tier 2, the hall of fame)."""
+Prints = tuple[str, str]  # (exact fingerprint, behaviour print) of one rule
+_PRINTS: OrderedDict[str, Prints] = OrderedDict()
+PRINTS_KEPT = 200_000  # rule texts whose prints this process remembers (least recent go first)
+
+
+def rule_prints(rule: str) -> Prints:
+    """Both prints of a rule from one run on the probes, remembered per rule text (the driver
+    asks for the exact one of every candidate and the behaviour print of most of them)."""
+    known = _PRINTS.get(rule)
+    if known is not None:
+        _PRINTS.move_to_end(rule)
+        return known
     from fitness.equivalence import prints
 
     program = compiled(rule)
-    if isinstance(program, str):
-        return "invalid:" + rule, "invalid:" + rule
-    return prints(program)
+    found = ("invalid:" + rule,) * 2 if isinstance(program, str) else prints(program)
+    remember_prints(rule, found)
+    return found
+
+
+def remember_prints(rule: str, found: Prints) -> None:
+    """Keep prints computed elsewhere (by a worker) so that this process never runs the probes
+    for that rule text."""
+    _PRINTS[rule] = found
+    _PRINTS.move_to_end(rule)
+    while len(_PRINTS) > PRINTS_KEPT:
+        _PRINTS.popitem(last=False)
+
+
+def unknown_prints(rules: Iterable[str]) -> list[str]:
+    """The distinct rule texts among ``rules`` whose prints this process does not hold yet, in
+    the order first seen."""
+    return [r for r in dict.fromkeys(rules) if r not in _PRINTS]
+
+
+def prints_chunk(rules: list[str]) -> list[Prints]:
+    """What executors run in a worker for the equivalence cache's first phase: both prints of
+    each rule, in order (:func:`rule_prints`)."""
+    return [rule_prints(r) for r in rules]
 
 
 def suite_names() -> list[str]:
@@ -161,5 +194,6 @@ def warm_numba() -> None:
     score_rules("hurdle", 0, ["g"])
 
 
-__all__ = ["compiled", "evaluate_chunk", "evaluator", "fingerprint", "init_worker", "proxy_suite", "real_tier",
-           "score_rules", "suite_names", "warm_numba", "warm_real_tier"]
+__all__ = ["Prints", "compiled", "evaluate_chunk", "evaluator", "fingerprint", "init_worker",
+           "prints_chunk", "proxy_suite", "real_tier", "remember_prints", "rule_prints",
+           "score_rules", "suite_names", "unknown_prints", "warm_numba", "warm_real_tier"]

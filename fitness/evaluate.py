@@ -15,7 +15,11 @@ or Programs; it gets one :class:`fitness.score.Result` per rule. Each rule goes 
    gave a finite run or any progress), and the suite score ``2 ** mean`` (:mod:`fitness.score`).
    With ``Thresholds.stop_below`` the suite stops as soon as the best score the rule can still
    reach (:func:`fitness.score.score_bound`) is below it; the Result says so
-   (``stopped_below``) and its score is that bound, never a full score.
+   (``stopped_below``) and its score is that bound, never a full score. With
+   ``Thresholds.screen`` the screen's tasks run first (a cheap first stage, as AutoML-Zero's
+   hurdles): a rule whose mean log-ratio on them is below it stops there (``screened_below``),
+   scored as if the other tasks went as those did (never above the bound). A rule that runs
+   the whole suite gets the same score whatever the thresholds and order.
 
 Results are a pure function of (rule, suite, seed, lr search, schedule): the compiled loops are
 deterministic and every random draw comes from ``numpy.random.default_rng`` seeded by
@@ -31,6 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +72,8 @@ class Thresholds:
 
     hurdle: float = HURDLE_THRESHOLD  # fraction of tuned Adam's progress on the hurdle task
     stop_below: float | None = None  # suite score: stop the suite once it cannot reach this
+    screen: float | None = None  # mean log-ratio the screen's tasks must reach, or stop there
+    screen_tasks: tuple[str, ...] = ()  # the screen: tasks of the suite, run first
 
     def reuses(self, result: Result) -> bool:
         """Whether a result evaluated under other thresholds may stand for one under these:
@@ -76,6 +83,15 @@ class Thresholds:
             rejected = result.hurdle == "rejected"
             if rejected != (result.hurdle_score < self.hurdle):
                 return False
+            if rejected:
+                return True  # rejected again before any task: nothing else to compare
+        if self.screen is not None:
+            # a screen verdict, like the hurdle's, is recomputed from the tasks that ran
+            mean = screen_mean(result.tasks, self.screen_tasks)
+            if mean is None or (mean < self.screen) != (result.screened_below is not None):
+                return False
+        elif result.screened_below is not None:
+            return False  # these thresholds would run the whole suite
         if result.stopped_below is not None:
             return self.stop_below is not None and self.stop_below >= result.stopped_below
         return True
@@ -130,10 +146,8 @@ class Evaluator:
         self.baselines = BaselineStore(directory)
         self.tasks = [self._prepare(build(spec, self.seed)) for spec in specs]
         self._hurdle = self._prepare(build(get_suite("hurdle")[0], self.seed))
-        # the cheapest tasks first (parameters x steps), so that a suite stopped early has
-        # skipped the dearest; results list the tasks in the suite's order all the same
-        self._order = sorted(range(len(self.tasks)), key=lambda i: (
-            self.tasks[i].instance.n_params * self.tasks[i].instance.steps, i))
+        # results list the tasks in the suite's order whatever order they ran in
+        self._order = cost_order([p.instance for p in self.tasks])
         self._cache: dict[str, Result] = {}
 
     def _prepare(self, instance: TaskInstance) -> _Prepared:
@@ -205,29 +219,49 @@ class Evaluator:
                 return self._store(key, result, start)
             hurdle_state = "passed"
         done: dict[int, TaskScore] = {}
-        for i in self._order:
+        screen = [i for i in self._order if self.tasks[i].instance.name in limits.screen_tasks]
+        if len(screen) != len(limits.screen_tasks):
+            screen = []  # a screen of tasks this suite lacks: the driver meant another suite
+        for i in screen + [i for i in self._order if i not in screen]:
             done[i] = self._task_score(self.tasks[i], program)
+            if len(done) == len(self.tasks):
+                break
+            ratios = [t.log_ratio for t in done.values()]
             stop = limits.stop_below
-            if stop is not None and len(done) < len(self.tasks):
-                bound = score_bound([t.log_ratio for t in done.values()], len(self.tasks))
-                if bound < stop:
-                    tasks = [done[j] for j in sorted(done)]
-                    self.counters.stopped_early += 1
-                    self.counters.runs_saved_by_stopping += (
-                        self._runs_per_evaluation() * (len(self.tasks) - len(done))
-                        // len(self.tasks))
-                    why = (f"stopped early after {len(done)} of {len(self.tasks)} tasks: it "
-                           f"can reach at most {bound:.4g} < {stop:.4g}")
-                    result = Result(rule=program.text, score=bound, tasks=tasks,
-                                    suite=self.suite, seed=self.seed, reason=why,
-                                    hurdle=hurdle_state, hurdle_score=hurdle_score,
-                                    fingerprint=key, stopped_below=stop)
-                    return self._store(key, result, start)
+            bound = score_bound(ratios, len(self.tasks))
+            if len(done) == len(screen) and limits.screen is not None:
+                mean = _mean_of({t.task: t.log_ratio for t in done.values()},
+                                limits.screen_tasks)
+                if mean < limits.screen:
+                    why = (f"stopped by the screen after {len(done)} of {len(self.tasks)} "
+                           f"tasks: mean log-ratio {mean:.4g} < {limits.screen:.4g}")
+                    # the estimate (the other tasks going as these did) is never above the bound
+                    estimate = min(2.0 ** mean, bound)
+                    return self._stopped(program, done, estimate, why, start, hurdle_state,
+                                         hurdle_score, key, screened_below=limits.screen)
+            if stop is not None and bound < stop:
+                why = (f"stopped early after {len(done)} of {len(self.tasks)} tasks: it "
+                       f"can reach at most {bound:.4g} < {stop:.4g}")
+                return self._stopped(program, done, bound, why, start, hurdle_state,
+                                     hurdle_score, key, stopped_below=stop)
         self.counters.evaluations += 1
         tasks = [done[j] for j in sorted(done)]
         result = Result(rule=program.text, score=suite_score([t.log_ratio for t in tasks]),
                         tasks=tasks, suite=self.suite, seed=self.seed, hurdle=hurdle_state,
                         hurdle_score=hurdle_score, fingerprint=key)
+        return self._store(key, result, start)
+
+    def _stopped(self, program: Program, done: dict[int, TaskScore], score: float, why: str,
+                 start: float, hurdle_state: str, hurdle_score: float | None, key: str | None,
+                 **below: float) -> Result:
+        """The Result of a suite that stopped before its last task (``below``: the threshold
+        that stopped it, ``stopped_below`` or ``screened_below``)."""
+        self.counters.stopped_early += 1
+        self.counters.runs_saved_by_stopping += (
+            self._runs_per_evaluation() * (len(self.tasks) - len(done)) // len(self.tasks))
+        result = Result(rule=program.text, score=score, tasks=[done[j] for j in sorted(done)],
+                        suite=self.suite, seed=self.seed, reason=why, hurdle=hurdle_state,
+                        hurdle_score=hurdle_score, fingerprint=key, **below)
         return self._store(key, result, start)
 
     def _tune(self, prepared: _Prepared, program: Program) -> TunedRun:
@@ -263,6 +297,38 @@ class Evaluator:
         if key is not None:
             self._cache[key] = result
         return result
+
+
+def screen_mean(scores: Iterable[TaskScore], tasks: tuple[str, ...]) -> float | None:
+    """The mean log-ratio of a result's task ``scores`` on the screen's ``tasks`` (None when
+    one of them did not run: a fresh evaluation is needed to say whether the screen stops it)."""
+    ran = {t.task: t.log_ratio for t in scores}  # a stopped suite lists the tasks that ran
+    if not tasks or any(name not in ran for name in tasks):
+        return None
+    return _mean_of(ran, tasks)
+
+
+def _mean_of(ratios: dict[str, float], tasks: tuple[str, ...]) -> float:
+    # summed in the screen's order, in the worker and in the driver alike: equal to the bit
+    return sum(ratios[name] for name in tasks) / len(tasks)
+
+
+def cost_order(instances: list[TaskInstance]) -> list[int]:
+    """Indices of ``instances``, cheapest first (parameters x steps; ties in suite order):
+    the order a suite runs in, so that a suite stopped early has skipped the dearest."""
+    return sorted(range(len(instances)),
+                  key=lambda i: (instances[i].n_params * instances[i].steps, i))
+
+
+@lru_cache(maxsize=32)
+def screen_tasks(suite: str, n: int) -> tuple[str, ...]:
+    """The names of the ``n`` cheapest tasks of a suite: the screen a campaign runs first
+    (sizes do not depend on the seed, so any instance tells); none when they would be the whole
+    suite (a screen must leave a task to skip)."""
+    instances = [build(spec, 0) for spec in get_suite(suite)]
+    if n >= len(instances):
+        return ()
+    return tuple(instances[i].name for i in cost_order(instances)[:n])
 
 
 def to_program(rule: RuleLike) -> Program:
@@ -305,6 +371,9 @@ __all__ = [
     "Evaluator",
     "HURDLE_THRESHOLD",
     "Thresholds",
+    "cost_order",
     "score_rule",
+    "screen_mean",
+    "screen_tasks",
     "to_program",
 ]

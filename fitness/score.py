@@ -131,11 +131,14 @@ class Result:
     # set when the suite stopped early against this threshold: ``score`` is then an upper
     # bound of the full score (below the threshold) and ``tasks`` holds the tasks that ran
     stopped_below: float | None = None
+    # set when the screen (the suite's first tasks) stopped it against this mean log-ratio:
+    # ``score`` is then an estimate from the tasks that ran, never above the upper bound
+    screened_below: float | None = None
 
     @property
     def stopped(self) -> bool:
-        """The suite stopped early: ``score`` is an upper bound, not a full score."""
-        return self.stopped_below is not None
+        """The suite stopped before its end: ``score`` is not a full score."""
+        return self.stopped_below is not None or self.screened_below is not None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite floats become None)."""

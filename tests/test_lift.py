@@ -151,3 +151,122 @@ def test_a_campaign_that_stops_suites_early_resumes_exactly(tmp_path):
     assert resumed_equals_straight(tmp_path, cfg)
     log = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert sum(r["stopped_early"] for r in log) > 0, "nothing was stopped: the test shows nothing"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_prints_come_from_the_workers_and_the_driver_never_runs_the_probes(monkeypatch):
+    """With a process pool the equivalence cache's fingerprints are the workers' work: the
+    driver learns them from the executor, equal to what it would compute itself."""
+    import fitness.equivalence as eq
+    from evolve import worker
+    from evolve.executors import ProcessExecutor
+
+    rules = ["mul(g, 0.8125)", "add(g, mul(g, 0.8125))", "sign(ema(g, 0.8125))", "oops("]
+    expected = {r: worker.rule_prints(r) for r in rules}
+    for r in rules:
+        worker._PRINTS.pop(r)
+    assert worker.unknown_prints(rules + rules[:1]) == rules
+
+    def refuse(program):
+        raise AssertionError("the driver ran the probes")
+
+    monkeypatch.setattr(eq, "prints", refuse)
+    executor = ProcessExecutor("hurdle", 0, workers=1)
+    try:
+        results = CachedScorer(executor).score(rules + rules[:2])
+    finally:
+        executor.close()
+    assert {r: worker.rule_prints(r) for r in rules} == expected
+    assert [r.cached for r in results] == [False] * 4 + [True, True]
+
+
+def test_the_screen_runs_first_and_stops_a_rule_below_it_with_an_estimate_under_the_bound(search):
+    from fitness.evaluate import screen_mean, screen_tasks
+
+    names = screen_tasks("search", 2)
+    assert list(names) == [search.tasks[i].instance.name for i in search._order[:2]]
+    full = search.evaluate_one("sign(g)")
+    mean = screen_mean(full.tasks, names)
+    cut = search.evaluate_one("sign(g)", Thresholds(screen=mean + 0.01, screen_tasks=names))
+    assert cut.stopped and cut.screened_below == mean + 0.01 and cut.stopped_below is None
+    assert "screen" in cut.reason and [t.task for t in cut.tasks] == sorted(
+        names, key=[t.task for t in full.tasks].index)
+    by_name = {t.task: t for t in full.tasks}
+    assert all(t == by_name[t.task] for t in cut.tasks)  # the same runs: exact
+    assert cut.score == pytest.approx(2.0 ** mean, rel=1e-15)
+    assert cut.score <= sc.score_bound([t.log_ratio for t in cut.tasks], len(search.tasks))
+    # at its own mean it passes the screen, and then its score is the full score, bit for bit
+    passed = search.evaluate_one("sign(g)", Thresholds(screen=mean, screen_tasks=names))
+    assert not passed.stopped and _value(passed) == _value(full)
+    # a screen of tasks the suite lacks screens nothing
+    other = search.evaluate_one("sign(g)", Thresholds(screen=5.0, screen_tasks=("nope",)))
+    assert _value(other) == _value(full)
+
+
+def test_a_screen_verdict_is_reused_only_where_a_fresh_evaluation_would_agree():
+    names = ("a", "b")
+    tasks = [TaskScore("a", 0.5), TaskScore("b", -0.1), TaskScore("c", 1.0)]
+    full = Result("r", 1.3, tasks, hurdle="passed", hurdle_score=0.5)
+    cut = Result("r", 2 ** 0.2, tasks[:2], hurdle="passed", hurdle_score=0.5,
+                 screened_below=0.3)
+    assert Thresholds(screen=0.2, screen_tasks=names).reuses(full)  # passes it again
+    assert not Thresholds(screen=0.25, screen_tasks=names).reuses(full)  # would be cut now
+    assert Thresholds(screen=0.25, screen_tasks=names).reuses(cut)
+    assert not Thresholds(screen=0.2, screen_tasks=names).reuses(cut)  # would pass now
+    assert not Thresholds().reuses(cut)  # a full suite is asked for
+    assert not Thresholds(screen=0.5, screen_tasks=("a", "c")).reuses(cut)  # c never ran
+    rejected = Result("r", sc.FLOOR, hurdle="rejected", hurdle_score=0.01)
+    assert Thresholds(screen=0.9, screen_tasks=names).reuses(rejected)
+
+
+def test_the_screen_is_a_quantile_of_the_full_survivors_on_the_cheapest_tasks():
+    from fitness.evaluate import screen_tasks
+
+    cfg = CampaignConfig(population=4, tournament=2, screen_quantile=0.5, screen_tasks=1)
+    (name,) = screen_tasks(cfg.suite, 1)
+    evo = Evolution(cfg)
+    evo.population = [Individual(f"r{i}", 1.0, 1, 0, [TaskScore(name, v)], stopped=stop)
+                      for i, (v, stop) in enumerate([(0.1, False), (0.5, False), (-1.0, True),
+                                                      (0.3, False)])]
+    limits = evo.thresholds()
+    assert limits.screen == pytest.approx(0.3) and limits.screen_tasks == (name,)
+    assert Evolution(replace(cfg, screen_quantile=0.0)).thresholds().screen is None
+    assert screen_tasks("hurdle", 1) == ()  # a screen of the whole suite would skip nothing
+
+
+def test_a_campaign_with_the_screen_resumes_exactly(tmp_path):
+    from scripts.reliability_runs import resumed_equals_straight
+
+    cfg = CampaignConfig(population=8, generations=4, seed=2, suite="search",
+                         heldout_suite="hurdle", real_k=0, executor="serial",
+                         checkpoint_every=1, screen_quantile=0.75, screen_tasks=2)
+    assert resumed_equals_straight(tmp_path, cfg)
+    cache = [json.loads(x)["result"] for x in
+             (tmp_path / "straight" / "cache.jsonl").read_text().splitlines()]
+    assert any(r["screened_below"] is not None for r in cache), "nothing was screened"
+
+
+def test_a_redraw_rescores_stopped_survivors_as_children_under_the_rescored_ones_thresholds():
+    cfg = CampaignConfig(population=3, tournament=2, stop_quantile=0.5)
+    evo = Evolution(cfg)
+    task = [TaskScore("t", 0.0)]
+    evo.population = [_ind("g", 1.2, 0.5), _ind("sign(g)", 0.9, 0.6),
+                      _ind("neg(g)", 0.8, 0.4, stopped=True)]
+    evo.hall_of_fame = [_ind("abs(g)", 1.5, 0.9)]
+    calls = []
+
+    def score(rules, thresholds=None):
+        calls.append((list(rules), thresholds))
+        new = {"g": 1.0, "sign(g)": 1.1, "abs(g)": 1.4, "neg(g)": 0.95}
+        return [Result(r, new[r], task, hurdle="passed", hurdle_score=0.5,
+                       stopped_below=None if thresholds is None else thresholds.stop_below)
+                for r in rules]
+
+    assert evo.rescore(score, seed=7) == 4
+    (full, none), (stopped, limits) = calls
+    assert full == ["abs(g)", "g", "sign(g)"] and none is None  # full suites, no threshold
+    assert stopped == ["neg(g)"] and limits.stop_below == pytest.approx(1.05)  # of g, sign(g)
+    assert [(i.rule, i.score, i.stopped) for i in evo.population] == [
+        ("g", 1.0, False), ("sign(g)", 1.1, False), ("neg(g)", 0.95, True)]
+    assert evo.instance_seed == 7

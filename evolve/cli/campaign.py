@@ -105,6 +105,13 @@ RUN_OPTIONS = [
                  help="Early stop: a child's suite stops once it cannot reach this quantile of "
                       "the population's scores; its score is then that bound, and it never "
                       "enters the hall of fame or tier 2 (0: never stop) [0.5]."),
+    click.option("--screen-quantile", type=float, default=None,
+                 help="Screen: a child runs the suite's cheapest tasks first and stops there "
+                      "when its mean log-ratio on them is below this quantile of the "
+                      "population's; its score is then that mean's, and it never enters the "
+                      "hall of fame or tier 2 (0: no screen) [0.75]."),
+    click.option("--screen-tasks", type=int, default=None,
+                 help="How many of the suite's cheapest tasks the screen runs [1]."),
 ]
 
 
@@ -145,8 +152,8 @@ def budget_options(fn):
 @click.option("--refine-top", type=int, default=3, show_default=True,
               help="How many hall-of-fame rules (with constants) --refine refines.")
 def run_cmd(config_file, generations, population, seed, strategy, warm_start, algorithm, executor,
-            workers, ray_address, suite, tasks, real_k, hurdle_quantile, stop_quantile, out,
-            validate, time_limit, max_evaluations, quiet, refine, refine_top):
+            workers, ray_address, suite, tasks, real_k, hurdle_quantile, stop_quantile,
+            screen_quantile, screen_tasks, out, validate, time_limit, max_evaluations, quiet, refine, refine_top):
     """Run a campaign (evolution by default; --strategy) and write it to the run directory OUT.
 
     \b
@@ -164,7 +171,8 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
         generations=generations, population=population, seed=seed, strategy=strategy,
         warm_start=_resolve_warm_start(warm_start), algorithm=algorithm, executor=executor,
         workers=workers, ray_address=ray_address, suite=suite, real_k=real_k,
-        hurdle_quantile=hurdle_quantile, stop_quantile=stop_quantile))
+        hurdle_quantile=hurdle_quantile, stop_quantile=stop_quantile,
+        screen_quantile=screen_quantile, screen_tasks=screen_tasks))
     if tasks:
         config = _with_user_tasks(config, tasks)
     _check_suite(config.suite)
