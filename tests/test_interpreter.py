@@ -1,5 +1,6 @@
 """The interpreter's fused passes (EMA with its bias correction, last opcode with the weight
-update) give the bits of the separate passes they replace, on every path a small P skips."""
+update, a last sign with the opcode before it and the update) give the bits of the separate
+passes they replace, on every path a small P skips."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fitness.interpreter import StepRunner, new_registers, rule_step
+from fitness.interpreter import StepRunner, _fused_tail, new_registers, rule_step
 from primitives.program import compile_rule
 from primitives.rules import KNOWN_RULES
 from primitives.table import OP_BIAS, OP_EMA
@@ -57,13 +58,30 @@ def test_ema_and_its_bias_correction_in_one_pass_give_the_bits_of_two(p):
     assert np.isfinite(fused.weights).all()
 
 
-@pytest.mark.parametrize("rule", ["lion", "adam", "mul(sign(g), w)", "g", "ema(g, 0.9)"])
+# each rule with how many of its last opcodes run in the update's pass
+FUSED_TAILS = {"lion": 2, "sign(add(g, w))": 2, "sign(sign(g))": 2,
+               "sign(interp(ema(g, 0.9), g, 0.7))": 2, "adam": 1, "mul(sign(g), w)": 1,
+               "sign(ema(g, 0.9))": 1, "g": 0, "ema(g, 0.9)": 0}
+
+
+def _program(rule):
+    return compile_rule(KNOWN_RULES[rule].rule if rule in KNOWN_RULES else rule)
+
+
+@pytest.mark.parametrize("rule", FUSED_TAILS)
+def test_a_last_sign_joins_the_update_pass_with_the_elementwise_opcode_it_reads(rule):
+    program = _program(rule)
+    assert _fused_tail(program.code, program.output) == FUSED_TAILS[rule]
+
+
+@pytest.mark.parametrize("rule", FUSED_TAILS)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_the_update_fused_into_the_last_opcode_gives_the_bits_of_a_separate_pass(
+def test_the_update_fused_into_the_last_opcodes_gives_the_bits_of_separate_passes(
         rule, weight_decay):
-    # lion, adam and mul(sign(g), w) end in an elementwise opcode (fused with the update; the
-    # last reads w, which it updates); g and ema(g, 0.9) end in a row (a separate pass)
-    program = compile_rule(KNOWN_RULES[rule].rule if rule in KNOWN_RULES else rule)
+    # lion (lerp's first branch), sign(interp(.., 0.7)) (its second) and sign(add(g, w)) (the
+    # pair reads w, which it updates) end in sign of an elementwise opcode; adam and
+    # mul(sign(g), w) in one elementwise opcode; g and ema(g, 0.9) in a row (a separate pass)
+    program = _program(rule)
     p = 1_500
     rng = np.random.default_rng(4)
     w0 = rng.standard_normal(p)
