@@ -54,7 +54,6 @@ class RealEntry:
     reason: str | None = None
     mean_score: float | None = None  # the plain geometric mean of the tasks' ratios
 
-
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
 
@@ -69,15 +68,18 @@ class RealEntry:
 
 
 def selection_score(result: Result, softmin: float) -> float:
-    """Tier 2's score of ``result`` for the selection: ``2 ** soft_minimum(log-ratios)``; 0 for
-    a non-finite score, and ``result.score`` (the plain mean) when ``softmin`` is 0 or the
-    result has no task scores (an invalid rule)."""
-    if not math.isfinite(result.score):
+    """Tier 2's score of ``result`` for the selection (:func:`selection_value`)."""
+    return selection_value(result.score, [t.log_ratio for t in result.tasks], softmin)
+
+
+def selection_value(score: float, log_ratios: Sequence[float], softmin: float) -> float:
+    """``2 ** soft_minimum(log_ratios)``; 0 for a non-finite ``score`` (a result's plain mean),
+    and that ``score`` when ``softmin`` is 0 or there are no task scores (an invalid rule)."""
+    if not math.isfinite(score):
         return 0.0
-    ratios = [t.log_ratio for t in result.tasks]
-    if softmin <= 0 or not ratios:
-        return float(result.score)
-    return float(2.0 ** soft_minimum(ratios, softmin))
+    if softmin <= 0 or not log_ratios:
+        return float(score)
+    return float(2.0 ** soft_minimum(log_ratios, softmin))
 
 
 def soft_minimum(values: Sequence[float], tau: float) -> float:
@@ -168,4 +170,4 @@ def select(board: Sequence[RealEntry], confirmations: dict[str, Result],
 
 
 __all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirm_seeds", "real_suite",
-           "select", "selection_score", "soft_minimum"]
+           "select", "selection_score", "selection_value", "soft_minimum"]

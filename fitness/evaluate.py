@@ -230,9 +230,8 @@ class Evaluator:
             stop = limits.stop_below
             bound = score_bound(ratios, len(self.tasks))
             if len(done) == len(screen) and limits.screen is not None:
-                mean = _mean_of({t.task: t.log_ratio for t in done.values()},
-                                limits.screen_tasks)
-                if mean < limits.screen:
+                mean = screen_mean(done.values(), limits.screen_tasks)
+                if mean is not None and mean < limits.screen:
                     why = (f"stopped by the screen after {len(done)} of {len(self.tasks)} "
                            f"tasks: mean log-ratio {mean:.4g} < {limits.screen:.4g}")
                     # the estimate (the other tasks going as these did) is never above the bound
@@ -305,12 +304,8 @@ def screen_mean(scores: Iterable[TaskScore], tasks: tuple[str, ...]) -> float | 
     ran = {t.task: t.log_ratio for t in scores}  # a stopped suite lists the tasks that ran
     if not tasks or any(name not in ran for name in tasks):
         return None
-    return _mean_of(ran, tasks)
-
-
-def _mean_of(ratios: dict[str, float], tasks: tuple[str, ...]) -> float:
     # summed in the screen's order, in the worker and in the driver alike: equal to the bit
-    return sum(ratios[name] for name in tasks) / len(tasks)
+    return sum(ran[name] for name in tasks) / len(tasks)
 
 
 def cost_order(instances: list[TaskInstance]) -> list[int]:

@@ -243,15 +243,14 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
 def _stage_score(row: dict[str, dict], stage: str) -> float:
     """A rule's score on a stage; ``real`` as the campaign's selection ranks it."""
     from evolve.config import CampaignConfig
-    from evolve.tiers import soft_minimum
+    from evolve.tiers import selection_value
 
     if stage == "real (mean)":
         return row["real"]["score"]
-    tau = CampaignConfig().real_softmin
-    ratios = list(row[stage]["tasks"].values())
-    if stage != "real" or tau <= 0 or not ratios or row[stage]["score"] <= 0:
+    if stage != "real":
         return row[stage]["score"]
-    return 2.0 ** soft_minimum(ratios, tau)
+    return selection_value(row["real"]["score"], list(row["real"]["tasks"].values()),
+                           CampaignConfig.real_softmin)
 
 
 def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: list[int],
