@@ -71,6 +71,7 @@ class CampaignConfig:
     real_tasks: list[str] = field(default_factory=lambda: list(REAL_TASK_NAMES))  # tier-2 tasks: built-in names or FILE.py:FUNCTION (your own)
     real_seeds: int = 2  # seeds per learning rate on tier 2
     real_softmin: float = 0.3  # tier 2 ranks by the soft minimum of a rule's task log2-ratios at this temperature, so a rule that loses on one task ranks low (0: their plain mean)
+    real_parents: float = 0.25  # chance that a child's parent is the winner of a tournament over tier 2's leaderboard instead of the population, so real training steers the search; the best such child of a generation takes one of its tier-2 places (0: proxy parents only)
     confirm: int = 5  # top tier-2 rules re-scored on fresh seeds for the final selection
     schedule: str = "cosine"  # learning-rate schedule of every optimizer, in every tier
     redraw_every: int = 25  # generations between new proxy-task instances (0: never)
@@ -145,7 +146,7 @@ class CampaignConfig:
              f"real_softmin must be a number >= 0, got {self.real_softmin}")
         need(math.isfinite(self.real_min_score), "real_min_score must be a number")
         need(self.screen_tasks >= 0, f"screen_tasks must be >= 0, got {self.screen_tasks}")
-        for name in ("hurdle_quantile", "stop_quantile", "screen_quantile"):
+        for name in ("hurdle_quantile", "stop_quantile", "screen_quantile", "real_parents"):
             value = getattr(self, name)
             need(math.isfinite(value) and 0.0 <= value <= 1.0,
                  f"{name} must be in [0, 1], got {value!r}")

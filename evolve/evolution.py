@@ -4,7 +4,10 @@ References: Real et al. 2019 / AutoML-Zero (regularized evolution: a tournament 
 individuals picks a parent, the child replaces the *oldest*), Chen et al. 2023 (the Lion search:
 population warm-started from AdamW, constant mutation x2^N(0,1), restarts from the best),
 DEAP (typed GP operators, see :mod:`evolve.operators`; our own explicit loop, as its docs
-recommend). The bookkeeping (hall of fame, champions, counters, state) is the base class's,
+recommend). Multi-fidelity: once tier 2 has scored rules, a share of the parents
+(``real_parents``) comes from its leaderboard, so what wins in real training breeds, and the
+best of their children by proxy score takes one of the generation's tier-2 places
+(:meth:`evolve.tiers.RealTierStage.promote`): tier 2 searches around its own best. The bookkeeping (hall of fame, champions, counters, state) is the base class's,
 :class:`evolve.strategy.Strategy`; this module only proposes children and updates the population.
 """
 
@@ -32,6 +35,7 @@ class Evolution(Strategy):
 
     # ------------------------------------------------------------------ proposing
     def _propose(self) -> list[str]:
+        self.real_bred = set()
         if not self.started:
             return self._initial_rules()
         return [self._child() for _ in range(self.config.children_per_generation)]
@@ -51,13 +55,26 @@ class Evolution(Strategy):
         picks = self.rng.choice(len(self.population), size=self.config.tournament, replace=False)
         return min((self.population[int(i)] for i in picks), key=self._rank_key)
 
+    def _parent(self) -> tuple[str, bool]:
+        """A parent's rule, and whether tier 2 chose it: with chance ``real_parents`` (once tier
+        2 has scored rules) a tournament over its leaderboard, else over the population."""
+        board = self.real.leaderboard() if self.config.real_parents > 0 else []
+        if board and self.rng.random() < self.config.real_parents:
+            picks = self.rng.choice(len(board), size=min(self.config.tournament, len(board)),
+                                    replace=False)
+            return board[int(min(picks))].rule, True  # the leaderboard is best first
+        return self._tournament().rule, False
+
     def _child(self) -> str:
-        parent = self._tournament()
+        parent, from_tier2 = self._parent()
         other = self._tournament() if self.config.crossover_prob > 0 else None
-        child, _ = vary(parse(parent.rule), self.rng, self.limits,
+        child, _ = vary(parse(parent), self.rng, self.limits,
                         other=parse(other.rule) if other else None,
                         crossover_prob=self.config.crossover_prob)
-        return to_text(child)
+        text = to_text(child)
+        if from_tier2:
+            self.real_bred.add(text)
+        return text
 
     # ------------------------------------------------------------------ updating
     def _update(self, told: list[Individual]) -> None:

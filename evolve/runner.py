@@ -507,7 +507,7 @@ def tier2_candidates(strategy: Strategy, rules: Sequence[str],
     full = [(r, res) for r, res in zip(rules, results) if not res.stopped]
     return strategy.real.promote([r for r, _ in full], [res for _, res in full],
                                  [fingerprint(r, scale_free=True) for r, _ in full],
-                                 [parse(r).size() for r, _ in full])
+                                 [parse(r).size() for r, _ in full], bred=strategy.real_bred)
 
 
 def _namespace(config: CampaignConfig, seed: int) -> str:

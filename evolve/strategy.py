@@ -129,6 +129,7 @@ class Strategy(ABC):
         self._pending: list[str] | None = None
         self._last: list[Individual] = []
         self.real = RealTierStage(config)  # tier 2: what it scored (the campaign's answer)
+        self.real_bred: set[str] = set()  # rules of the pending batch bred from tier-2 parents
         self.instance_seed = config.seed  # the proxy instances the scores below were drawn on
 
     @staticmethod
@@ -297,6 +298,7 @@ class Strategy(ABC):
             "started": self.started,
             "rng": self.rng.bit_generator.state,
             "pending": self._pending,
+            "real_bred": sorted(self.real_bred),
             "hall_of_fame": [i.to_dict() for i in self.hall_of_fame],
             "champions": self.champions,
             "evaluations": self.evaluations,
@@ -321,6 +323,7 @@ class Strategy(ABC):
         strategy.rng.bit_generator.state = state["rng"]
         pending = state["pending"]
         strategy._pending = None if pending is None else [str(r) for r in pending]
+        strategy.real_bred = {str(r) for r in state.get("real_bred", [])}
         strategy.hall_of_fame = [Individual.from_dict(d) for d in state["hall_of_fame"]]
         strategy.champions = [dict(c) for c in state["champions"]]
         strategy.evaluations = int(state["evaluations"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -102,8 +102,11 @@ class RealTierStage:
         return self.config.real_k > 0 and bool(self.config.real_tasks)
 
     def promote(self, rules: Sequence[str], proxy: Sequence[Result], prints: Sequence[str],
-                sizes: Sequence[int]) -> list[tuple[str, str, float, int]]:
-        """(rule, fingerprint, proxy score, size) of this batch's candidates for tier 2."""
+                sizes: Sequence[int], bred: Collection[str] = ()
+                ) -> list[tuple[str, str, float, int]]:
+        """(rule, fingerprint, proxy score, size) of this batch's candidates for tier 2: the
+        best by proxy score; with two places or more, the last goes to the best of the children
+        ``bred`` from tier-2 parents when none of them is among the others."""
         if not self.enabled:
             return []
         seen = {e.fingerprint for e in self.entries}
@@ -116,6 +119,9 @@ class RealTierStage:
                 best[fp] = (rule, fp, score, size)
         ranked = sorted(best.values(), key=lambda c: (-c[2], c[3], c[0]))
         k = self.config.real_k * (2 if not self.entries else 1)  # the first batch: twice as many
+        local = [c for c in ranked if c[0] in bred]
+        if k >= 2 and local and local[0] not in ranked[:k]:
+            return ranked[:k - 1] + local[:1]
         return ranked[:k]
 
     def record(self, candidate: tuple[str, str, float, int], generation: int,

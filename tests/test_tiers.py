@@ -152,3 +152,44 @@ def test_tier_two_ranks_a_rule_that_loses_on_one_task_below_one_that_wins_a_litt
     stage.record(("steady", "fp2", 1.2, 3), 0, steady)
     assert [e.rule for e in stage.leaderboard()] == ["steady", "spiky"]
     assert stage.leaderboard()[1].mean_score == spiky.score
+
+
+def test_one_tier_two_place_goes_to_the_best_child_of_tier_two_parents():
+    stage = RealTierStage(CampaignConfig(real_k=2, real_min_score=0.9))
+    stage.record(("old", "p0", 1.0, 1), 0, result(1.1))  # not the first batch: k = real_k
+    rules, prints, sizes = ["a", "b", "c", "d"], ["pa", "pb", "pc", "pd"], [1, 1, 1, 1]
+    scores = [result(s) for s in (1.3, 1.2, 1.1, 1.0)]
+
+    def promoted(bred, real_k=2):
+        stage.config = CampaignConfig(real_k=real_k, real_min_score=0.9)
+        return [c[0] for c in stage.promote(rules, scores, prints, sizes, bred=bred)]
+
+    assert promoted(()) == ["a", "b"]
+    assert promoted({"c", "d"}) == ["a", "c"]  # the better of the bred children
+    assert promoted({"b", "d"}) == ["a", "b"]  # a bred child already placed: nothing changes
+    assert promoted({"c"}, real_k=1) == ["a"]  # one place stays the proxy's
+
+
+def test_tier_two_parents_breed_the_children_they_are_asked_to():
+    from evolve.evolution import Evolution
+    from evolve.strategy import Strategy
+    from tests.test_campaign import toy_scores
+
+    def first_children(real_parents: float) -> tuple[list[str], set[str], Evolution]:
+        strategy = Evolution(CampaignConfig(population=8, children=6, seed=1, executor="serial",
+                                            real_parents=real_parents))
+        rules = strategy.ask()
+        strategy.tell(rules, toy_scores(rules))
+        strategy.real.record(("div(g, sqrt(ema_bc(square(g), 0.7416)))", "fp", 1.0, 6), 0,
+                             result(1.2))
+        return strategy.ask(), strategy.real_bred, strategy
+
+    children, bred, strategy = first_children(1.0)
+    assert bred == set(children)
+    # the children are variations of the leaderboard's rule (one mutation each)
+    assert all(c.startswith("div(g, ") for c in children), children
+    resumed = Strategy.from_state_dict(json.loads(json.dumps(strategy.state_dict())))
+    assert resumed.real_bred == bred and resumed.ask() == children
+    children, bred, _ = first_children(0.0)
+    assert bred == set()
+    assert not all(c.startswith("div(g, ") for c in children), children

@@ -5,7 +5,9 @@
 * a random tanh teacher regression (16 inputs);
 * a 32-dimensional point cloud on a 4-dimensional curved manifold, for an autoencoder;
 * associative recall of key-value pairs (10% label noise);
-* noisy 8x8 images of bars in four orientations.
+* noisy 8x8 images of bars in four orientations;
+* the adding problem (Hochreiter and Schmidhuber 1997) for a recurrent network: a sequence of
+  numbers, two of them marked, and the sum of the marked two.
 
 Each is drawn from a fixed seed and split into train / validation / test
 (:func:`fitness.training.data.split`).
@@ -121,3 +123,24 @@ def bars_data() -> Splits:
 
 __all__ = ["RECALL_KEYS", "RECALL_PAIRS", "bars_data", "diabetes_data", "manifold_data",
            "mixture_data", "recall_data", "teacher_data"]
+
+
+ADDING_LEN = 12
+
+
+@lru_cache(maxsize=1)
+def adding_data() -> Splits:
+    """The adding problem: 12 steps of (value ~ U(0, 1), marker), one marker in each half of the
+    sequence; the target is the sum of the two marked values plus 5% noise (standardised);
+    3000/500/500."""
+    rng = np.random.default_rng(18)
+    n, half = 4000, ADDING_LEN // 2
+    values = rng.random((n, ADDING_LEN))
+    marks = np.zeros((n, ADDING_LEN))
+    first, second = rng.integers(0, half, size=n), rng.integers(half, ADDING_LEN, size=n)
+    marks[np.arange(n), first] = 1.0
+    marks[np.arange(n), second] = 1.0
+    x = np.stack([values, marks], axis=-1)
+    y = (values * marks).sum(1, keepdims=True) + 0.05 * rng.standard_normal((n, 1))
+    return to_splits(split(x, y, 500, 500, seed=18), y_float=True, standardise_x=False,
+                     standardise_y=True)

@@ -10,7 +10,9 @@ stays a test no tier has seen; the data is in :mod:`fitness.training.real_data`)
 * ``manifold_autoencoder`` a 32-16-4-16-32 autoencoder of points on a curved 4-D manifold;
 * ``recall_attention``     one attention head on associative recall: four key-value pairs,
                            then a key; name its value;
-* ``bars_cnn``             a two-layer CNN on noisy 8x8 images of bars in four orientations.
+* ``bars_cnn``             a two-layer CNN on noisy 8x8 images of bars in four orientations;
+* ``adding_gru``           a GRU (width 16) on the adding problem: sum the two marked numbers of
+                           a sequence of 12.
 
 Each task gives its data splits (train for steps, validation to choose the learning rate, test
 to score), a parameter :class:`~fitness.training.ensemble.Layout`, a seeded initialisation
@@ -39,8 +41,10 @@ from fitness.training import REAL_TASK_NAMES
 from fitness.training import ensemble as E
 from fitness.training.data import Splits
 from fitness.training.real_data import (
+    ADDING_LEN,
     RECALL_KEYS,
     RECALL_PAIRS,
+    adding_data,
     bars_data,
     diabetes_data,
     manifold_data,
@@ -217,6 +221,37 @@ def _cnn_task() -> RealTask:
                     32)
 
 
+GRU_WIDTH = 16
+
+
+def _gru_task() -> RealTask:
+    """A GRU cell (torch.nn.GRU's gate equations) unrolled over the sequence, then a linear read
+    of the last state; weights drawn as torch draws them, U(-1/sqrt(width), 1/sqrt(width))."""
+    h_dim = GRU_WIDTH
+    layout = E.Layout((("wx", (2, 3 * h_dim)), ("wh", (h_dim, 3 * h_dim)), ("bx", (3 * h_dim,)),
+                       ("bh", (3 * h_dim,)), ("w_out", (h_dim, 1)), ("b_out", (1,))))
+
+    def init(seed: int) -> Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        bound = 1.0 / math.sqrt(h_dim)
+        return (torch.rand(layout.size, generator=gen) * 2.0 - 1.0) * bound
+
+    def forward(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        gates_x = E.linear(x, p["wx"], p["bx"])  # (M, B, L, 3H): the inputs' part, all steps
+        h = x.new_zeros(*x.shape[:2], h_dim)
+        for t in range(x.shape[2]):
+            gx, gh = gates_x[:, :, t], E.linear(h, p["wh"], p["bh"])
+            r = torch.sigmoid(gx[..., :h_dim] + gh[..., :h_dim])
+            z = torch.sigmoid(gx[..., h_dim:2 * h_dim] + gh[..., h_dim:2 * h_dim])
+            n = torch.tanh(gx[..., 2 * h_dim:] + r * gh[..., 2 * h_dim:])
+            h = (1.0 - z) * n + z * h
+        return E.linear(h, p["w_out"], p["b_out"])
+
+    return RealTask("adding_gru", f"GRU (width {h_dim}) on the adding problem: the sum of the "
+                    f"two marked numbers of {ADDING_LEN}", layout, init, forward, "mse",
+                    adding_data, 250, 32)
+
+
 def as_real_task(task: TorchTask) -> RealTask:
     """A benchmark task (an ``nn.Module`` trained model by model) as an ensemble task: the same
     model, data, seeds, minibatches and loss, trained many at once (for measurements such as
@@ -238,6 +273,7 @@ def builtin_tasks() -> dict[str, RealTask]:
                   [32, 16, 4, 16, 32], "mse", manifold_data, 250, 32),
         _attention_task(),
         _cnn_task(),
+        _gru_task(),
     ]
     return {t.name: t for t in tasks}
 
