@@ -11,7 +11,9 @@ once per step for all of them. Two pairs of passes run as one, since a pass that
 stores cannot hide behind the divisions of another: an EMA and its bias correction
 (``ema_bc``), and a rule's last elementwise opcode and the weight update (adam's step about
 10% faster, measured side by side; the bits do not change). A last ``sign`` of an elementwise
-value joins that pass too (lion's step about 10% faster, measured side by side).
+value joins that pass too (lion's step about 10% faster, measured side by side), and so does
+an EMA just before an ``interp`` or ``sign`` that reads its state first (Lion's whole step in
+one pass; see :func:`_fused_ema`).
 
 Dispatch reads the primitive table only: the table's kernel tuple is cut into ``_GROUPS``
 slices, each a ``literal_unroll`` loop, so a new primitive needs no change here. (One
@@ -26,7 +28,7 @@ length and where the step's schedule values live. Opcode loops index with unsign
 
 Entry points: :func:`new_registers`, :func:`rule_step` (and :func:`rule_step_tile` for loops
 that compute their gradient tile by tile), :func:`rule_direction`, :class:`StepRunner` (one step
-at a time from Python), :func:`run_quadratic` (benchmarks). One file of about 500 lines: every
+at a time from Python), :func:`run_quadratic` (benchmarks). One file of about 580 lines: every
 function here is compiled into the others, and the Numba cache is keyed per compiled file.
 """
 
