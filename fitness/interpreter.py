@@ -11,7 +11,9 @@ once per step for all of them. Two pairs of passes run as one, since a pass that
 stores cannot hide behind the divisions of another: an EMA and its bias correction
 (``ema_bc``), and a rule's last elementwise opcode and the weight update (adam's step about
 10% faster, measured side by side; the bits do not change). A last ``sign`` of an elementwise
-value joins that pass too (lion's step about 10% faster, measured side by side).
+value joins that pass too (lion's step about 10% faster, measured side by side), and so does
+an EMA just before an ``interp`` or ``sign`` that reads its state first (Lion's whole step in
+one pass; see :func:`_fused_ema`).
 
 Dispatch reads the primitive table only: the table's kernel tuple is cut into ``_GROUPS``
 slices, each a ``literal_unroll`` loop, so a new primitive needs no change here. (One
@@ -26,7 +28,7 @@ length and where the step's schedule values live. Opcode loops index with unsign
 
 Entry points: :func:`new_registers`, :func:`rule_step` (and :func:`rule_step_tile` for loops
 that compute their gradient tile by tile), :func:`rule_direction`, :class:`StepRunner` (one step
-at a time from Python), :func:`run_quadratic` (benchmarks). One file of about 500 lines: every
+at a time from Python), :func:`run_quadratic` (benchmarks). One file of about 580 lines: every
 function here is compiled into the others, and the Numba cache is keyed per compiled file.
 """
 
@@ -130,14 +132,16 @@ def _slice_runner(kernels: tuple, base: int):
     return run
 
 
-def _update_runner(kernels: tuple, base: int, signed: bool):
+def _update_runner(kernels: tuple, base: int, signed: bool, ema: bool):
     """The same loop, applying the weight update with each value (see :func:`_update`)
     instead of storing it: a rule's last opcode and the update are one pass over the tile.
-    ``signed``: the update takes the sign of each value (see :func:`_fused_tail`)."""
+    ``signed``: the update takes the sign of each value (see :func:`_fused_tail`). ``ema``:
+    the EMA just before those opcodes, whose state is the opcode's first input, runs in the
+    same pass (see :func:`_fused_ema`)."""
 
     @njit(**_INLINE)
     def run(op, buf, dst, x, y, z, c, n, extra):
-        w, lrs, lo, seg, weight_decay = extra
+        w, lrs, lo, seg, weight_decay, m, mx, mb = extra
         k = base
         for kernel in literal_unroll(kernels):
             if k == op:
@@ -150,8 +154,15 @@ def _update_runner(kernels: tuple, base: int, signed: bool):
                     lr = lrs[s]
                     for j in range(start, end):
                         i = np.uint64(j)
-                        d = kernel(buf[x + i], buf[y + i], buf[z + i], c)
-                        if signed:  # a compile-time constant: no branch is left
+                        if ema:  # compile-time constants, as signed: no branch is left
+                            # the state goes to the opcode in a register: read back from
+                            # memory, it stopped the loop from vectorising (3x slower)
+                            a = _EMA(buf[m + i], buf[mx + i], mb)
+                            buf[m + i] = a
+                        else:
+                            a = buf[x + i]
+                        d = kernel(a, buf[y + i], buf[z + i], c)
+                        if signed:
                             d = _SIGN(d, d, d, c)
                         buf[w + i] = _moved(buf[w + i], d, lr, weight_decay)
                     start = end
@@ -188,8 +199,20 @@ def _dispatcher(make_runner, jit_options: dict, *options):
 
 _elementwise = _dispatcher(_slice_runner, _INLINE)
 # called, not inlined: inlined into every step function it cost a minute of compile time
-_elementwise_update = _dispatcher(_update_runner, _CALLED, False)
-_elementwise_sign_update = _dispatcher(_update_runner, _CALLED, True)
+_elementwise_update = _dispatcher(_update_runner, _CALLED, False, False)
+_elementwise_sign_update = _dispatcher(_update_runner, _CALLED, True, False)
+# An EMA joins the update's pass only before these opcodes (Lion's interp, signum's sign):
+# over the whole table, as the two above, these loops doubled the first compile, measured.
+_EMA_FUSED = tuple(sorted(ELEMENTWISE_INDEX[name] for name in ("interp", "sign")))
+
+
+def _ema_dispatcher(signed: bool):
+    runners = [_update_runner((ELEMENTWISE_KERNELS[op],), op, signed, True) for op in _EMA_FUSED]
+    return _tree(runners, list(_EMA_FUSED), _CALLED)
+
+
+_ema_update = _ema_dispatcher(False)
+_ema_sign_update = _ema_dispatcher(True)
 
 
 @njit(**_INLINE)
@@ -269,6 +292,24 @@ def _fused_tail(code, output):
             and code[last, 2] == code[last - 1, 1]):
         return 2
     return 1
+
+
+@njit(**_INLINE)
+def _fused_ema(code, first):
+    """1 when the opcode just before the fused tail (which starts at row ``first``) is an EMA
+    whose state is the first input of the tail's first opcode, one of ``_EMA_FUSED``: the
+    EMA joins the tail's pass (Lion's state update, interp, sign and the update in one pass).
+    Each element's state is stored before any later input is read, so an opcode that reads
+    it again (``y`` or ``z``) still gets the new value; every opcode is elementwise, so no
+    bit changes. (An EMA with its bias correction is never here: the row after it is the
+    tail's elementwise opcode.)"""
+    if (first == code.shape[0] or first < 1 or code[first - 1, 0] != OP_EMA
+            or code[first, 2] != code[first - 1, 1]):
+        return 0
+    for op in _EMA_FUSED:
+        if code[first, 0] == op:
+            return 1
+    return 0
 
 
 # layout[...] of a register file (see new_registers)
@@ -353,16 +394,24 @@ def rule_step_tile(code, consts, buf, starts, layout, lo, m, t, output, lrs, seg
     if grad_at >= 0:
         starts[REG_GRAD] = grad_at
     fused = _fused_tail(code, output)
-    _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t, code.shape[0] - fused)
+    first = code.shape[0] - fused
+    ema = _fused_ema(code, first)
+    _exec_tile(code, consts, buf, starts, layout[LAYOUT_SCHEDULE], m, t, first - ema)
     w = starts[REG_WEIGHT]
     d = starts[output]
     if fused:
-        r = code.shape[0] - fused
-        kc = consts[code[r, 5]] if code[r, 5] >= 0 else 0.0
-        args = (code[r, 0], buf, np.uint64(d), np.uint64(starts[code[r, 2]]),
-                np.uint64(starts[code[r, 3]]), np.uint64(starts[code[r, 4]]), kc, m,
-                (np.uint64(w), lrs, lo, seg, weight_decay))
-        if fused == 2:
+        kc = consts[code[first, 5]] if code[first, 5] >= 0 else 0.0
+        e = max(first - 1, 0)  # the fused EMA's row, when ema
+        args = (code[first, 0], buf, np.uint64(d), np.uint64(starts[code[first, 2]]),
+                np.uint64(starts[code[first, 3]]), np.uint64(starts[code[first, 4]]), kc, m,
+                (np.uint64(w), lrs, lo, seg, weight_decay, np.uint64(starts[code[e, 1]]),
+                 np.uint64(starts[code[e, 2]]), consts[code[e, 5]] if ema else 0.0))
+        if ema:
+            if fused == 2:
+                _ema_sign_update(*args)
+            else:
+                _ema_update(*args)
+        elif fused == 2:
             _elementwise_sign_update(*args)
         else:
             _elementwise_update(*args)

@@ -1,6 +1,7 @@
 """The interpreter's fused passes (EMA with its bias correction, last opcode with the weight
-update, a last sign with the opcode before it and the update) give the bits of the separate
-passes they replace, on every path a small P skips."""
+update, a last sign with the opcode before it and the update, an EMA with the opcode that reads
+it and the update) give the bits of the separate passes they replace, on every path a small P
+skips."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fitness.interpreter import StepRunner, _fused_tail, new_registers, rule_step
+from fitness.interpreter import StepRunner, _fused_ema, _fused_tail, new_registers, rule_step
 from primitives.program import compile_rule
 from primitives.rules import KNOWN_RULES
 from primitives.table import OP_BIAS, OP_EMA
@@ -64,6 +65,16 @@ FUSED_TAILS = {"lion": 2, "sign(add(g, w))": 2, "sign(sign(g))": 2,
                "sign(ema(g, 0.9))": 1, "g": 0, "ema(g, 0.9)": 0}
 
 
+# rules whose EMA joins that pass (1), with their fused tails; the state read as y, or by an
+# opcode outside interp and sign, keeps its own pass (0)
+FUSED_EMA = {"lion": (2, 1), "sign(interp(ema(g, 0.9), g, 0.7))": (2, 1),
+             "sign(ema(g, 0.9))": (1, 1), "interp(ema(g, 0.9), g, 0.3)": (1, 1),
+             "sign(ema(w, 0.9))": (1, 1), "interp(ema(g, 0.9), ema(g, 0.9), 0.4)": (1, 1),
+             "sign(interp(ema(add(g, w), 0.9), w, 0.2))": (2, 1),
+             "sign(interp(g, ema(g, 0.9), 0.7))": (2, 0), "mul(ema(g, 0.9), g)": (1, 0),
+             "adam": (1, 0), "ema(g, 0.9)": (0, 0)}
+
+
 def _program(rule):
     return compile_rule(KNOWN_RULES[rule].rule if rule in KNOWN_RULES else rule)
 
@@ -74,13 +85,23 @@ def test_a_last_sign_joins_the_update_pass_with_the_elementwise_opcode_it_reads(
     assert _fused_tail(program.code, program.output) == FUSED_TAILS[rule]
 
 
-@pytest.mark.parametrize("rule", FUSED_TAILS)
+@pytest.mark.parametrize("rule", FUSED_EMA)
+def test_an_ema_joins_the_update_pass_of_an_interp_or_sign_whose_first_input_it_is(rule):
+    program = _program(rule)
+    tail, ema = FUSED_EMA[rule]
+    assert _fused_tail(program.code, program.output) == tail
+    assert _fused_ema(program.code, len(program.code) - tail) == ema
+
+
+@pytest.mark.parametrize("rule", [*FUSED_TAILS, *(r for r in FUSED_EMA if r not in FUSED_TAILS)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_the_update_fused_into_the_last_opcodes_gives_the_bits_of_separate_passes(
         rule, weight_decay):
     # lion (lerp's first branch), sign(interp(.., 0.7)) (its second) and sign(add(g, w)) (the
     # pair reads w, which it updates) end in sign of an elementwise opcode; adam and
-    # mul(sign(g), w) in one elementwise opcode; g and ema(g, 0.9) in a row (a separate pass)
+    # mul(sign(g), w) in one elementwise opcode; g and ema(g, 0.9) in a row (a separate pass).
+    # FUSED_EMA's rules add an EMA to that pass: of w (updated in the same pass), of a tile
+    # register, read twice by interp (its second read from memory)
     program = _program(rule)
     p = 1_500
     rng = np.random.default_rng(4)
