@@ -7,7 +7,8 @@ DEAP (typed GP operators, see :mod:`evolve.operators`; our own explicit loop, as
 recommend). Multi-fidelity: once tier 2 has scored rules, a share of the parents
 (``real_parents``) comes from its leaderboard, so what wins in real training breeds, and the
 best of their children by proxy score takes one of the generation's tier-2 places
-(:meth:`evolve.tiers.RealTierStage.promote`): tier 2 searches around its own best. The bookkeeping (hall of fame, champions, counters, state) is the base class's,
+(:meth:`evolve.tiers.RealTierStage.promote`): tier 2 searches around its own best. The
+bookkeeping (hall of fame, champions, counters, state) is the base class's,
 :class:`evolve.strategy.Strategy`; this module only proposes children and updates the population.
 """
 

@@ -3,7 +3,9 @@
 Tier 1 (the Numba proxy suite) scores every candidate; each generation the best ``real_k`` new
 candidates by proxy score (at least ``real_min_score``, one per behaviour: rules that differ
 only by a constant factor, which the learning-rate search absorbs, count once)
-train on tier 2 (:mod:`fitness.training.real_tier`, torch on small real-data tasks). Tier 2's
+train on tier 2 (:mod:`fitness.training.real_tier`, torch on small real-data tasks); with two
+places or more, the last goes to the best child of tier-2 parents (``real_parents``,
+:mod:`evolve.evolution`) when none is among the others. Tier 2's
 results are the campaign's answer (DESIGN invariant 8): the hall of fame lists the rules it
 scored first, best first, and the final selection (``RUN:best``) is the best of its top
 ``confirm`` rules re-scored on fresh seeds, which guards against the winner's curse of picking
