@@ -36,10 +36,11 @@ class Evolution(Strategy):
 
     # ------------------------------------------------------------------ proposing
     def _propose(self) -> list[str]:
-        self.real_bred = set()
         if not self.started:
             return self._initial_rules()
-        return [self._child() for _ in range(self.config.children_per_generation)]
+        # tier 2's leaderboard, sorted once a generation for every child's parent draw
+        board = [e.rule for e in self.real.leaderboard()] if self.config.real_parents > 0 else []
+        return [self._child(board) for _ in range(self.config.children_per_generation)]
 
     def _initial_rules(self) -> list[str]:
         n = self.config.population
@@ -56,18 +57,18 @@ class Evolution(Strategy):
         picks = self.rng.choice(len(self.population), size=self.config.tournament, replace=False)
         return min((self.population[int(i)] for i in picks), key=self._rank_key)
 
-    def _parent(self) -> tuple[str, bool]:
+    def _parent(self, board: list[str]) -> tuple[str, bool]:
         """A parent's rule, and whether tier 2 chose it: with chance ``real_parents`` (once tier
-        2 has scored rules) a tournament over its leaderboard, else over the population."""
-        board = self.real.leaderboard() if self.config.real_parents > 0 else []
+        2 has scored rules) a tournament over its leaderboard ``board`` (best first), else over
+        the population."""
         if board and self.rng.random() < self.config.real_parents:
             picks = self.rng.choice(len(board), size=min(self.config.tournament, len(board)),
                                     replace=False)
-            return board[int(min(picks))].rule, True  # the leaderboard is best first
+            return board[int(min(picks))], True
         return self._tournament().rule, False
 
-    def _child(self) -> str:
-        parent, from_tier2 = self._parent()
+    def _child(self, board: list[str]) -> str:
+        parent, from_tier2 = self._parent(board)
         other = self._tournament() if self.config.crossover_prob > 0 else None
         child, _ = vary(parse(parent), self.rng, self.limits,
                         other=parse(other.rule) if other else None,

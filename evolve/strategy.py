@@ -145,6 +145,7 @@ class Strategy(ABC):
     def ask(self) -> list[str]:
         """The next batch of rule texts to score (the same batch until it is told)."""
         if self._pending is None:
+            self.real_bred = set()  # a subclass's _propose names the children tier 2 bred
             self._pending = list(self._propose())
         return list(self._pending)
 
