@@ -136,6 +136,7 @@ def stage_config(stage: str) -> dict:
         import fitness.tasks as tk
 
         return {"stage": stage, "tasks": tk.TASKS_VERSION,
+                "specs": [spec.config(0) for spec in tk.get_suite(stage)],
                 "evaluate": _hash_files(["fitness/evaluate.py"]),
                 "kernels": _hash_files(["fitness/kernels.py"])}
     # each task's config carries the digest of the code that decides its numbers
