@@ -21,6 +21,7 @@ loop this module does not know is skipped by its callers.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from fitness.tasks import ASCEND_FACTOR, TaskInstance
 from primitives.grammar import Node, parse, to_text
 from primitives.table import BIAS_CORRECTION, CONST, TABLE, VEC, schedule_frac
 
-LOOPS = ("quadratic", "rosenbrock", "mlp")  # the compiled loops rebuilt here
+LOOPS = ("quadratic", "rosenbrock", "mlp", "rnn")  # the compiled loops rebuilt here
 
 # (g, w, t, lr factor) -> new weights
 Update = Callable[[torch.Tensor, torch.Tensor, int, float], torch.Tensor]
@@ -63,6 +64,10 @@ class TorchTask:
             self.curvature, self.center, self.noise = f["curvature"], f["center"], f["noise"]
         elif self.loop == "rosenbrock":
             self.shift = f["shift"]
+        elif self.loop == "rnn":
+            self.x, self.y, self.batches = f["x"], f["y"], f["batches"]
+            self.x_test, self.y_test = f["x_test"], f["y_test"]
+            self.dims = [int(v) for v in f["dims"]]
         else:
             self.x, self.y, self.batches = f["x"], f["y"], f["batches"]
             self.x_test, self.y_test = f["x_test"], f["y_test"]
@@ -87,6 +92,13 @@ class TorchTask:
             return (torch.nn.functional.softplus(z) - y[:, 0] * z).mean()
         return 0.5 * ((h - y) ** 2).sum(dim=1).mean()
 
+    def _rnn(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        din, hidden, length = self.dims
+        cut = list(itertools.accumulate([din * hidden, hidden * hidden, hidden, hidden]))
+        wx, wh, b, wo, bo = torch.tensor_split(w, cut)
+        return rnn_loss(wx.reshape(din, hidden), wh.reshape(hidden, hidden), b,
+                        wo.reshape(hidden, 1), bo, x, y, length)
+
     def _rosenbrock(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = w + self.shift
         a = u[1:] - u[:-1] ** 2
@@ -103,6 +115,8 @@ class TorchTask:
             return 0.5 * (self.curvature * r * r).sum()
         if self.loop == "rosenbrock":
             return self._rosenbrock(w)[0]
+        if self.loop == "rnn":
+            return self._rnn(w, self.x_test, self.y_test)
         return self._mlp(w, self.x_test, self.y_test)
 
     def loss_grad(self, w: torch.Tensor, t: int, create_graph: bool
@@ -119,13 +133,25 @@ class TorchTask:
         if not w.requires_grad:
             w = w.detach().requires_grad_(True)
         rows = self.batches[t]
+        net = self._rnn if self.loop == "rnn" else self._mlp
         with torch.enable_grad():
-            loss = self._mlp(w, self.x[rows], self.y[rows])
+            loss = net(w, self.x[rows], self.y[rows])
             (grad,) = torch.autograd.grad(loss, w, create_graph=create_graph)
         return loss, grad
 
     def checks_at(self, t: int) -> bool:
         return self.loop != "quadratic" or t % kernels.CHECK_EVERY == 0
+
+
+def rnn_loss(wx: torch.Tensor, wh: torch.Tensor, b: torch.Tensor, wo: torch.Tensor,
+             bo: torch.Tensor, x: torch.Tensor, y: torch.Tensor, length: int) -> torch.Tensor:
+    """The recurrent task's loss (:mod:`fitness.kernels`' Elman network): x holds each row's
+    ``length`` steps flat, the target is read out of the last state, 0.5 * mean squared error."""
+    din = wx.shape[0]
+    h = x.new_zeros(x.shape[0], wh.shape[0])
+    for t in range(length):
+        h = torch.tanh(x[:, t * din:(t + 1) * din] @ wx + h @ wh + b)
+    return 0.5 * ((h @ wo + bo - y) ** 2).sum(dim=1).mean()
 
 
 def _status(value: float, limit: float) -> bool:

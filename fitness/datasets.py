@@ -119,5 +119,20 @@ def manifold(d: int, latent: int, n: int, n_test: int, rng: np.random.Generator)
     return x, x, x_test, x_test
 
 
-__all__ = ["BUNDLED", "blobs", "bundled", "feature_scales", "logistic", "manifold", "one_hot",
+def adding(length: int, n: int, n_test: int, rng: np.random.Generator) -> Arrays:
+    """The adding problem as flat rows: ``length`` steps of (value ~ U(0, 1), marker), one
+    marker in each half of the sequence; the target is the sum of the two marked values plus 5%
+    noise, standardised; x (n, 2 * length), targets (n, 1)."""
+    total, half = n + n_test, length // 2
+    values = rng.random((total, length))
+    marks = np.zeros((total, length))
+    marks[np.arange(total), rng.integers(0, half, size=total)] = 1.0
+    marks[np.arange(total), rng.integers(half, length, size=total)] = 1.0
+    x_all = np.stack([values, marks], axis=-1).reshape(total, 2 * length)
+    y_all = (values * marks).sum(1, keepdims=True) + 0.05 * rng.standard_normal((total, 1))
+    y_all = (y_all - y_all[:n].mean()) / y_all[:n].std()
+    return x_all[:n], y_all[:n], x_all[n:], y_all[n:]
+
+
+__all__ = ["BUNDLED", "adding", "blobs", "bundled", "feature_scales", "logistic", "manifold", "one_hot",
            "real", "split", "standardise", "teacher"]

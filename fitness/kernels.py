@@ -463,6 +463,173 @@ def run_mlp_task(code, consts, literal_registers, literal_values, n_registers, o
     return loss0, final, status, done
 
 
+# --------------------------------------------------------------------------------------------
+# Elman recurrent network on sequences: h_t = tanh(x_t Wx + h_(t-1) Wh + b), h_0 = 0, output
+# z = h_L Wo + bo, mean squared error (0.5 e^2) against a scalar target. x holds a row's L steps
+# of din features flat (row-major, step after step); the flat parameter vector is
+# Wx (din x H), Wh (H x H), b (H), Wo (H x 1), bo (1), in that order (``rnn_layout``). The
+# gradient is back-propagation through time, written out; ``hs`` holds the L + 1 hidden states
+# of a batch, ``dh`` and ``da`` one (rows, H) block each.
+
+
+@njit(**_INLINE)
+def rnn_layout(din, hidden):
+    """Offsets of Wx, Wh, b, Wo, bo and the parameter count."""
+    o_wh = din * hidden
+    o_b = o_wh + hidden * hidden
+    o_wo = o_b + hidden
+    o_bo = o_wo + hidden
+    return 0, o_wh, o_b, o_wo, o_bo, o_bo + 1
+
+
+@njit(**_JIT)
+def _rnn_eval(w, dims, x, y, rows, nb, hs, delta):
+    """Mean loss of rows ``rows[:nb]``; fills ``hs`` and ``delta`` (d loss / d z, nb values)."""
+    din, hidden, length = dims[0], dims[1], dims[2]
+    o_wx, o_wh, o_b, o_wo, o_bo, _ = rnn_layout(din, hidden)
+    block = nb * hidden
+    for i in range(block):
+        hs[i] = 0.0
+    total = 0.0
+    inv = 1.0 / nb
+    for t in range(length):
+        prev = t * block
+        cur = prev + block
+        for b in range(nb):
+            r = rows[b]
+            out = cur + b * hidden
+            # accumulated in place, a row of Wx or Wh at a time (contiguous, so it vectorises)
+            for j in range(hidden):
+                hs[out + j] = w[o_b + j]
+            for i in range(din):
+                xi = x[r, t * din + i]
+                row = o_wx + i * hidden
+                for j in range(hidden):
+                    hs[out + j] += xi * w[row + j]
+            for i in range(hidden):
+                hi = hs[prev + b * hidden + i]
+                row = o_wh + i * hidden
+                for j in range(hidden):
+                    hs[out + j] += hi * w[row + j]
+            for j in range(hidden):
+                hs[out + j] = _tanh(hs[out + j])
+    last = length * block
+    for b in range(nb):
+        z = w[o_bo]
+        for j in range(hidden):
+            z += hs[last + b * hidden + j] * w[o_wo + j]
+        e = z - y[rows[b], 0]
+        total += 0.5 * e * e
+        delta[b] = e * inv
+    return total * inv
+
+
+@njit(**_JIT)
+def _rnn_backward(w, grad, dims, x, rows, nb, hs, delta, dh, da):
+    """Gradient of the mean loss into ``grad`` (back-propagation through time)."""
+    din, hidden, length = dims[0], dims[1], dims[2]
+    o_wx, o_wh, o_b, o_wo, o_bo, n = rnn_layout(din, hidden)
+    block = nb * hidden
+    for i in range(n):
+        grad[i] = 0.0
+    last = length * block
+    for b in range(nb):
+        grad[o_bo] += delta[b]
+        for j in range(hidden):
+            grad[o_wo + j] += hs[last + b * hidden + j] * delta[b]
+            dh[b * hidden + j] = delta[b] * w[o_wo + j]
+    for t in range(length - 1, -1, -1):
+        prev = t * block
+        cur = prev + block
+        for b in range(nb):
+            r = rows[b]
+            base = b * hidden
+            for j in range(hidden):
+                h = hs[cur + base + j]
+                d = dh[base + j] * (1.0 - h * h)
+                da[base + j] = d
+                grad[o_b + j] += d
+            for i in range(din):
+                xi = x[r, t * din + i]
+                row = o_wx + i * hidden
+                for j in range(hidden):
+                    grad[row + j] += xi * da[base + j]
+            for i in range(hidden):
+                hi = hs[prev + base + i]
+                row = o_wh + i * hidden
+                for j in range(hidden):
+                    grad[row + j] += hi * da[base + j]
+        if t > 0:
+            for b in range(nb):
+                for i in range(hidden):
+                    acc = 0.0
+                    for j in range(hidden):
+                        acc += da[b * hidden + j] * w[o_wh + i * hidden + j]
+                    dh[b * hidden + i] = acc
+
+
+@njit(**_JIT)
+def _rnn_buffers(dims, rows):
+    block = rows * dims[1]
+    return np.zeros((dims[2] + 1) * block), np.zeros(rows), np.zeros(block), np.zeros(block)
+
+
+@njit(**_JIT)
+def rnn_loss_grad(w, dims, x, y, rows, grad):
+    """Mean loss of the rows ``rows`` of (x, y) and its gradient (into ``grad``)."""
+    nb = rows.shape[0]
+    hs, delta, dh, da = _rnn_buffers(dims, nb)
+    loss = _rnn_eval(w, dims, x, y, rows, nb, hs, delta)
+    _rnn_backward(w, grad, dims, x, rows, nb, hs, delta, dh, da)
+    return loss
+
+
+@njit(**_JIT)
+def _rnn_loop(code, consts, buf, starts, layout, output, dims, x, y, batches, x_test, y_test,
+              test_rows, lrs, factors, steps, limit, hs, delta, dh, da, slot_run, lr_t, final,
+              status, done):
+    p = layout[LAYOUT_STRIDE] // lrs.shape[0]
+    n_live = lrs.shape[0]
+    nb = batches.shape[1]
+    t = 0
+    while t < steps and n_live > 0:
+        rows = batches[t]
+        for s in range(n_live - 1, -1, -1):
+            w = _segment(buf, layout, REG_WEIGHT, s, p)
+            st = loss_status(_rnn_eval(w, dims, x, y, rows, nb, hs, delta), limit)
+            if st != STATUS_OK:
+                n_live = _check(st, buf, layout, slot_run, s, n_live, p, t, status, done)
+                continue
+            _rnn_backward(w, _segment(buf, layout, REG_GRAD, s, p), dims, x, rows, nb, hs,
+                          delta, dh, da)
+        if n_live == 0:
+            break
+        _step_all(code, consts, buf, starts, layout, output, lrs, factors, slot_run, lr_t,
+                  n_live, p, t, steps)
+        t += 1
+    for s in range(n_live):
+        loss = _rnn_eval(_segment(buf, layout, REG_WEIGHT, s, p), dims, x_test, y_test,
+                         test_rows, test_rows.shape[0], hs, delta)
+        _finish(slot_run[s], loss, limit, t, final, status, done)
+
+
+@njit(**_JIT)
+def run_rnn_task(code, consts, literal_registers, literal_values, n_registers, output, dims, w0,
+                 x, y, batches, x_test, y_test, lrs, factors, steps, ascend):
+    """Minibatch training of the recurrent network (rows ``batches[t]`` at step t); scored on
+    the held-out loss."""
+    buf, starts, layout, slot_run, lr_t, final, status, done = _start(
+        code, literal_registers, literal_values, n_registers, w0, lrs)
+    n_test = x_test.shape[0]
+    hs, delta, dh, da = _rnn_buffers(dims, max(batches.shape[1], n_test))
+    test_rows = np.arange(n_test)
+    loss0 = _rnn_eval(w0, dims, x_test, y_test, test_rows, n_test, hs, delta)
+    _rnn_loop(code, consts, buf, starts, layout, output, dims, x, y, batches, x_test, y_test,
+              test_rows, lrs, factors, steps, ascend * loss0, hs, delta, dh, da, slot_run, lr_t,
+              final, status, done)
+    return loss0, final, status, done
+
+
 __all__ = [
     "ACT_RELU",
     "ACT_TANH",
@@ -474,8 +641,11 @@ __all__ = [
     "STATUS_OK",
     "mlp_loss_grad",
     "quadratic_loss",
+    "rnn_layout",
+    "rnn_loss_grad",
     "rosenbrock_loss_grad",
     "run_mlp_task",
     "run_quadratic_task",
+    "run_rnn_task",
     "run_rosenbrock_task",
 ]

@@ -18,7 +18,9 @@ Families:
   few informative directions among noise features of mixed scales, 5% label noise);
 * ``teacher``     teacher-student regression (a random teacher MLP labels Gaussian inputs);
 * ``autoencoder`` bottleneck MLP autoencoder (targets = inputs, MSE) on ``digits`` or on a
-  synthetic ``manifold`` (a random 2-layer map of a few latent factors, plus noise).
+  synthetic ``manifold`` (a random 2-layer map of a few latent factors, plus noise);
+* ``rnn``         Elman recurrent network (tanh) on the adding problem: sequences of (value,
+  marker), the target the sum of the two marked values (a memory across the sequence).
 
 The data come from :mod:`fitness.datasets`. Suites: ``search`` (what evolution scores on;
 alias ``default``), ``heldout`` (the funnel's proxy check: every task differs from every search
@@ -47,12 +49,13 @@ ASCEND_FACTOR = 20.0
 
 # The compiled loop each family runs on, and the names of its task arguments in the order of
 # TaskInstance.arrays: the one spelling of that layout (TaskInstance.fields reads it).
-LOOPS = {"quadratic": "quadratic", "rosenbrock": "rosenbrock"}  # every other family: "mlp"
+LOOPS = {"quadratic": "quadratic", "rosenbrock": "rosenbrock", "rnn": "rnn"}  # others: "mlp"
 ARRAY_FIELDS = {
     "quadratic": ("curvature", "center", "w0", "noise"),
     "rosenbrock": ("shift", "w0"),
     "mlp": ("sizes", "w_off", "b_off", "act", "w0", "x", "y", "batches", "x_test", "y_test",
             "loss"),
+    "rnn": ("dims", "w0", "x", "y", "batches", "x_test", "y_test"),
 }
 
 
@@ -138,6 +141,10 @@ class TaskInstance:
         elif self.loop == "rosenbrock":
             out = kernels.run_rosenbrock_task(*program.arrays(), f["shift"], f["w0"], lrs,
                                               factors, steps, ASCEND_FACTOR)
+        elif self.loop == "rnn":
+            out = kernels.run_rnn_task(*program.arrays(), f["dims"], f["w0"], f["x"], f["y"],
+                                       f["batches"][:steps], f["x_test"], f["y_test"], lrs,
+                                       factors, steps, ASCEND_FACTOR)
         else:
             out = kernels.run_mlp_task(*program.arrays(), f["sizes"], f["w_off"], f["b_off"],
                                        f["act"], f["w0"], f["x"], f["y"], f["batches"][:steps],
@@ -159,6 +166,9 @@ class TaskInstance:
             return float(kernels.quadratic_loss(f["curvature"], f["center"], w)), grad
         if self.loop == "rosenbrock":
             return float(kernels.rosenbrock_loss_grad(w, f["shift"], grad)), grad
+        if self.loop == "rnn":
+            loss = kernels.rnn_loss_grad(w, f["dims"], f["x"], f["y"], f["batches"][step], grad)
+            return float(loss), grad
         loss = kernels.mlp_loss_grad(w, f["sizes"], f["w_off"], f["b_off"], f["act"], f["x"],
                                      f["y"], f["batches"][step], f["loss"], grad)
         return float(loss), grad
@@ -287,6 +297,25 @@ def _autoencoder(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     return _mlp_instance(spec, rng, data, list(o["hidden"]), kernels.LOSS_MSE)
 
 
+def _rnn(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
+    """An Elman network (tanh, ``hidden`` units) reading ``length`` steps of the adding
+    problem (``data``: the one sequence data set here), trained on minibatches."""
+    o = spec.options
+    length, hidden = int(o["length"]), int(o["hidden"])
+    x, y, x_test, y_test = datasets.adding(length, int(o["train"]), int(o["test"]), rng)
+    din = x.shape[1] // length
+    # Wx and Wh Glorot-like (the recurrence starts near unit gain), biases and read-out zero
+    w0 = np.concatenate([rng.standard_normal(din * hidden) / np.sqrt(din),
+                         rng.standard_normal(hidden * hidden) / np.sqrt(hidden),
+                         np.zeros(hidden), rng.standard_normal(hidden) / np.sqrt(hidden),
+                         np.zeros(1)])
+    batches = rng.integers(0, x.shape[0], size=(spec.steps, int(o["batch"])))
+    arrays = (np.array([din, hidden, length], dtype=np.int64), w0, np.ascontiguousarray(x),
+              np.ascontiguousarray(y), batches.astype(np.int64), np.ascontiguousarray(x_test),
+              np.ascontiguousarray(y_test))
+    return TaskInstance(spec, 0, w0.shape[0], 0.0, arrays, w0)
+
+
 _BUILDERS = {
     "quadratic": _quadratic,
     "rosenbrock": _rosenbrock,
@@ -295,6 +324,7 @@ _BUILDERS = {
     "blobs": _blobs,
     "teacher": _teacher,
     "autoencoder": _autoencoder,
+    "rnn": _rnn,
 }
 
 
@@ -328,7 +358,8 @@ def drawn(specs: tuple[TaskSpec, ...], draws: int) -> tuple[TaskSpec, ...]:
                  for j in range(draws) for spec in specs)
 
 
-_SEARCH_TASKS = (
+# The search suite's task families, once (the suite holds SEARCH_DRAWS draws of each).
+SEARCH_TASKS = (
     TaskSpec("quad_noisy", "quadratic", 200,
              {"dim": 200, "cond": (1e2, 1e4), "noise": 0.5}),
     TaskSpec("logreg_20", "logreg", 150,
@@ -345,10 +376,13 @@ _SEARCH_TASKS = (
     TaskSpec("teacher_deep", "teacher", 150,
              {"dim": 8, "teacher": [32, 32], "hidden": [24, 24], "train": 1024,
               "test": 256, "batch": 24}),
+    TaskSpec("rnn_adding", "rnn", 200,
+             {"data": "adding", "length": 10, "hidden": 8, "train": 1024, "test": 256,
+              "batch": 16}),
 )
 
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
-    "search": drawn(_SEARCH_TASKS, SEARCH_DRAWS),
+    "search": drawn(SEARCH_TASKS, SEARCH_DRAWS),
     "heldout": (
         TaskSpec("autoenc_digits", "autoencoder", 200,
                  {"data": "digits", "hidden": [32, 8, 32], "batch": 16, "test": 360}),
@@ -392,6 +426,7 @@ __all__ = [
     "LOOPS",
     "RunOutcome",
     "SEARCH_DRAWS",
+    "SEARCH_TASKS",
     "SUITES",
     "TASKS_VERSION",
     "TaskInstance",

@@ -60,6 +60,8 @@ def _problem(inst: TaskInstance):
 
         return (lambda: [w0.clone().requires_grad_(True)]), loss, (lambda params, t: None), \
             (lambda params: loss(params, 0))
+    if family == "rnn":
+        return _rnn_problem(inst)
     sizes, w_off, b_off, act, w0, x, y, batches, x_test, y_test, loss_kind = inst.arrays
     sizes = [int(s) for s in sizes]
     x, y = torch.from_numpy(x), torch.from_numpy(y)
@@ -80,6 +82,34 @@ def _problem(inst: TaskInstance):
 
     def scored(params):
         return _mlp_loss(params, x_test, y_test, int(act), int(loss_kind))
+
+    return make, loss, (lambda params, t: None), scored
+
+
+def _rnn_problem(inst: TaskInstance):
+    from evolve.unroll import rnn_loss
+
+    dims, w0, x, y, batches, x_test, y_test = inst.arrays
+    din, hidden, length = (int(v) for v in dims)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    x_test, y_test = torch.from_numpy(x_test), torch.from_numpy(y_test)
+    batches = torch.from_numpy(batches)
+    shapes = [(din, hidden), (hidden, hidden), (hidden,), (hidden, 1), (1,)]
+
+    def make():
+        params, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            params.append(torch.tensor(w0[start:start + size].reshape(shape)).requires_grad_(True))
+            start += size
+        return params
+
+    def loss(params, t):
+        rows = batches[t]
+        return rnn_loss(*params, x[rows], y[rows], length)
+
+    def scored(params):
+        return rnn_loss(*params, x_test, y_test, length)
 
     return make, loss, (lambda params, t: None), scored
 

@@ -15,13 +15,13 @@ from fitness import score as sc
 from fitness.baselines import BaselineStore, code_key
 from fitness.evaluate import Evaluator
 from fitness.interpreter import TILE, StepRunner, run_quadratic, runs_per_call
-from fitness.tasks import SUITES, TaskSpec, build, get_suite
+from fitness.tasks import SEARCH_TASKS, SUITES, TaskSpec, build, get_suite
 from fitness.tuning import tune
 from primitives.program import compile_rule
 from primitives.random_rules import random_population
 from primitives.rules import KNOWN_RULES
 
-ALL_SPECS = [*SUITES["search"], *SUITES["heldout"], *SUITES["hurdle"]]
+ALL_SPECS = [*SEARCH_TASKS, *SUITES["heldout"], *SUITES["hurdle"]]  # each family once
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_tiles_and_segments_do_not_change_the_numbers():
         np.testing.assert_array_equal(single[0], batched[k])
 
 
-@pytest.mark.parametrize("name", ["quad_noisy", "teacher_deep", "mlp_wine_tanh"])
+@pytest.mark.parametrize("name", ["quad_noisy", "teacher_deep", "mlp_wine_tanh", "rnn_adding"])
 def test_numba_loops_agree_with_torch_autograd_and_evolved_optimizer(name):
     from scripts.torch_proxy import run_torch
 
