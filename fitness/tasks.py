@@ -304,7 +304,7 @@ def _rnn(spec: TaskSpec, rng: np.random.Generator) -> TaskInstance:
     length, hidden = int(o["length"]), int(o["hidden"])
     x, y, x_test, y_test = datasets.adding(length, int(o["train"]), int(o["test"]), rng)
     din = x.shape[1] // length
-    # Wx and Wh Glorot-like (the recurrence starts near unit gain), biases and read-out zero
+    # Wx, Wh and the read-out Glorot-like (the recurrence starts near unit gain), biases zero
     w0 = np.concatenate([rng.standard_normal(din * hidden) / np.sqrt(din),
                          rng.standard_normal(hidden * hidden) / np.sqrt(hidden),
                          np.zeros(hidden), rng.standard_normal(hidden) / np.sqrt(hidden),
@@ -337,16 +337,11 @@ def build(spec: TaskSpec, seed: int) -> TaskInstance:
 
 
 # --------------------------------------------------------------------------------------------
-# Suites. One rule on one draw of the search tasks, with the lr search, takes about 100 ms on
-# one core (scripts/bench_cost.py prints the figure per task); the MLPs dominate, so their
-# widths and batches stay small.
+# Suites. scripts/bench_cost.py prints what each task costs a rule (with the lr search); the
+# networks dominate, so their widths and batches stay small.
 
-# How many instances of each search task one score averages over. Measured on 88 rules
-# (docs/results/fidelity's set with the probes, scored by tier 2 and the benchmark's tasks): a
-# single draw ranks them with a Spearman of 0.85-0.90 against tier 2 depending on the seed, and
-# its top rules change from draw to draw; the mean of four draws 0.92, its top five 1.15 on the
-# benchmark's tasks against 1.13-1.16 for single draws. Four draws cost four times one (about
-# 0.4 s a rule on one core), still small beside tier 2's 20 s.
+# How many instances of each search task one score averages over: one draw of small tasks ranks
+# rules noisily (docs/scoring.md has the measurements that chose four).
 SEARCH_DRAWS = 4
 
 
