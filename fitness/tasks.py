@@ -23,7 +23,7 @@ Families:
   marker), the target the sum of the two marked values (a memory across the sequence).
 
 The data come from :mod:`fitness.datasets`. Suites: ``search`` (what evolution scores on;
-alias ``default``), ``heldout`` (the funnel's proxy check: every task differs from every search
+alias ``default``; ``search1`` is one draw of its tasks), ``heldout`` (the funnel's proxy check: every task differs from every search
 task in family or data) and ``hurdle`` (one short quadratic). docs/scoring.md says which data
 the torch benchmark also uses.
 """
@@ -378,6 +378,8 @@ SEARCH_TASKS = (
 
 SUITES: dict[str, tuple[TaskSpec, ...]] = {
     "search": drawn(SEARCH_TASKS, SEARCH_DRAWS),
+    # one draw of each search task: a quarter of the cost, for smoke runs and timings
+    "search1": SEARCH_TASKS,
     "heldout": (
         TaskSpec("autoenc_digits", "autoencoder", 200,
                  {"data": "digits", "hidden": [32, 8, 32], "batch": 16, "test": 360}),

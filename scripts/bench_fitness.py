@@ -2,7 +2,8 @@
 
 Prints side by side, in one run:
 
-* candidate evaluations / s / core on the search suite (every task, the lr search) for the
+* candidate evaluations / s / core on a proxy suite (``--suite``, default the search suite:
+  every task, the lr search) for the
   Numba path and for the same runs in torch eager with autograd gradients
   (:mod:`scripts.torch_proxy`, the rule as ``EvolvedOptimizer``), and their ratio;
 * runs / s / core of a quadratic at P=1000, T=200 (one run = one rule at one lr; five lrs a
@@ -12,7 +13,7 @@ Prints side by side, in one run:
 * throughput with 2 spawned worker processes over 1 (numba cache warmed first).
 
 Goals: >= 20x torch eager, >= 5,000 quadratic runs / s / core, 2 processes >= 1.8x one.
-Usage: ``python scripts/bench_fitness.py [--quick] [--json] [--population N]``. Timings depend on
+Usage: ``python scripts/bench_fitness.py [--quick] [--json] [--population N] [--suite S]``. Timings depend on
 the machine and its load; ratios are measured in the same run.
 """
 
@@ -89,13 +90,13 @@ def quadratic_rate(rules: list[str], repeats: int) -> dict[str, float]:
     return rates
 
 
-def population_figures(rules: list[str]) -> dict[str, float]:
-    with_hurdle = Evaluator(suite="search", hurdle=True, cache=True)
+def population_figures(rules: list[str], suite: str) -> dict[str, float]:
+    with_hurdle = Evaluator(suite=suite, hurdle=True, cache=True)
     start = time.perf_counter()
     results = with_hurdle.evaluate_many(rules)
     t_hurdle = time.perf_counter() - start
     c = with_hurdle.counters
-    without = Evaluator(suite="search", hurdle=False, cache=True)
+    without = Evaluator(suite=suite, hurdle=False, cache=True)
     start = time.perf_counter()
     without.evaluate_many(rules)
     t_plain = time.perf_counter() - start
@@ -115,9 +116,9 @@ def population_figures(rules: list[str]) -> dict[str, float]:
 _WORKER: Evaluator | None = None
 
 
-def _init_worker() -> None:
+def _init_worker(suite: str) -> None:
     global _WORKER
-    _WORKER = Evaluator(suite="search", hurdle=False, cache=False)
+    _WORKER = Evaluator(suite=suite, hurdle=False, cache=False)
     _WORKER.evaluate_many(["adam"])  # load every compiled loop before timing
 
 
@@ -126,9 +127,10 @@ def _work(rules: list[str]) -> int:
     return len(_WORKER.evaluate_many(rules))
 
 
-def process_rate(n_procs: int, rules: list[str]) -> float:
+def process_rate(n_procs: int, rules: list[str], suite: str) -> float:
     chunks = [rules[i::n_procs * 4] for i in range(n_procs * 4)]
-    with mp.get_context("spawn").Pool(n_procs, initializer=_init_worker) as pool:
+    with mp.get_context("spawn").Pool(n_procs, initializer=_init_worker,
+                                      initargs=(suite,)) as pool:
         pool.map(_work, [["sgd"]] * n_procs)  # wait until every worker is up
         start = time.perf_counter()
         done = sum(pool.map(_work, chunks, chunksize=1))
@@ -139,13 +141,15 @@ def process_rate(n_procs: int, rules: list[str]) -> float:
 @click.option("--quick", is_flag=True, help="small smoke run (seconds, not minutes)")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as one JSON line")
 @click.option("--population", default=1000, show_default=True, help="random rules for caches")
-def main(quick: bool, as_json: bool, population: int) -> None:
+@click.option("--suite", default="search", show_default=True,
+              help="proxy suite timed (search1: one draw of each search task)")
+def main(quick: bool, as_json: bool, population: int, suite: str) -> None:
     from fitness.interpreter import warm_up
 
     warm_up()
     if quick:
         population = min(population, 100)
-    ev = Evaluator(suite="search", hurdle=False, cache=False)
+    ev = Evaluator(suite=suite, hurdle=False, cache=False)
     suite_rules = KNOWN + _random_rules(6 if quick else 34, 1)
     numba = numba_suite_rate(ev, suite_rules)
     torch_rules = ["adam", "sgd"] if quick else ["adam", "sgd", "lion", "signsgd"]
@@ -153,11 +157,11 @@ def main(quick: bool, as_json: bool, population: int) -> None:
     quad_rules = ["sgd", "signsgd", "lion", "adam"]
     quad = quadratic_rate(quad_rules, 3 if quick else 30)
     # a typical candidate: random rules that pass the hurdle are small trees like these
-    pop = population_figures(_random_rules(population, 2))
+    pop = population_figures(_random_rules(population, 2), suite)
     # enough chunks that one slow rule does not leave a worker idle at the end
     scale_rules = suite_rules * (1 if quick else 4)
-    one = process_rate(1, scale_rules)
-    two = process_rate(2, scale_rules)
+    one = process_rate(1, scale_rules, suite)
+    two = process_rate(2, scale_rules, suite)
 
     figures = {
         "numba_suite_evals_per_s_core": numba,
@@ -169,6 +173,7 @@ def main(quick: bool, as_json: bool, population: int) -> None:
         "one_process_evals_per_s": one,
         "two_process_evals_per_s": two,
         "two_process_scaling": two / one,
+        "suite": suite,
         "suite_tasks": len(ev.tasks),
         "lr_search": ev.lr_search.to_dict(),
         "schedule": ev.schedule,
@@ -178,7 +183,7 @@ def main(quick: bool, as_json: bool, population: int) -> None:
     if as_json:
         click.echo(json.dumps(figures))
         return
-    click.echo(f"search suite: {len(ev.tasks)} tasks, lr search from "
+    click.echo(f"{suite} suite: {len(ev.tasks)} tasks, lr search from "
                f"{len(ev.lr_search.coarse())} rates a task, {ev.schedule} schedule")
     click.echo(f"{'':34}{'numba':>12}{'torch eager':>14}{'ratio':>9}")
     click.echo(f"{'suite evaluations / s / core':34}{numba:12.1f}{torch_rate:14.2f}"

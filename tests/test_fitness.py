@@ -165,6 +165,24 @@ def test_adam_scores_one_on_every_task(suite, cache_dir):
     assert result.score == 1.0 and result.suite == suite and result.seed == 1
 
 
+def test_the_search_suite_holds_fresh_draws_of_each_task():
+    from fitness.tasks import SEARCH_DRAWS
+
+    search, once = get_suite("search"), get_suite("search1")
+    assert once == SEARCH_TASKS and len(search) == SEARCH_DRAWS * len(once)
+    for spec in once:
+        copies = [s for s in search if s.name.split(".")[0] == spec.name]
+        assert [s.name for s in copies] == [spec.name] + [f"{spec.name}.{j}"
+                                                         for j in range(2, SEARCH_DRAWS + 1)]
+        assert all(s.family == spec.family and s.options == spec.options for s in copies)
+        # the same shapes, other numbers (data, start, conditioning)
+        drawn = [np.concatenate([np.ravel(a) for a in build(s, 0).arrays
+                                 if isinstance(a, np.ndarray) and a.dtype == np.float64])
+                 for s in copies]
+        assert all(d.shape == drawn[0].shape and not np.array_equal(d, drawn[0])
+                   for d in drawn[1:]), spec.name
+
+
 def test_heldout_tasks_differ_from_search_in_family_or_data():
     search = SUITES["search"]
     for spec in SUITES["heldout"]:

@@ -68,7 +68,8 @@ def test_tasks_lists_sizes_and_steps():
 @pytest.mark.slow
 def test_bench_quick_prints_finite_figures(tmp_path):
     # shares the baseline cache of the other tests (it is keyed by each task's config)
-    out = subprocess.run([sys.executable, "scripts/bench_fitness.py", "--quick", "--json"],
+    out = subprocess.run([sys.executable, "scripts/bench_fitness.py", "--quick", "--json",
+                          "--suite", "search1"],
                          cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
