@@ -21,7 +21,6 @@ loop this module does not know is skipped by its callers.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,13 +63,12 @@ class TorchTask:
             self.curvature, self.center, self.noise = f["curvature"], f["center"], f["noise"]
         elif self.loop == "rosenbrock":
             self.shift = f["shift"]
-        elif self.loop == "rnn":
-            self.x, self.y, self.batches = f["x"], f["y"], f["batches"]
-            self.x_test, self.y_test = f["x_test"], f["y_test"]
-            self.dims = [int(v) for v in f["dims"]]
         else:
             self.x, self.y, self.batches = f["x"], f["y"], f["batches"]
             self.x_test, self.y_test = f["x_test"], f["y_test"]
+        if self.loop == "rnn":
+            self.dims = [int(v) for v in f["dims"]]
+        elif self.loop == "mlp":
             self.loss_kind, self.act = int(f["loss"]), int(f["act"])
             sizes, w_off, b_off = f["sizes"], f["w_off"], f["b_off"]
             self.layers = [(int(w_off[i]), int(b_off[i]), int(sizes[i]), int(sizes[i + 1]))
@@ -93,11 +91,7 @@ class TorchTask:
         return 0.5 * ((h - y) ** 2).sum(dim=1).mean()
 
     def _rnn(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        din, hidden, length = self.dims
-        cut = list(itertools.accumulate([din * hidden, hidden * hidden, hidden, hidden]))
-        wx, wh, b, wo, bo = torch.tensor_split(w, cut)
-        return rnn_loss(wx.reshape(din, hidden), wh.reshape(hidden, hidden), b,
-                        wo.reshape(hidden, 1), bo, x, y, length)
+        return rnn_loss(*rnn_params(w, self.dims), x, y, self.dims[2])
 
     def _rosenbrock(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = w + self.shift
@@ -141,6 +135,15 @@ class TorchTask:
 
     def checks_at(self, t: int) -> bool:
         return self.loop != "quadratic" or t % kernels.CHECK_EVERY == 0
+
+
+def rnn_params(w: torch.Tensor, dims) -> list[torch.Tensor]:
+    """Views of the recurrent task's flat parameter vector (:mod:`fitness.kernels`' layout):
+    Wx (din x H), Wh (H x H), b (H), Wo (H x 1), bo (1); ``dims`` = (din, H, length)."""
+    din, hidden = int(dims[0]), int(dims[1])
+    shapes = [(din, hidden), (hidden, hidden), (hidden,), (hidden, 1), (1,)]
+    parts = torch.split(w, [math.prod(shape) for shape in shapes])
+    return [part.reshape(shape) for part, shape in zip(parts, shapes)]
 
 
 def rnn_loss(wx: torch.Tensor, wh: torch.Tensor, b: torch.Tensor, wo: torch.Tensor,

@@ -119,20 +119,29 @@ def manifold(d: int, latent: int, n: int, n_test: int, rng: np.random.Generator)
     return x, x, x_test, x_test
 
 
+def adding_sequences(length: int, n: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sequences of the adding problem (Hochreiter and Schmidhuber 1997): x (n, length, 2)
+    holds (value ~ U(0, 1), marker) at each step, one marker in each half of the sequence; y
+    (n, 1) is the sum of the two marked values plus 5% noise, not standardised. The proxy's
+    recurrent task and tier 2's ``adding_gru`` both draw from it."""
+    half = length // 2
+    values = rng.random((n, length))
+    marks = np.zeros((n, length))
+    marks[np.arange(n), rng.integers(0, half, size=n)] = 1.0
+    marks[np.arange(n), rng.integers(half, length, size=n)] = 1.0
+    y = (values * marks).sum(1, keepdims=True) + 0.05 * rng.standard_normal((n, 1))
+    return np.stack([values, marks], axis=-1), y
+
+
 def adding(length: int, n: int, n_test: int, rng: np.random.Generator) -> Arrays:
-    """The adding problem as flat rows: ``length`` steps of (value ~ U(0, 1), marker), one
-    marker in each half of the sequence; the target is the sum of the two marked values plus 5%
-    noise, standardised; x (n, 2 * length), targets (n, 1)."""
-    total, half = n + n_test, length // 2
-    values = rng.random((total, length))
-    marks = np.zeros((total, length))
-    marks[np.arange(total), rng.integers(0, half, size=total)] = 1.0
-    marks[np.arange(total), rng.integers(half, length, size=total)] = 1.0
-    x_all = np.stack([values, marks], axis=-1).reshape(total, 2 * length)
-    y_all = (values * marks).sum(1, keepdims=True) + 0.05 * rng.standard_normal((total, 1))
+    """The adding problem as flat rows (:func:`adding_sequences`): x (n, 2 * length), the
+    targets standardised on the training rows."""
+    x_all, y_all = adding_sequences(length, n + n_test, rng)
+    x_all = x_all.reshape(n + n_test, 2 * length)
     y_all = (y_all - y_all[:n].mean()) / y_all[:n].std()
     return x_all[:n], y_all[:n], x_all[n:], y_all[n:]
 
 
-__all__ = ["BUNDLED", "adding", "blobs", "bundled", "feature_scales", "logistic", "manifold", "one_hot",
+__all__ = ["BUNDLED", "adding", "adding_sequences", "blobs", "bundled", "feature_scales", "logistic", "manifold", "one_hot",
            "real", "split", "standardise", "teacher"]

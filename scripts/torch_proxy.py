@@ -87,22 +87,16 @@ def _problem(inst: TaskInstance):
 
 
 def _rnn_problem(inst: TaskInstance):
-    from evolve.unroll import rnn_loss
+    from evolve.unroll import rnn_loss, rnn_params
 
     dims, w0, x, y, batches, x_test, y_test = inst.arrays
-    din, hidden, length = (int(v) for v in dims)
+    length = int(dims[2])
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     x_test, y_test = torch.from_numpy(x_test), torch.from_numpy(y_test)
     batches = torch.from_numpy(batches)
-    shapes = [(din, hidden), (hidden, hidden), (hidden,), (hidden, 1), (1,)]
 
     def make():
-        params, start = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            params.append(torch.tensor(w0[start:start + size].reshape(shape)).requires_grad_(True))
-            start += size
-        return params
+        return [p.clone().requires_grad_(True) for p in rnn_params(torch.from_numpy(w0), dims)]
 
     def loss(params, t):
         rows = batches[t]

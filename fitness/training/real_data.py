@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from fitness.datasets import adding_sequences
 from fitness.training.data import Splits, split, to_splits
 
 
@@ -130,17 +131,8 @@ ADDING_LEN = 12
 
 @lru_cache(maxsize=1)
 def adding_data() -> Splits:
-    """The adding problem: 12 steps of (value ~ U(0, 1), marker), one marker in each half of the
-    sequence; the target is the sum of the two marked values plus 5% noise (standardised);
-    3000/500/500."""
-    rng = np.random.default_rng(18)
-    n, half = 4000, ADDING_LEN // 2
-    values = rng.random((n, ADDING_LEN))
-    marks = np.zeros((n, ADDING_LEN))
-    first, second = rng.integers(0, half, size=n), rng.integers(half, ADDING_LEN, size=n)
-    marks[np.arange(n), first] = 1.0
-    marks[np.arange(n), second] = 1.0
-    x = np.stack([values, marks], axis=-1)
-    y = (values * marks).sum(1, keepdims=True) + 0.05 * rng.standard_normal((n, 1))
+    """The adding problem (:func:`fitness.datasets.adding_sequences`): 12 steps, the target
+    standardised; 3000/500/500."""
+    x, y = adding_sequences(ADDING_LEN, 4000, np.random.default_rng(18))
     return to_splits(split(x, y, 500, 500, seed=18), y_float=True, standardise_x=False,
                      standardise_y=True)

@@ -98,7 +98,7 @@ _CODE_FILES = ("fitness/training/ensemble.py", "fitness/training/data.py",
                "fitness/training/real_data.py", "fitness/training/real_tasks.py",
                "fitness/training/real_tier.py", "fitness/training/torch_tasks.py",
                "fitness/schedule.py", "fitness/lr_grid.py", "fitness/score.py",
-               "primitives/torch_backend.py", "primitives/table.py")
+               "primitives/torch_backend.py", "primitives/table.py", "fitness/datasets.py")
 
 
 @functools.cache
