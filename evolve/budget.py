@@ -113,10 +113,11 @@ class BudgetClock:
     """
 
     def __init__(self, budget: Budget, workers: int, confirm: int, funnel_ratio: float = 1.0,
-                 real_k: int = 0):
+                 real_k: int = 0, confirm_scale: float = 1.0):
         self.budget = budget
         self.workers = max(1, workers)
         self.confirm = confirm
+        self.confirm_scale = confirm_scale  # confirmation seeds / tier-2 seeds: its rounds' cost
         self.real_k = real_k  # tier-2 rules a generation may add (and so the end may confirm)
         self.funnel_ratio = funnel_ratio  # held-out suite cost / search suite cost
         self.durations: list[float] = []
@@ -134,7 +135,8 @@ class BudgetClock:
             ratio = len(get_suite(config.heldout_suite)) / max(1, len(get_suite(config.suite)))
         except KeyError:
             ratio = 1.0
-        return cls(budget, workers, config.confirm, ratio, config.real_k)
+        return cls(budget, workers, config.confirm, ratio, config.real_k,
+                   config.confirm_seeds / config.real_seeds)
 
     def record(self, seconds: float, proxy: list[Result], real_seconds: float = 0.0,
                real_rules: int = 0) -> None:
@@ -160,7 +162,7 @@ class BudgetClock:
         """Seconds the final selection, the funnel, plots and report are expected to take
         after one more generation (which may add ``real_k`` rules to confirm)."""
         confirm = min(self.confirm, real_entries + self.real_k)
-        real = math.ceil(confirm / self.workers) * self._real_round()
+        real = math.ceil(confirm / self.workers) * self._real_round() * self.confirm_scale
         suite = (sum(self.suite_seconds) / len(self.suite_seconds) if self.suite_seconds
                  else 0.0)
         # the funnel's rules, adam and sgd, then adam and sgd again for the loss curves

@@ -73,6 +73,8 @@ class CampaignConfig:
     real_softmin: float = 0.3  # tier 2 ranks by the soft minimum of a rule's task log2-ratios at this temperature, so a rule that loses on one task ranks low (0: their plain mean)
     real_parents: float = 0.25  # chance that a child's parent is the winner of a tournament over tier 2's leaderboard instead of the population, so real training steers the search; the best such child of a generation takes one of its tier-2 places (0: proxy parents only)
     confirm: int = 5  # top tier-2 rules re-scored on fresh seeds for the final selection
+    confirm_seeds: int = 4  # fresh seeds per learning rate for that re-scoring; a rule's final score weighs all its seeds alike, so the leaderboard's winner's curse counts less
+    select_tolerance: float = 0.01  # the answer is the smallest confirmed rule whose final score is within this fraction of the best one (0: the best)
     schedule: str = "cosine"  # learning-rate schedule of every optimizer, in every tier
     redraw_every: int = 25  # generations between new proxy-task instances (0: never)
 
@@ -142,6 +144,9 @@ class CampaignConfig:
         need(self.real_k >= 0, f"real_k must be >= 0, got {self.real_k}")
         need(self.real_seeds >= 1, f"real_seeds must be >= 1, got {self.real_seeds}")
         need(self.confirm >= 0, f"confirm must be >= 0, got {self.confirm}")
+        need(self.confirm_seeds >= 1, f"confirm_seeds must be >= 1, got {self.confirm_seeds}")
+        need(math.isfinite(self.select_tolerance) and 0.0 <= self.select_tolerance < 1.0,
+             f"select_tolerance must be in [0, 1), got {self.select_tolerance!r}")
         need(math.isfinite(self.real_softmin) and self.real_softmin >= 0,
              f"real_softmin must be a number >= 0, got {self.real_softmin}")
         need(math.isfinite(self.real_min_score), "real_min_score must be a number")

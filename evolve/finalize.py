@@ -1,7 +1,8 @@
 """After a campaign: the final selection, simplify the hall of fame, the funnel, report, plots.
 
 Selection (:mod:`evolve.tiers`): the real-data tier's best rules are re-scored on fresh seeds and
-the best confirmed one is the campaign's answer (``selection.json``, ``RUN:best``). The hall of
+the smallest of the confirmed ones that score within ``select_tolerance`` of the best is the
+campaign's answer (``selection.json``, ``RUN:best``). The hall of
 fame is simplified (pruned on probe inputs, sympy) and deduplicated by simplified form; the
 Pareto front of tier-2 score against rule size is listed as PySR does.
 
@@ -26,7 +27,7 @@ from evolve.plots import front, write_plots
 from evolve.rundir import VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
-from evolve.tiers import confirm_seeds, real_suite, select
+from evolve.tiers import confirmation_seeds, real_suite, select
 from evolve.worker import fingerprint, proxy_suite, score_rules, warm_real_tier
 from primitives.program import needs_total_steps
 from primitives.rules import KNOWN_RULES
@@ -132,7 +133,7 @@ def simplified_hall(hall: list[dict]) -> list[dict]:
 def confirm_and_select(rd: RunDirectory, strategy: Strategy,
                        executor: Executor | None = None) -> dict[str, Any] | None:
     """Re-score tier 2's top ``confirm`` rules on fresh seeds and write ``selection.json``:
-    the ranking by the geometric mean of both tier-2 scores, its first rule the answer."""
+    the ranking of :func:`evolve.tiers.select`, its first rule the answer."""
     cfg = strategy.config
     board = strategy.real.leaderboard()
     if not board:
@@ -140,18 +141,21 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
     top = board[: cfg.confirm]
     confirmations = {}
     if top:
-        suite = real_suite(cfg, confirm_seeds(cfg))
+        suite = real_suite(cfg, confirmation_seeds(cfg))
         warm_real_tier(suite)
         rules = [e.rule for e in top]
         results = executor.map(rules, suite) if executor is not None \
             else score_rules(suite, cfg.seed, rules)
         confirmations = {e.fingerprint: r for e, r in zip(top, results)}
     ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations,
-                     cfg.real_softmin)
+                     cfg.real_softmin, (cfg.real_seeds, cfg.confirm_seeds), cfg.select_tolerance)
     pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
-    how = (f"the real-data tier's best of {len(board)} rules, confirmed on fresh seeds "
-           f"{confirm_seeds(cfg)}" if top else "the real-data tier's best rule")
-    selection = {"rule": ranking[0]["rule"], "how": how, "generation": strategy.generation, "confirm_seeds": confirm_seeds(cfg),
+    seeds = confirmation_seeds(cfg)
+    how = (f"the real-data tier's top {len(top)} of {len(board)} rules confirmed on "
+           f"{len(seeds)} fresh seeds; of those within {cfg.select_tolerance:.0%} of the best "
+           "final score, the smallest" if top else "the real-data tier's best rule")
+    selection = {"rule": ranking[0]["rule"], "how": how, "generation": strategy.generation,
+                 "confirm_seeds": seeds, "select_tolerance": cfg.select_tolerance,
                  "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
                  "schedule": cfg.schedule, "ranking": ranking, "pareto": pareto}
     rd.write_selection(selection)
@@ -189,7 +193,8 @@ def _selection_lines(selection: dict | None) -> list[str]:
              + ", ".join(selection["tasks"]) + f"; {selection['schedule']} schedule. Scores are "
              "test-loss ratios against tuned Adam (1.0 = Adam, higher is better), the soft "
              "minimum over the tasks (`real_softmin`, docs/scoring.md); final = geometric mean "
-             "of the tier-2 and confirmation scores.", "",
+             "of the tier-2 and confirmation scores, each weighted by its seeds; rank 1 is the "
+             "smallest confirmed rule within `select_tolerance` of the best final score.", "",
              "| rank | final | tier 2 | confirmation | proxy | size | rule |",
              "|---|---|---|---|---|---|---|"]
     for i, row in enumerate(selection["ranking"], 1):

@@ -31,7 +31,7 @@ from evolve.errors import RunError, UserError
 from evolve.executors import Executor, LostEvaluations, make_executor
 from evolve.rundir import CHECKPOINT, CONFIG, RunDirectory
 from evolve.strategy import Strategy
-from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, confirm_seeds, real_suite
+from evolve.tiers import REAL_SUITE_PREFIX, RealTierStage, confirmation_seeds, real_suite
 from evolve.worker import fingerprint, proxy_suite, remember_prints, unknown_prints, warm_real_tier
 from fitness.evaluate import Thresholds
 from fitness.score import Result, json_safe
@@ -331,7 +331,7 @@ def _executor_for(config: CampaignConfig, budget: Budget | None = None) -> Execu
     if budget is not None and budget.time_limit is not None and config.confirm:
         # the final selection's fresh seeds too: the first time, their tuned-Adam runs are
         # the largest cost of a run's end, and a time limit can only keep back time it has seen
-        suites.append(real_suite(config, confirm_seeds(config)))
+        suites.append(real_suite(config, confirmation_seeds(config)))
     if RealTierStage(config).enabled:
         try:
             for suite in suites:

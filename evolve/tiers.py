@@ -7,9 +7,10 @@ train on tier 2 (:mod:`fitness.training.real_tier`, torch on small real-data tas
 places or more, the last goes to the best child of tier-2 parents (``real_parents``,
 :mod:`evolve.evolution`) when none is among the others. Tier 2's
 results are the campaign's answer (DESIGN invariant 8): the hall of fame lists the rules it
-scored first, best first, and the final selection (``RUN:best``) is the best of its top
-``confirm`` rules re-scored on fresh seeds, which guards against the winner's curse of picking
-the maximum of many noisy scores.
+scored first, best first, and the final selection (``RUN:best``) is chosen among its top
+``confirm`` rules re-scored on ``confirm_seeds`` fresh seeds, which guards against the winner's
+curse of picking the maximum of many noisy scores; of the confirmed rules within
+``select_tolerance`` of the best final score, the smallest is the answer (:func:`select`).
 
 Both tiers score on one scale (:mod:`fitness.score`: a loss ratio against tuned Adam, 1.0 =
 Adam), so a rule's tier-2 score and its proxy score can sit side by side. Tier 2 ranks by a
@@ -151,31 +152,55 @@ class RealTierStage:
         self.entries = [RealEntry.from_dict(d) for d in entries]
 
 
-def confirm_seeds(config: CampaignConfig) -> list[int]:
-    """Fresh seeds for the final confirmation (as many as the tier's own)."""
-    return [CONFIRM_SEED_OFFSET + i for i in range(config.real_seeds)]
+def confirmation_seeds(config: CampaignConfig) -> list[int]:
+    """Fresh seeds for the final confirmation (``confirm_seeds`` of them)."""
+    return [CONFIRM_SEED_OFFSET + i for i in range(config.confirm_seeds)]
 
 
-def select(board: Sequence[RealEntry], confirmations: dict[str, Result],
-           softmin: float) -> list[dict[str, Any]]:
-    """The final ranking: each confirmed rule by the geometric mean of its two tier-2
-    selection scores (the leaderboard's seeds and fresh ones), the rest after them by their
-    leaderboard score."""
+def select(board: Sequence[RealEntry], confirmations: dict[str, Result], softmin: float,
+           seeds: tuple[int, int] = (1, 1), tolerance: float = 0.0) -> list[dict[str, Any]]:
+    """The final ranking: the confirmed rules first, the rest after them by their leaderboard
+    score.
+
+    A confirmed rule's final score is the geometric mean of its two tier-2 selection scores
+    weighted by their seeds (``seeds``: the leaderboard's and the confirmation's count), so
+    every training run counts alike and the leaderboard's score, which was the maximum of many
+    noisy ones when the rule got its place, counts for no more than its seeds. The first
+    rule, the answer, is the smallest confirmed rule whose final score is within
+    ``tolerance`` (a fraction) of the best one: between rules that tier 2 cannot tell apart
+    the simpler is the one that has had less room to fit tier 2's tasks. The others follow by
+    final score.
+    """
+    n_board, n_confirm = seeds
     rows = []
     for e in board:
         confirm = confirmations.get(e.fingerprint)
         confirmed = selection_score(confirm, softmin) if confirm is not None else None
-        final = math.sqrt(e.score * confirmed) if confirmed is not None else None
+        final = (_weighted_geomean((e.score, n_board), (confirmed, n_confirm))
+                 if confirmed is not None else None)
         rows.append({"rule": e.rule, "fingerprint": e.fingerprint, "size": e.size,
                      "generation": e.generation, "proxy_score": e.proxy_score,
                      "real_score": e.score, "real_mean_score": e.mean_score,
                      "confirm_score": confirmed,
                      "final_score": final,
                      "confirm_tasks": [asdict(t) for t in confirm.tasks] if confirm else []})
-    return sorted(rows, key=lambda r: (r["final_score"] is None,
-                                       -(r["final_score"] or r["real_score"]), r["size"],
-                                       r["rule"]))
+    rows.sort(key=lambda r: (r["final_score"] is None, -(r["final_score"] or r["real_score"]),
+                             r["size"], r["rule"]))
+    finals = [r for r in rows if r["final_score"] is not None]
+    if finals and finals[0]["final_score"] > 0:
+        near = [r for r in finals if r["final_score"] >= (1.0 - tolerance) * finals[0]["final_score"]]
+        answer = min(near, key=lambda r: (r["size"], -r["final_score"], r["rule"]))
+        rows.remove(answer)
+        rows.insert(0, answer)
+    return rows
 
 
-__all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirm_seeds", "real_suite",
+def _weighted_geomean(*pairs: tuple[float, int]) -> float:
+    """``exp(sum(w * log x) / sum(w))`` over (x, w) pairs; 0 when any x is not positive."""
+    if any(not (x > 0) for x, _ in pairs):
+        return 0.0
+    return math.exp(sum(w * math.log(x) for x, w in pairs) / sum(w for _, w in pairs))
+
+
+__all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirmation_seeds", "real_suite",
            "select", "selection_score", "selection_value", "soft_minimum"]

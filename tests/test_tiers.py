@@ -36,7 +36,7 @@ def tiny_config(tmp_path: Path, **extra) -> CampaignConfig:
     task.write_text(TINY_TASK)
     base = dict(population=8, generations=4, seed=3, suite="hurdle", heldout_suite="hurdle",
                 executor="serial", real_tasks=[f"{task}:make_task"], real_k=1, real_seeds=1,
-                real_min_score=0.5, confirm=2, checkpoint_every=1)
+                real_min_score=0.5, confirm=2, confirm_seeds=1, checkpoint_every=1)
     return CampaignConfig(**{**base, **extra})
 
 
@@ -52,12 +52,15 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
     selection = json.loads((run / "selection.json").read_text())
     confirmed = [r for r in selection["ranking"] if r["confirm_score"] is not None]
     assert 1 <= len(confirmed) <= 2 and selection["confirm_seeds"] == [1000]
-    finals = [r["final_score"] for r in confirmed]
-    assert finals == sorted(finals, reverse=True) and selection["rule"] == confirmed[0]["rule"]
-    for row in confirmed:
+    best = max(r["final_score"] for r in confirmed)
+    near = [r for r in confirmed if r["final_score"] >= 0.99 * best]
+    assert selection["rule"] == confirmed[0]["rule"] == min(near, key=lambda r: r["size"])["rule"]
+    finals = [r["final_score"] for r in confirmed[1:]]
+    assert finals == sorted(finals, reverse=True)
+    for row in confirmed:  # one seed each: the plain geometric mean
         assert row["final_score"] == pytest.approx((row["real_score"] * row["confirm_score"]) ** 0.5)
     assert resolve_rule(f"{run}:best").text == selection["rule"]
-    assert RunDirectory(run).final_selection()[1].startswith("the real-data tier's best")
+    assert RunDirectory(run).final_selection()[1].startswith("the real-data tier's top")
     report = (run / "report.md").read_text()
     assert "The campaign's answer: the real-data tier" in report and "Pareto front" in report
 
@@ -128,6 +131,29 @@ def test_the_final_ranking_puts_confirmed_rules_first_by_both_scores():
     rows = select(board, {"fpa": result(0.9), "fpb": result(1.2)}, 0.3)
     assert [r["rule"] for r in rows] == ["b", "a", "c"]
     assert rows[2]["final_score"] is None
+
+
+def test_the_final_score_weighs_each_seed_alike():
+    stage = RealTierStage(CampaignConfig())
+    stage.record(("a", "fpa", 1.0, 1), 0, result(1.3))
+    [row] = select(stage.leaderboard(), {"fpa": result(1.1)}, 0.3, seeds=(2, 4))
+    assert row["final_score"] == pytest.approx(1.3 ** (2 / 6) * 1.1 ** (4 / 6), rel=1e-12)
+    assert row["final_score"] < (1.3 * 1.1) ** 0.5  # the leaderboard's score counts less
+
+
+def test_the_answer_is_the_smallest_confirmed_rule_within_the_tolerance():
+    stage = RealTierStage(CampaignConfig())
+    for rule, size in (("big", 27), ("small", 9), ("smaller", 5), ("tiny", 3)):
+        stage.record((rule, "fp" + rule, 1.0, size), 0, result(1.2))
+    confirmations = {"fpbig": result(1.2), "fpsmall": result(1.19), "fpsmaller": result(1.1)}
+    board = stage.leaderboard()
+    # within 1% of the best final score: the smaller rule wins, the rest follow by final score
+    rows = select(board, confirmations, 0.3, tolerance=0.01)
+    assert [r["rule"] for r in rows] == ["small", "big", "smaller", "tiny"]
+    # tolerance 0: the best final score (ties by size)
+    assert [r["rule"] for r in select(board, confirmations, 0.3)][:3] == ["big", "small", "smaller"]
+    # an unconfirmed rule is never the answer, however small
+    assert select(board, confirmations, 0.3, tolerance=0.5)[0]["rule"] == "smaller"
 
 
 def tasks_result(*log_ratios: float) -> Result:

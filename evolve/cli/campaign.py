@@ -162,7 +162,8 @@ def run_cmd(config_file, generations, population, seed, strategy, warm_start, al
         evolve run --warm-start adam --executor ray --out runs/from-adam
         evolve run --task my_task.py:make_task --out runs/mine
     Every candidate is scored on the proxy suite; the best new ones of each generation train
-    on the real-data tier, whose confirmed best rule is the answer (RUN:best).
+    on the real-data tier; its top rules are re-scored on fresh seeds, and the smallest of
+    those within 1% of the best final score is the answer (RUN:best).
     Watch it: OUT/report.html reloads itself while the run goes; `tensorboard --logdir
     OUT/tensorboard` shows its curves. Interrupt with Ctrl-C: a checkpoint, report and plots
     are saved; continue with `evolve resume OUT`.
@@ -301,7 +302,7 @@ def demo_cmd(out, generations, population, quiet):
     # a few minutes on a laptop: one candidate a generation on tier 2, on one seed (a campaign's
     # default trains two on two seeds)
     config = CampaignConfig(generations=generations, population=population, warm_start="random",
-                            real_k=1, real_seeds=1, confirm=3)
+                            real_k=1, real_seeds=1, confirm=3, confirm_seeds=1)
     click.echo(f"evolving {population} rules for {generations} generations on the "
                f"'{config.suite}' proxy suite, the best new one of each generation trained on "
                f"the real-data tier -> {out}", err=True)
