@@ -158,7 +158,8 @@ def _selection_section(selection: dict | None) -> str:
              f"<code>{_e(r['rule'])}</code>"] for i, r in enumerate(selection["ranking"], 1)]
     return ("<h2>Final selection</h2><p class=note>" + _e(selection.get("how", "")) +
             ". Tier-2 scores are the soft minimum of the tasks' ratios (docs/scoring.md); "
-            "final = geometric mean of the tier-2 and confirmation scores.</p>"
+            "final = geometric mean of the tier-2 and confirmation scores, each weighted by "
+            "its seeds.</p>"
             + _table(["rank", "final", "tier 2", "confirmation", "proxy", "size", "rule"],
                      rows, {1, 2, 3, 4, 5}))
 
