@@ -151,9 +151,10 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
                      cfg.real_softmin, (cfg.real_seeds, cfg.confirm_seeds), cfg.select_tolerance)
     pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
     seeds = confirmation_seeds(cfg)
+    plural = "s" if len(seeds) != 1 else ""
     how = (f"the real-data tier's top {len(top)} of {len(board)} rules confirmed on "
-           f"{len(seeds)} fresh seeds; of those within {cfg.select_tolerance:.0%} of the best "
-           "final score, the smallest" if top else "the real-data tier's best rule")
+           f"{len(seeds)} fresh seed{plural}; of those within {cfg.select_tolerance:.0%} of the "
+           "best final score, the smallest" if top else "the real-data tier's best rule")
     selection = {"rule": ranking[0]["rule"], "how": how, "generation": strategy.generation,
                  "confirm_seeds": seeds, "select_tolerance": cfg.select_tolerance,
                  "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
