@@ -139,9 +139,10 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
     if not board:
         return None
     top = board[: cfg.confirm]
+    seeds = confirmation_seeds(cfg)
     confirmations = {}
     if top:
-        suite = real_suite(cfg, confirmation_seeds(cfg))
+        suite = real_suite(cfg, seeds)
         warm_real_tier(suite)
         rules = [e.rule for e in top]
         results = executor.map(rules, suite) if executor is not None \
@@ -150,7 +151,6 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
     ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations,
                      cfg.real_softmin, (cfg.real_seeds, cfg.confirm_seeds), cfg.select_tolerance)
     pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
-    seeds = confirmation_seeds(cfg)
     plural = "s" if len(seeds) != 1 else ""
     how = (f"the real-data tier's top {len(top)} of {len(board)} rules confirmed on "
            f"{len(seeds)} fresh seed{plural}; of those within {cfg.select_tolerance:.0%} of the "
