@@ -182,6 +182,33 @@ def test_children_are_reproducible_from_rng_state():
         assert a == b
 
 
+def test_normalise_divides_a_gradient_subtree_by_a_running_rms():
+    """The normalise mutation wraps one gradient-reading subtree x as
+    div(x, sqrt(ema_bc(square(y), b))), y = g or x; rules without g come back unchanged."""
+    from evolve.operators import NORMALISE_BETAS, normalise
+    from primitives.grammar import to_text
+
+    rng = np.random.default_rng(3)
+    tree = parse("interp(sign(ema(g, 0.5)), mul(w, 0.1), 0.8)")
+    seen = set()
+    for _ in range(200):
+        child = normalise(tree, rng)
+        compile_rule(child)  # type-checks and lowers
+        wraps = [n for n in child.walk() if n.name == "div"]
+        assert len(wraps) == 1
+        x, scale = wraps[0].args
+        assert "g" in {n.name for n in x.walk()}
+        assert scale.name == "sqrt" and scale.args[0].name == "ema_bc"
+        square, beta = scale.args[0].args
+        assert square.name == "square" and square.args[0] in (parse("g"), x)
+        assert beta.value in NORMALISE_BETAS
+        assert to_text(child).replace(to_text(wraps[0]), to_text(x)) == to_text(tree)
+        seen.add(to_text(x))
+    # every gradient-reading subtree is a place it can act: g, ema(g), sign(ema(g)), the root
+    assert seen == {"g", "ema(g, 0.5)", "sign(ema(g, 0.5))", to_text(tree)}
+    assert normalise(parse("mul(w, 0.1)"), rng) == parse("mul(w, 0.1)")
+
+
 def test_campaign_repeats_exactly_in_fresh_processes():
     """Nothing may depend on process state (set order of classes, hash seeds, addresses)."""
     import subprocess
