@@ -155,12 +155,11 @@ def normalise(tree: Node, rng: np.random.Generator) -> Node:
     """Divide one gradient-reading vec subtree x by ``sqrt(ema_bc(square(y), b))``, y = g or x.
 
     Returns ``tree`` unchanged when no subtree reads ``g`` (the caller draws again)."""
-    spots = [i for i, (node, typ) in enumerate(_typed_prefix(tree))
+    spots = [(i, node) for i, (node, typ) in enumerate(_typed_prefix(tree))
              if typ == VEC and any(n.name == "g" for n in node.walk())]
     if not spots:
         return tree
-    index = spots[int(rng.integers(len(spots)))]
-    x = list(tree.walk())[index]
+    index, x = spots[int(rng.integers(len(spots)))]
     y = Node("g") if rng.random() < 0.5 else x
     beta = lit(NORMALISE_BETAS[int(rng.integers(len(NORMALISE_BETAS)))])
     scale = Node("sqrt", (Node("ema_bc", (Node("square", (y,)), beta)),))
