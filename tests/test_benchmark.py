@@ -167,12 +167,28 @@ def test_workers_give_the_numbers_of_one_process():
             assert other["best_lr"] == cell["best_lr"]
             assert other["test_loss_mean"] == pytest.approx(cell["test_loss_mean"], rel=1e-12)
 
+def test_first_seed_picks_another_seed_set():
+    specs = resolve_specs("adam")
+    config = BenchmarkConfig(tasks=["cancer_logreg"], seeds=2, lrs=[1e-1], quick=True,
+                             proxy=False)
+    both = run_benchmark(specs, config)
+    later = run_benchmark(specs, replace(config, seeds=1, first_seed=1))
+    assert later["config"]["first_seed"] == 1
+    runs = both["tasks"]["cancer_logreg"]["results"]["adam"]["runs"]
+    (run,) = later["tasks"]["cancer_logreg"]["results"]["adam"]["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and run["seed"] == 1
+    # seed 1 trains the same alone as second of two; seed 0 trains otherwise
+    assert run["test_loss"] == pytest.approx(runs[1]["test_loss"], rel=1e-9)
+    assert run["test_loss"] != pytest.approx(runs[0]["test_loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("args,match", [
     (["--rules", "adam,frobnicate(g)"], "unknown name"),
     (["--tasks", "imagenet"], "unknown task"),
     (["--lrs", "fast"], "--lrs"),
     (["--seeds", "0"], "--seeds"),
     (["--workers", "0"], "--workers"),
+    (["--first-seed", "-1"], "--first-seed"),
 ])
 def test_benchmark_cli_bad_input_is_one_line_exit_2(tmp_path, args, match):
     result = CliRunner().invoke(benchmark, [*args, "--out", str(tmp_path / "o")])

@@ -43,6 +43,7 @@ class BenchmarkConfig:
 
     tasks: Sequence[str] = TASK_NAMES
     seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (another set: a repeat)
     lrs: Sequence[float] | None = None
     quick: bool = False
     weight_decay: float | None = None
@@ -70,6 +71,8 @@ def run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
     """Run the benchmark and return its results dict (see :mod:`evolve.bench.report`)."""
     if config.seeds < 1:
         raise UserError("--seeds must be at least 1")
+    if config.first_seed < 0:
+        raise UserError("--first-seed must be 0 or more")
     if config.schedule not in SCHEDULES:
         raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}")
     if config.workers < 1:
@@ -87,7 +90,7 @@ def sweep_optimizer(task, make, config: BenchmarkConfig, schedule: str
         out = []
         for lr in lrs:
             runs = [train_task(task, make, lr, seed, schedule=schedule)
-                    for seed in range(config.seeds)]
+                    for seed in range(config.first_seed, config.first_seed + config.seeds)]
             sweep[lr] = runs
             ok = all(not r.diverged for r in runs)
             out.append(sum(r.val_loss for r in runs) / len(runs) if ok else None)
@@ -109,7 +112,8 @@ def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
     results: dict = {
         "kind": "benchmark",
         "title": "Benchmark: evolved rules against torch optimizers",
-        "config": {"tasks": ",".join(names), "seeds": config.seeds, "lrs": search,
+        "config": {"tasks": ",".join(names), "seeds": config.seeds,
+                   "first_seed": config.first_seed, "lrs": search,
                    "schedule": config.schedule, "quick": config.quick,
                    "weight_decay": "default" if config.weight_decay is None
                    else config.weight_decay, "torch": torch.__version__},

@@ -55,6 +55,9 @@ def _seeds(value: int | None, default: int) -> int:
 @click.option("--tasks", default=",".join(TASK_NAMES), show_default=True,
               help="comma-separated torch tasks")
 @click.option("--seeds", type=int, default=None, help="seeds per learning rate [3; 2 with --quick]")
+@click.option("--first-seed", type=int, default=0, show_default=True,
+              help="the first seed: seeds FIRST..FIRST+seeds-1 (another set repeats the "
+                   "benchmark on fresh initialisations and minibatches)")
 @click.option("--lrs", default=None,
               help="comma-separated learning rates, one grid for every optimizer [default: the "
                    "lr search: decades 1e-4..1, a decade further while the best sits at an "
@@ -74,17 +77,17 @@ def _seeds(value: int | None, default: int) -> int:
 @click.option("--quiet", is_flag=True, help="no progress lines on stderr")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for benchmark.md, benchmark.json and the PNG plots")
-def benchmark(rules: str, tasks: str, seeds: int | None, lrs: str | None, schedule: str,
-              quick: bool, weight_decay: float | None, no_proxy: bool, threads: int,
-              workers: int, as_json: bool, quiet: bool, out: str) -> None:
+def benchmark(rules: str, tasks: str, seeds: int | None, first_seed: int, lrs: str | None,
+              schedule: str, quick: bool, weight_decay: float | None, no_proxy: bool,
+              threads: int, workers: int, as_json: bool, quiet: bool, out: str) -> None:
     """Benchmark optimizers and evolved rules on torch tasks with bundled real data."""
     started = time.perf_counter()
     check_writable_folder(out, "--out")
     specs = resolve_specs(rules)
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
     config = BenchmarkConfig(tasks=task_names, seeds=_seeds(seeds, 2 if quick else 3),
-                             lrs=parse_lrs(lrs) if lrs else None, quick=quick,
-                             weight_decay=weight_decay, proxy=not no_proxy,
+                             first_seed=first_seed, lrs=parse_lrs(lrs) if lrs else None,
+                             quick=quick, weight_decay=weight_decay, proxy=not no_proxy,
                              threads=threads if threads > 0 else None, schedule=schedule,
                              workers=workers)
     # one step per (task, optimizer): its whole learning-rate search and seeds
