@@ -249,3 +249,42 @@ def test_modern_baselines_muon_takes_hidden_matrices_and_schedule_free_runs_cons
         run = train_task(task, lambda p, lr, t, s=specs[label]: s.make(p, lr, None, t), 0.01, 0,
                          steps=30)
         assert not run.diverged and run.test_loss < 2.3, label
+
+
+def _bench_results(first_seed: int, losses: dict[str, dict[str, float]]) -> dict:
+    """A benchmark results dict with the given test losses per task and optimizer."""
+    labels = list(next(iter(losses.values())))
+    return {"config": {"seeds": 3, "first_seed": first_seed},
+            "optimizers": [{"label": lab} for lab in labels],
+            "tasks": {t: {"results": {lab: {"test_loss_mean": v, "diverged": False}
+                                      for lab, v in row.items()}} for t, row in losses.items()}}
+
+
+def test_benchmark_repeats_separates_the_seeds_noise_from_the_optimizers_spread(tmp_path):
+    from scripts.benchmark_repeats import analyse, main
+
+    a = _bench_results(0, {"t1": {"adam": 1.0, "x": 0.8, "y": 1.0},
+                           "t2": {"adam": 2.0, "x": 1.6, "y": 1.0}})
+    b = _bench_results(3, {"t1": {"adam": 1.0, "x": 0.9, "y": 1.0},
+                           "t2": {"adam": 2.0, "x": 1.8, "y": 1.0}})
+    result = analyse([a, b])
+    x = result["optimizers"]["x"]
+    assert x["loss_ratios"] == pytest.approx([0.8, 0.9], rel=1e-6)  # the gap's epsilon
+    assert x["loss_ratio"] == pytest.approx(math.sqrt(0.8 * 0.9), rel=1e-6)
+    assert x["log_ratio_std"] == pytest.approx(abs(math.log(0.9 / 0.8)) / math.sqrt(2), rel=1e-6)
+    # y is 2x better than adam on t2 in both runs (the clip's edge) and equal on t1
+    assert result["optimizers"]["y"]["loss_ratios"] == pytest.approx([2 ** -0.5] * 2, rel=1e-6)
+    assert result["optimizers"]["y"]["log_ratio_std"] == 0.0
+    # t1: x moves by log(9/8) between the runs, y not at all; the seeds' noise is their mean
+    assert result["tasks"]["t1"]["noise"] == pytest.approx(math.log(9 / 8) / math.sqrt(2) / 2,
+                                                          rel=1e-6)
+    assert "adam" not in result["optimizers"] and result["seeds"] == [(0, 3), (3, 3)]
+    paths = []
+    for name, run in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "benchmark.json").write_text(json.dumps(run))
+        paths.append(str(tmp_path / name))
+    assert main(paths) == 0
+    with pytest.raises(SystemExit) as exit_info:  # one run cannot show a spread
+        main(paths[:1])
+    assert exit_info.value.code == 2

@@ -175,6 +175,19 @@ def spec_schedule(spec: OptimizerSpec, schedule: str) -> str:
     return "constant" if getattr(spec, "schedule_free", False) else schedule
 
 
+def task_log_ratios(results: dict, label: str, reference: str = "adam") -> dict[str, float]:
+    """Per task: log2 of ``reference``'s test loss over ``label``'s, clipped to [-1, 1] (ratio
+    [0.5, 2]); a diverged task counts as 4x worse. Positive: ``label`` is better."""
+    out = {}
+    for name, task in results["tasks"].items():
+        mine = task["results"][label].get("test_loss_mean")
+        ref = task["results"][reference].get("test_loss_mean")
+        # test losses here are far from 0, so the gap's epsilon (relative to the third
+        # argument) only keeps the logarithm defined
+        out[name] = log_ratio(mine, ref, ref if ref is not None else 1.0)
+    return out
+
+
 def versus_reference(results: dict, reference: str = "adam") -> dict:
     """Per optimizer: geometric-mean test-loss ratio against ``reference`` over the tasks (each
     task's ratio clipped to [0.5, 2], a diverged task counted as 4x worse), and the tasks where
@@ -184,15 +197,8 @@ def versus_reference(results: dict, reference: str = "adam") -> dict:
         return {}
     out = {"reference": reference, "optimizers": {}}
     for label in labels:
-        ratios, better = [], 0
-        for task in results["tasks"].values():
-            mine = task["results"][label].get("test_loss_mean")
-            ref = task["results"][reference].get("test_loss_mean")
-            # test losses here are far from 0, so the gap's epsilon (relative to the third
-            # argument) only keeps the logarithm defined
-            value = log_ratio(mine, ref, ref if ref is not None else 1.0)
-            ratios.append(value)
-            better += value > 0
+        ratios = list(task_log_ratios(results, label, reference).values())
+        better = sum(value > 0 for value in ratios)
         score = suite_score(ratios)
         out["optimizers"][label] = {"loss_ratio": 1.0 / score, "score": score,
                                     "tasks_better": better, "tasks": len(ratios),

@@ -1,0 +1,113 @@
+"""How much of a benchmark's verdict is the seeds': one benchmark repeated on other seed sets.
+
+Run ``evolve benchmark`` two or more times with the same optimizers and tasks and different
+``--first-seed`` (0, 3, 6 for three sets of 3 seeds), then pass the ``benchmark.json`` files
+(or their folders):
+
+    python scripts/benchmark_repeats.py RUN_A RUN_B [RUN_C ...] [--json]
+
+For each optimizer: its geometric-mean test-loss ratio to tuned Adam in every run (the figure
+`evolve benchmark` prints), their geometric mean, and the spread of its log ratio over the
+runs. For each task: how far one optimizer's log ratio moves between runs (the seeds' noise,
+the mean over optimizers of the standard deviation over runs) against how far the optimizers'
+means lie apart (the standard deviation over optimizers of the mean over runs, which still
+holds noise / sqrt(runs)). A task whose noise is as large as the spread between optimizers
+cannot order them; a difference between two optimizers smaller than about twice the noise of
+the summary is not one a single run can show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evolve.bench.benchmark import task_log_ratios  # noqa: E402
+
+
+def load(path: str) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "benchmark.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot read a benchmark's results from {path}: {exc}") from None
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def analyse(runs: list[dict], reference: str = "adam") -> dict:
+    """The per-optimizer and per-task spread over ``runs`` (each a benchmark results dict)."""
+    if len(runs) < 2:
+        raise ValueError("give at least two benchmark runs")
+    label_sets = [[o["label"] for o in r["optimizers"]] for r in runs]
+    labels = [x for x in label_sets[0] if all(x in s for s in label_sets[1:]) and x != reference]
+    tasks = [t for t in runs[0]["tasks"] if all(t in r["tasks"] for r in runs[1:])]
+    if not labels or not tasks or any(reference not in s for s in label_sets):
+        raise ValueError(f"the runs share no optimizer besides {reference}, no task, or one "
+                         f"lacks {reference}")
+    logs = {lab: [task_log_ratios({"tasks": {t: r["tasks"][t] for t in tasks}}, lab, reference)
+                  for r in runs] for lab in labels}
+    optimizers = {}
+    for lab in labels:
+        per_run = [statistics.fmean(run.values()) for run in logs[lab]]  # log2 of the score
+        optimizers[lab] = {"loss_ratios": [2.0 ** -v for v in per_run],
+                           "loss_ratio": 2.0 ** -statistics.fmean(per_run),
+                           "log_ratio_std": _std(per_run) * math.log(2)}
+    per_task = {}
+    for t in tasks:
+        noise = statistics.fmean(_std([run[t] for run in logs[lab]]) for lab in labels)
+        means = [statistics.fmean(run[t] for run in logs[lab]) for lab in labels]
+        per_task[t] = {"noise": noise * math.log(2), "between": _std(means) * math.log(2)}
+    summary_noise = statistics.fmean(o["log_ratio_std"] for o in optimizers.values())
+    return {"runs": len(runs), "reference": reference,
+            "seeds": [(r["config"].get("first_seed", 0), r["config"]["seeds"]) for r in runs],
+            "optimizers": optimizers, "tasks": per_task, "summary_noise": summary_noise,
+            "summary_between": _std([math.log(o["loss_ratio"]) for o in optimizers.values()])}
+
+
+def markdown(result: dict) -> str:
+    sets = ", ".join(f"{a}..{a + n - 1}" for a, n in result["seeds"])
+    lines = [f"Seed sets: {sets}. Test-loss ratio to tuned {result['reference']} (geometric "
+             "mean over tasks; lower is better), each run and their geometric mean; the spread "
+             "is the standard deviation of the natural log of the ratio over the runs.", "",
+             "| optimizer | " + " | ".join(f"seeds {a}..{a + n - 1}" for a, n in result["seeds"])
+             + " | all runs | spread |",
+             "|---|" + "---:|" * (len(result["seeds"]) + 2)]
+    for lab, o in sorted(result["optimizers"].items(), key=lambda kv: kv[1]["loss_ratio"]):
+        cells = " | ".join(f"{v:.3f}" for v in o["loss_ratios"])
+        lines.append(f"| {lab} | {cells} | **{o['loss_ratio']:.3f}** | {o['log_ratio_std']:.3f} |")
+    lines += ["", f"Spread of one optimizer's summary over the runs (mean): "
+              f"{result['summary_noise']:.3f}; spread between the optimizers' means: "
+              f"{result['summary_between']:.3f} (natural log).", "",
+              "| task | seeds' noise | spread between optimizers |", "|---|---:|---:|"]
+    for t, row in result["tasks"].items():
+        lines.append(f"| {t} | {row['noise']:.3f} | {row['between']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="benchmark.json files or their folders")
+    parser.add_argument("--reference", default="adam")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    args = parser.parse_args(argv)
+    try:
+        result = analyse([load(p) for p in args.runs], args.reference)
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(json.dumps(result, indent=2) if args.json else markdown(result), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
