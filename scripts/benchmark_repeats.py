@@ -37,8 +37,8 @@ def load(path: str) -> dict:
         p = p / "benchmark.json"
     try:
         return json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot read a benchmark's results from {path}: {exc}") from None
+    except (OSError, ValueError) as exc:  # main turns it into a usage error (exit 2)
+        raise ValueError(f"cannot read a benchmark's results from {path}: {exc}") from None
 
 
 def _std(values: list[float]) -> float:
@@ -76,13 +76,12 @@ def analyse(runs: list[dict], reference: str = "adam") -> dict:
 
 
 def markdown(result: dict) -> str:
-    sets = ", ".join(f"{a}..{a + n - 1}" for a, n in result["seeds"])
-    lines = [f"Seed sets: {sets}. Test-loss ratio to tuned {result['reference']} (geometric "
+    sets = [f"{a}..{a + n - 1}" for a, n in result["seeds"]]
+    lines = [f"Seed sets: {', '.join(sets)}. Test-loss ratio to tuned {result['reference']} (geometric "
              "mean over tasks; lower is better), each run and their geometric mean; the spread "
              "is the standard deviation of the natural log of the ratio over the runs.", "",
-             "| optimizer | " + " | ".join(f"seeds {a}..{a + n - 1}" for a, n in result["seeds"])
-             + " | all runs | spread |",
-             "|---|" + "---:|" * (len(result["seeds"]) + 2)]
+             "| optimizer | " + " | ".join(f"seeds {x}" for x in sets) + " | all runs | spread |",
+             "|---|" + "---:|" * (len(sets) + 2)]
     for lab, o in sorted(result["optimizers"].items(), key=lambda kv: kv[1]["loss_ratio"]):
         cells = " | ".join(f"{v:.3f}" for v in o["loss_ratios"])
         lines.append(f"| {lab} | {cells} | **{o['loss_ratio']:.3f}** | {o['log_ratio_std']:.3f} |")

@@ -41,6 +41,8 @@ STAGES = ("search", "heldout", "real", "reference")
 # asked for with --stages: the reference on three other seeds (3, 4, 5). How well it ranks the
 # rules as the reference does is the reference's own repeatability, the ceiling of every stage.
 OPTIONAL_STAGES = ("repeat",)
+# the stages trained on the benchmark's tasks, and their seeds
+REFERENCE_SEEDS = {"reference": (0, 1, 2), "repeat": (3, 4, 5)}
 # campaigns whose rules join the set: two of the founding build (proxy-selected funnels) and the
 # two default campaigns of the real-data tier (their tier-2 hall of fame)
 RESULT_DIRS = ("docs/results/adam-warm", "docs/results/random-10min",
@@ -152,7 +154,7 @@ def _stage_tasks(stage: str) -> list:
     from fitness.training.real_tier import RealTierConfig
     from fitness.training.torch_tasks import make_tasks
 
-    if stage in ("reference", "repeat"):
+    if stage in REFERENCE_SEEDS:
         return [as_real_task(t) for t in make_tasks().values()]
     tasks = builtin_tasks()
     return [tasks[name] for name in RealTierConfig().tasks]
@@ -161,7 +163,7 @@ def _stage_tasks(stage: str) -> list:
 def _stage_seeds(stage: str) -> tuple[int, ...]:
     from fitness.training.real_tier import RealTierConfig
 
-    return {"reference": (0, 1, 2), "repeat": (3, 4, 5)}.get(stage, RealTierConfig().seeds)
+    return REFERENCE_SEEDS.get(stage, RealTierConfig().seeds)
 
 
 def _hash_files(paths: list[str]) -> str:
@@ -336,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                              "beside today's, as '<stage> (before)'")
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
-    rules = collect(args.limit, tuple(r for r in args.runs.split(",") if r))
     unknown = [s for s in stages if s not in STAGES + OPTIONAL_STAGES]
-    if unknown:
+    if unknown:  # before collecting the rules, which scores random ones
         parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from "
                      f"{', '.join(STAGES + OPTIONAL_STAGES)}")
+    rules = collect(args.limit, tuple(r for r in args.runs.split(",") if r))
     keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
             for s in STAGES + OPTIONAL_STAGES}
     table: dict[str, dict[str, dict]] = {r: {} for r in rules}

@@ -167,6 +167,7 @@ def test_workers_give_the_numbers_of_one_process():
             assert other["best_lr"] == cell["best_lr"]
             assert other["test_loss_mean"] == pytest.approx(cell["test_loss_mean"], rel=1e-12)
 
+
 def test_first_seed_picks_another_seed_set():
     specs = resolve_specs("adam")
     config = BenchmarkConfig(tasks=["cancer_logreg"], seeds=2, lrs=[1e-1], quick=True,
@@ -287,4 +288,7 @@ def test_benchmark_repeats_separates_the_seeds_noise_from_the_optimizers_spread(
     assert main(paths) == 0
     with pytest.raises(SystemExit) as exit_info:  # one run cannot show a spread
         main(paths[:1])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:  # a folder without results: a usage error
+        main([paths[0], str(tmp_path / "missing")])
     assert exit_info.value.code == 2
