@@ -80,7 +80,13 @@ def summarize(sweep: dict[float, list[RunResult]],
         accs = [r.test_acc for r in runs if r.test_acc is not None]
         rows.append({"lr": lr, "val_loss": _finite(val), "n_diverged": n_div,
                      "test_acc": float(np.mean(accs)) if accs and n_div == 0 else None,
-                     "reason": next((r.reason for r in runs if r.diverged), "")})
+                     "reason": next((r.reason for r in runs if r.diverged), ""),
+                     # per seed, in seed order (None: that seed diverged): what
+                     # evolve.bench.uncertainty resamples to re-choose the rate
+                     "seeds": [r.seed for r in runs],
+                     "val_losses": [None if r.diverged else _finite(r.val_loss) for r in runs],
+                     "test_losses": [None if r.diverged else _finite(r.test_loss)
+                                     for r in runs]})
         if val < best_val:
             best_lr, best_val = lr, val
     summary: dict = {"sweep": rows, "best_lr": best_lr, "diverged": best_lr is None}
