@@ -14,6 +14,15 @@ means lie apart (the standard deviation over optimizers of the mean over runs, w
 holds noise / sqrt(runs)). A task whose noise is as large as the spread between optimizers
 cannot order them; a difference between two optimizers smaller than about twice the noise of
 the summary is not one a single run can show.
+
+One run with many seeds answers the same question without rerunning anything:
+
+    python scripts/benchmark_repeats.py RUN --subsets 3 [--json]
+
+computes every optimizer's figure on each subset of 3 of the run's seeds (84 subsets of 9),
+each rate chosen again on the subset's validation loss (evolve.bench.uncertainty.subsets): the
+spread of the figure a 3-seed benchmark prints, how often each optimizer comes first, and how
+often the leaders are ahead of one another.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evolve.bench.benchmark import task_log_ratios  # noqa: E402
+from evolve.bench.uncertainty import ratios_on, run_seeds, subsets  # noqa: E402
+from evolve.errors import UserError  # noqa: E402
 
 
 def load(path: str) -> dict:
@@ -94,17 +105,60 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def analyse_subsets(run: dict, k: int, reference: str = "adam") -> dict:
+    """Every optimizer's figure on all of ``run``'s seeds and the spread over its k-seed
+    subsets (see evolve.bench.uncertainty.subsets)."""
+    result = subsets(run, k, reference)
+    everything = ratios_on(run, range(len(run_seeds(run))), reference)
+    for label, row in result["optimizers"].items():
+        row["all_seeds"] = everything[label]
+    return result
+
+
+def markdown_subsets(result: dict, leaders: int = 5) -> str:
+    n, k, ref = result["seeds"], result["k"], result["reference"]
+    rows = sorted(result["optimizers"].items(), key=lambda kv: kv[1]["all_seeds"])
+    lines = [f"Test-loss ratio to tuned {ref} (geometric mean over tasks; lower is better) on "
+             f"all {n} seeds, and over the {result['draws']} subsets of {k} seeds (each rate "
+             f"chosen again on the subset): median, {result['level']:.0%} interval, the "
+             "standard deviation of its natural log, and the share of subsets in which it is "
+             "first.", "",
+             f"| optimizer | {n} seeds | median of {k} | interval | spread (ln) | first in |",
+             "|---|---:|---:|:---:|---:|---:|"]
+    for label, o in rows:
+        lines.append(f"| {label} | **{o['all_seeds']:.3f}** | {o['median']:.3f} | "
+                     f"{o['low']:.3f} – {o['high']:.3f} | {o['ln_std']:.3f} | "
+                     f"{o['first']:.0%} |")
+    top = [label for label, _ in rows[:leaders]]
+    lines += ["", f"Share of the {k}-seed subsets in which the row is ahead of the column "
+              "(a lower ratio):", "",
+              "| | " + " | ".join(top) + " |", "|---|" + "---:|" * len(top)]
+    for a in top:
+        cells = ["" if a == b else f"{result['optimizers'][a]['ahead'][b]:.0%}" for b in top]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="benchmark.json files or their folders")
     parser.add_argument("--reference", default="adam")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    parser.add_argument("--subsets", type=int, metavar="K", default=None,
+                        help="one run: the figures on every subset of K of its seeds")
     args = parser.parse_args(argv)
     try:
-        result = analyse([load(p) for p in args.runs], args.reference)
-    except ValueError as exc:
+        if args.subsets is not None:
+            if len(args.runs) != 1:
+                raise ValueError("--subsets reads one run (with more seeds than K)")
+            result = analyse_subsets(load(args.runs[0]), args.subsets, args.reference)
+            text = markdown_subsets(result)
+        else:
+            result = analyse([load(p) for p in args.runs], args.reference)
+            text = markdown(result)
+    except (ValueError, UserError) as exc:
         parser.exit(2, f"error: {exc}\n")
-    print(json.dumps(result, indent=2) if args.json else markdown(result), end="")
+    print(json.dumps(result, indent=2) if args.json else text, end="")
     return 0
 
 

@@ -134,6 +134,13 @@ def test_run_benchmark_on_one_tiny_task_gives_a_winner_and_proxy_scores():
     scores = results["proxy"]["scores"]
     assert scores["adam"]["score"] == pytest.approx(1.0)
     assert set(scores) == {"adam", "sgd", specs[2].label}
+    # the seeds kept per rate give the summary again, and every draw of them (2^2)
+    from evolve.bench.uncertainty import ratios_on
+
+    again = ratios_on(results, [0, 1])
+    for label, row in results["summary"]["optimizers"].items():
+        assert again[label] == pytest.approx(row["loss_ratio"], rel=1e-12)
+    assert results["uncertainty"]["draws"] == 4 and results["uncertainty"]["exact"]
 
 
 def test_benchmark_cli_writes_markdown_json_and_plots(tmp_path):

@@ -20,6 +20,7 @@ import torch
 
 from evolve.bench.optimizers import BASELINE_RULES, OptimizerSpec
 from evolve.bench.report import pick_winner, summarize
+from evolve.bench.uncertainty import resample
 from evolve.errors import UserError
 from fitness import lr_grid
 from fitness.score import log_ratio, suite_score
@@ -139,6 +140,8 @@ def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
                                   "lrs": lrs, "results": per_opt,
                                   "winner": pick_winner(per_opt)}
     results["summary"] = versus_reference(results)
+    if results["summary"]:  # how much of it the seeds decide (None with one seed)
+        results["uncertainty"] = resample(results)
     if config.proxy:
         results["proxy"] = proxy_suite_scores(specs, quick=config.quick)
     return results

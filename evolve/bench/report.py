@@ -136,22 +136,59 @@ def _pm(mean: float | None, std: float | None, digits: int, missing: str = "dive
     return f"{mean:.{digits}f} ± {std or 0.0:.{digits}f}"
 
 
-def summary_table(summary: dict) -> list[str]:
-    """The benchmark's headline: each optimizer against tuned Adam over all tasks."""
+def summary_table(summary: dict, uncertainty: dict | None = None) -> list[str]:
+    """The benchmark's headline: each optimizer against tuned Adam over all tasks, with the
+    figures' spread over resampled seeds when ``uncertainty`` (evolve.bench.uncertainty) has
+    it."""
     if not summary:
         return []
     ref = summary["reference"]
+    spread = (uncertainty or {}).get("optimizers", {})
+    level = f"{(uncertainty or {}).get('level', 0.9):.0%}"
+    head = f"| optimizer | test-loss ratio vs {ref} |"
+    rule = "| --- | ---: |"
+    if spread:
+        head += f" {level} interval, seeds resampled | first in |"
+        rule += " :---: | ---: |"
     lines = [f"## Against tuned {ref}", "",
              f"Geometric mean over tasks of the test-loss ratio to tuned {ref} (each task's ratio "
              "clipped to [0.5, 2], a diverged task counted as 4x worse): below 1 is better than "
              f"{ref}.", "",
-             f"| optimizer | test-loss ratio vs {ref} | tasks better than {ref} | diverged tasks |",
-             "| --- | ---: | ---: | ---: |"]
+             head + f" tasks better than {ref} | diverged tasks |", rule + " ---: | ---: |"]
     rows = sorted(summary["optimizers"].items(), key=lambda kv: kv[1]["loss_ratio"])
     for label, row in rows:
-        lines.append(f"| {label} | {row['loss_ratio']:.3f} | {row['tasks_better']}/"
-                     f"{row['tasks']} | {row['diverged_tasks']} |")
+        cells = f"| {label} | {row['loss_ratio']:.3f} |"
+        if spread:
+            s = spread.get(label)
+            if s is None:
+                cells += " — | — |"
+            else:  # the reference's own ratio is 1 on every draw: no interval
+                interval = "—" if label == ref else f"{s['low']:.3f} – {s['high']:.3f}"
+                cells += f" {interval} | {s['first']:.0%} |"
+        lines.append(cells + f" {row['tasks_better']}/{row['tasks']} | "
+                     f"{row['diverged_tasks']} |")
+    if spread:
+        lines += ["", resampling_note(uncertainty)]
     return lines + [""]
+
+
+def resampling_note(uncertainty: dict) -> str:
+    """What the interval and "first in" columns mean, and who leads whom how often."""
+    n, draws = uncertainty["seeds"], uncertainty["draws"]
+    how = "every draw" if uncertainty.get("exact") else f"{draws} random draws"
+    spread = uncertainty["optimizers"]
+    top = sorted(spread, key=lambda label: spread[label]["median"])[:2]
+    lead = ""
+    if len(top) == 2:
+        share = spread[top[0]]["ahead"][top[1]]
+        lead = (f" The two lowest medians: {top[0]} is ahead of {top[1]} in {share:.0%} of the "
+                "draws.")
+    return (f"Seeds resampled: {n} of the {n} seeds drawn with replacement, the same draw for "
+            f"every optimizer and task, each rate chosen again on the drawn seeds ({how}, "
+            f"{draws} in all); \"first in\": the share of draws in which the optimizer has the "
+            f"lowest ratio. With few seeds this understates how much another set of seeds "
+            f"would move the figures (`scripts/benchmark_repeats.py --subsets` measures it on "
+            f"a run with more seeds).{lead}")
 
 
 def markdown(results: dict) -> str:
@@ -163,7 +200,7 @@ def markdown(results: dict) -> str:
         lines.append("")
     if results.get("note"):
         lines += [f"Note: {results['note']}.", ""]
-    lines += summary_table(results.get("summary") or {})
+    lines += summary_table(results.get("summary") or {}, results.get("uncertainty"))
     lines.append(results.get("method", METHOD_ALL_SEEDS)
                  + " ★ marks the task's winner (highest accuracy; lowest loss where there is "
                  "no accuracy); bold loss is the lowest.")

@@ -1,0 +1,167 @@
+"""How much of a benchmark's verdict is its seeds': its figures again on other draws of seeds.
+
+`evolve benchmark` measures every optimizer on a few seeds (3 by default). On another set of
+seeds the same optimizers get other figures: where a task's validation loss is flat over a
+decade of rates, which rate the search picks is the seeds', and one seed's test loss at a fixed
+rate varies too. This module re-derives the summary from the runs a benchmark already trained,
+without training again. Every benchmark result keeps each seed's validation and test loss at
+every rate tried (:func:`evolve.bench.report.summarize`), so the same figures can be computed on
+any list of those seeds:
+
+* :func:`ratios_on` gives every optimizer's ratio to the reference on a list of the run's seeds,
+  each rate re-chosen on those seeds' mean validation loss among the rates the search tried (the
+  run's own rule: on all its seeds, in order, it gives the run's own figures);
+* :func:`resample` draws as many seeds as were run, with replacement (every draw when there are
+  few, as with 3 seeds: 27 draws), the same seeds for every optimizer and task, so comparisons
+  stay paired; it reports each optimizer's interval, how often it comes first and how often it
+  is ahead of each other optimizer. With 3 seeds a bootstrap understates the spread (its draws
+  repeat seeds): the measured spread is :func:`subsets`' business;
+* :func:`subsets` takes a run with many seeds and computes the figures of every subset of k of
+  them: the spread a k-seed benchmark has, measured.
+
+A draw re-chooses rates only among those the run's own search tried (the search followed the
+mean of all its seeds), so a draw cannot reach a rate the run never trained.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from evolve.errors import UserError
+from fitness.score import log_ratio, suite_score
+
+EXACT_LIMIT = 5000  # enumerate every draw with replacement when there are at most this many
+
+
+def run_seeds(results: dict) -> list[int]:
+    """The seeds every cell of ``results`` ran, in order; a usage error for results written
+    before per-seed losses were kept, or cells that ran different seeds."""
+    seeds = None
+    for name, task in results.get("tasks", {}).items():
+        for label, summary in task["results"].items():
+            for row in summary.get("sweep", []):
+                if "val_losses" not in row:
+                    raise UserError(
+                        "these results keep no per-seed losses (written by an older evolve "
+                        "benchmark); run the benchmark again to resample its seeds")
+                if seeds is None:
+                    seeds = list(row["seeds"])
+                elif list(row["seeds"]) != seeds:
+                    raise UserError(f"{name}/{label} ran seeds {row['seeds']}, other cells "
+                                    f"{seeds}; resampling needs one set of seeds for all")
+    if not seeds:
+        raise UserError("these results hold no runs to resample")
+    return seeds
+
+
+def _cell_test_loss(summary: dict, picks: Sequence[int]) -> float | None:
+    """Mean test loss over the seeds at positions ``picks`` at the rate with the lowest mean
+    validation loss over them; None when every rate diverged on one of them."""
+    best_row, best_val = None, math.inf
+    for row in summary["sweep"]:
+        vals = [row["val_losses"][i] for i in picks]
+        if any(v is None for v in vals):
+            continue
+        val = sum(vals) / len(vals)
+        if val < best_val:
+            best_row, best_val = row, val
+    if best_row is None:
+        return None
+    tests = [best_row["test_losses"][i] for i in picks]
+    tests = [t for t in tests if t is not None]
+    return sum(tests) / len(tests) if tests else None
+
+
+def ratios_on(results: dict, picks: Sequence[int], reference: str = "adam"
+              ) -> dict[str, float]:
+    """Each optimizer's geometric-mean test-loss ratio to ``reference`` (each task's ratio
+    clipped to [0.5, 2], a diverged task counted as 4x worse, as in ``versus_reference``) on the
+    seeds at positions ``picks`` (repeats allowed)."""
+    labels = [o["label"] for o in results["optimizers"]]
+    logs: dict[str, list[float]] = {label: [] for label in labels}
+    for task in results["tasks"].values():
+        losses = {label: _cell_test_loss(task["results"][label], picks) for label in labels}
+        ref = losses[reference]
+        for label in labels:
+            logs[label].append(log_ratio(losses[label], ref, ref if ref is not None else 1.0))
+    return {label: 1.0 / suite_score(values) for label, values in logs.items()}
+
+
+def _check_reference(results: dict, reference: str) -> list[str]:
+    labels = [o["label"] for o in results.get("optimizers", [])]
+    if reference not in labels:
+        raise UserError(f"the reference {reference!r} is not among the optimizers "
+                        f"({', '.join(labels)})")
+    return labels
+
+
+def distribution(results: dict, draws: Iterable[Sequence[int]], reference: str = "adam"
+                 ) -> dict[str, np.ndarray]:
+    """Each optimizer's ratio to ``reference`` on every draw (a list of seed positions)."""
+    labels = _check_reference(results, reference)
+    rows = [ratios_on(results, picks, reference) for picks in draws]
+    return {label: np.array([row[label] for row in rows]) for label in labels}
+
+
+def describe(dist: dict[str, np.ndarray], level: float = 0.9) -> dict:
+    """Interval, median, share of draws in first place and pairwise shares ahead (lower ratio;
+    a tie counts half) of a :func:`distribution`."""
+    labels = list(dist)
+    table = np.vstack([dist[label] for label in labels])  # optimizers x draws
+    lowest = table.min(axis=0)
+    first = (table == lowest).astype(float)
+    first /= first.sum(axis=0)  # a shared first place is shared
+    tail = (1.0 - level) / 2 * 100
+    out: dict = {"draws": int(table.shape[1]), "level": level, "optimizers": {}}
+    for i, label in enumerate(labels):
+        values = table[i]
+        ahead = {other: float(np.mean((values < table[j]) + 0.5 * (values == table[j])))
+                 for j, other in enumerate(labels) if j != i}
+        out["optimizers"][label] = {
+            "median": float(np.median(values)),
+            "low": float(np.percentile(values, tail)),
+            "high": float(np.percentile(values, 100 - tail)),
+            "ln_std": float(np.std(np.log(values))),
+            "first": float(first[i].mean()),
+            "ahead": ahead,
+        }
+    return out
+
+
+def resample(results: dict, reference: str = "adam", draws: int = 2000, seed: int = 0,
+             level: float = 0.9) -> dict | None:
+    """The bootstrap over the run's seeds (None with a single seed: nothing to resample). Every
+    draw is enumerated when there are at most EXACT_LIMIT of them, else ``draws`` are drawn
+    with ``seed``."""
+    n = len(run_seeds(results))
+    if n < 2:
+        return None
+    if n ** n <= EXACT_LIMIT:
+        picks = list(itertools.product(range(n), repeat=n))
+        exact = True
+    else:
+        rng = np.random.default_rng(seed)
+        picks = [tuple(int(i) for i in rng.integers(0, n, size=n)) for _ in range(draws)]
+        exact = False
+    out = describe(distribution(results, picks, reference), level)
+    out.update(kind="bootstrap", seeds=n, exact=exact, reference=reference)
+    return out
+
+
+def subsets(results: dict, k: int, reference: str = "adam", level: float = 0.9) -> dict:
+    """The figures on every subset of ``k`` of the run's seeds (in order): what a k-seed
+    benchmark on other seeds would have said."""
+    n = len(run_seeds(results))
+    if not 1 <= k < n:
+        raise UserError(f"subsets of k seeds need 1 <= k < {n} (the seeds this run has)")
+    picks = list(itertools.combinations(range(n), k))
+    out = describe(distribution(results, picks, reference), level)
+    out.update(kind="subsets", seeds=n, k=k, reference=reference)
+    return out
+
+
+__all__ = ["describe", "distribution", "ratios_on", "resample", "run_seeds", "subsets"]
