@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evolve.bench.optimizers import BASELINE_RULES, OptimizerSpec
-from evolve.bench.report import pick_winner, summarize
+from evolve.bench.report import cpu_name, pick_winner, summarize
 from evolve.bench.uncertainty import resample
 from evolve.errors import UserError
 from fitness import lr_grid
@@ -117,7 +117,8 @@ def _run_benchmark(specs: Sequence[OptimizerSpec], config: BenchmarkConfig,
                    "first_seed": config.first_seed, "lrs": search,
                    "schedule": config.schedule, "quick": config.quick,
                    "weight_decay": "default" if config.weight_decay is None
-                   else config.weight_decay, "torch": torch.__version__},
+                   else config.weight_decay, "torch": torch.__version__,
+                   "cpu": cpu_name()},
         "optimizers": [s.to_json() for s in specs],
         "tasks": {},
         "proxy": None,

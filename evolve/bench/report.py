@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fitness.training.torch_tasks import RunResult
 from primitives.files import atomic_write, atomic_write_text
@@ -33,6 +35,21 @@ METHOD_ALL_SEEDS = ("Each optimizer gets the same learning-rate search (or grid)
 METHOD_SWEEP_THEN_SEEDS = ("Each optimizer runs every learning rate of the same log grid with "
                            "seed 0; the best rate (lowest validation loss) is then run with "
                            "every seed and its test numbers are reported as mean ± std.")
+
+
+def cpu_name() -> str:
+    """The processor's name, recorded with every result: the same seeds on another CPU can
+    train differently (last-bit differences between its math kernels grow in chaotic
+    training), so figures from two machines differ by more than their seeds say."""
+    name = platform.processor() or platform.machine() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info
+                         if line.lower().startswith("model name")), name)
+    except OSError:
+        pass
+    # and the vector instructions torch's kernels use here (AVX2, AVX512, ...)
+    return f"{name}, torch kernels {torch.backends.cpu.get_cpu_capability()}"
 
 
 def _finite(x: float | None) -> float | None:

@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 
 from evolve.bench.optimizers import OptimizerSpec, resolve_specs, split_rules
-from evolve.bench.report import METHOD_SWEEP_THEN_SEEDS, pick_winner, summarize
+from evolve.bench.report import METHOD_SWEEP_THEN_SEEDS, cpu_name, pick_winner, summarize
 from evolve.errors import UserError
 from fitness import lr_grid
 from fitness.training.cifar import CifarError, ImageData, digits_images, load_cifar10
@@ -175,7 +175,7 @@ def run_validation(specs: Sequence[OptimizerSpec], data: ImageData, recipe: Reci
                    "lrs": (",".join(f"{lr:g}" for lr in lrs) if lrs else "lr search " + ", ".join(
                        f"{k}={v}" for k, v in lr_grid.DEFAULT.to_dict().items())),
                    "device": recipe.device,
-                   "compile": recipe.compile, "torch": torch.__version__,
+                   "compile": recipe.compile, "torch": torch.__version__, "cpu": cpu_name(),
                    "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
         "optimizers": [s.to_json() for s in specs],
         "tasks": {data.name: {
