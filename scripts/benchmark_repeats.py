@@ -105,13 +105,30 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyse_subsets(run: dict, k: int, reference: str = "adam") -> dict:
+def analyse_subsets(run: dict, k: int, reference: str = "adam", bar: float | None = None,
+                    baselines: list[str] | None = None) -> dict:
     """Every optimizer's figure on all of ``run``'s seeds and the spread over its k-seed
-    subsets (see evolve.bench.uncertainty.subsets)."""
+    subsets (see evolve.bench.uncertainty.subsets). With ``bar`` and ``baselines``: for every
+    other optimizer, the share of subsets in which its ratio is at most ``bar`` and below every
+    baseline's (a target such as "10% below Adam and ahead of every baseline")."""
     result = subsets(run, k, reference)
     everything = ratios_on(run, range(len(run_seeds(run))), reference)
     for label, row in result["optimizers"].items():
         row["all_seeds"] = everything[label]
+    if bar is not None:
+        ratios = result["ratios"]
+        unknown = [b for b in baselines or [] if b not in ratios]
+        if not baselines or unknown:
+            raise ValueError(f"--bar needs --baselines from the run's optimizers "
+                             f"({', '.join(ratios)}); unknown: {', '.join(unknown) or 'none given'}")
+        held = {}
+        for label, values in ratios.items():
+            if label in baselines:
+                continue
+            hits = [v <= bar and all(v < ratios[b][i] for b in baselines)
+                    for i, v in enumerate(values)]
+            held[label] = sum(hits) / len(hits)
+        result["bar"] = {"ratio": bar, "baselines": baselines, "held": held}
     return result
 
 
@@ -136,6 +153,13 @@ def markdown_subsets(result: dict, leaders: int = 5) -> str:
     for a in top:
         cells = ["" if a == b else f"{result['optimizers'][a]['ahead'][b]:.0%}" for b in top]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    bar = result.get("bar")
+    if bar:
+        lines += ["", f"Share of the {k}-seed subsets in which the optimizer's ratio is at most "
+                  f"{bar['ratio']:g} and below every baseline's ({', '.join(bar['baselines'])}):",
+                  "", "| optimizer | bar held |", "|---|---:|"]
+        for label, share in sorted(bar["held"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {label} | {share:.0%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,12 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     parser.add_argument("--subsets", type=int, metavar="K", default=None,
                         help="one run: the figures on every subset of K of its seeds")
+    parser.add_argument("--bar", type=float, default=None, metavar="RATIO",
+                        help="with --subsets: how often each optimizer is at most RATIO and "
+                             "ahead of every --baselines optimizer")
+    parser.add_argument("--baselines", default="", help="comma-separated labels, for --bar")
     args = parser.parse_args(argv)
     try:
+        if args.subsets is None and args.bar is not None:
+            raise ValueError("--bar goes with --subsets")
         if args.subsets is not None:
             if len(args.runs) != 1:
                 raise ValueError("--subsets reads one run (with more seeds than K)")
-            result = analyse_subsets(load(args.runs[0]), args.subsets, args.reference)
+            baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+            result = analyse_subsets(load(args.runs[0]), args.subsets, args.reference,
+                                     args.bar, baselines)
             text = markdown_subsets(result)
         else:
             result = analyse([load(p) for p in args.runs], args.reference)

@@ -115,8 +115,16 @@ def test_benchmark_repeats_subsets_reads_one_run(tmp_path, capsys):
     assert main([str(tmp_path / "run"), "--subsets", "2"]) == 0
     text = capsys.readouterr().out
     assert "| x | **0.900** | 0.900 |" in text and "over the 3 subsets of 2 seeds" in text
+    # the subsets' ratios of x are 0.9, 0.6, 0.9: at most 0.7 and ahead of adam in one of three
+    assert main([str(tmp_path / "run"), "--subsets", "2", "--bar", "0.7", "--baselines",
+                 "adam", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bar"]["held"] == {"x": pytest.approx(1 / 3)}
+    assert result["ratios"]["x"] == pytest.approx([0.9, 0.6, 0.9], rel=1e-6)
     for argv in ([str(tmp_path / "run"), str(tmp_path / "run"), "--subsets", "2"],
-                 [str(tmp_path / "run"), "--subsets", "5"]):
+                 [str(tmp_path / "run"), "--subsets", "5"],
+                 [str(tmp_path / "run"), "--subsets", "2", "--bar", "0.9"],
+                 [str(tmp_path / "run"), "--bar", "0.9", "--baselines", "adam"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2

@@ -154,13 +154,17 @@ def resample(results: dict, reference: str = "adam", draws: int = 2000, seed: in
 
 def subsets(results: dict, k: int, reference: str = "adam", level: float = 0.9) -> dict:
     """The figures on every subset of ``k`` of the run's seeds (in order): what a k-seed
-    benchmark on other seeds would have said."""
+    benchmark on other seeds would have said; ``ratios`` holds every optimizer's figure on
+    each subset of ``subsets``."""
     n = len(run_seeds(results))
     if not 1 <= k < n:
         raise UserError(f"subsets of k seeds need 1 <= k < {n} (the seeds this run has)")
     picks = list(itertools.combinations(range(n), k))
-    out = describe(distribution(results, picks, reference), level)
-    out.update(kind="subsets", seeds=n, k=k, reference=reference)
+    dist = distribution(results, picks, reference)
+    out = describe(dist, level)
+    out.update(kind="subsets", seeds=n, k=k, reference=reference,
+               subsets=[list(p) for p in picks],
+               ratios={label: [float(v) for v in values] for label, values in dist.items()})
     return out
 
 
