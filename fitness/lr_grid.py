@@ -5,7 +5,9 @@ One search for every score, tier, benchmark and validation, rules and baselines 
 1. a coarse log grid, one point a decade from ``low`` to ``high``;
 2. while the best point sits at an edge of what was tried, one more decade outwards (at most
    ``max_extensions`` times, never past ``floor``/``ceiling``);
-3. the two neighbours a third of a decade either side of the best point.
+3. the two neighbours a third of a decade either side of the best point (of the
+   ``refine_around`` best points: with 2, the runner-up's basin is explored too, which matters
+   where a validation curve is flat and has two dips).
 
 So the chosen rate is resolved to a third of a decade (three points a decade around the
 optimum) at the cost of a one-point-a-decade grid, and a rule whose best rate lies outside the
@@ -45,22 +47,32 @@ class LrSearch:
     floor: float = 1e-7
     ceiling: float = 100.0
     refine: bool = True  # the +-1/3 decade neighbours of the best point
+    refine_around: int = 1  # ... of this many of the best points tried before refining
 
     def coarse(self) -> list[float]:
         return log_grid(self.low, self.high, 1)
 
     def to_dict(self) -> dict:
-        return {"low": self.low, "high": self.high, "max_extensions": self.max_extensions,
-                "floor": self.floor, "ceiling": self.ceiling, "refine": self.refine}
+        out = {"low": self.low, "high": self.high, "max_extensions": self.max_extensions,
+               "floor": self.floor, "ceiling": self.ceiling, "refine": self.refine}
+        if self.refine_around != 1:  # the default stays out: cache keys written before hold
+            out["refine_around"] = self.refine_around
+        return out
 
 
 QUICK = LrSearch(low=1e-3, high=1e-1, max_extensions=1, refine=False)
 DEFAULT = LrSearch()
 
 
-def _best(tried: dict[float, float | None]) -> float | None:
+def _ranked(tried: dict[float, float | None]) -> list[float]:
+    """The rates that did not fail, lowest loss first."""
     ok = [(loss, lr) for lr, loss in tried.items() if loss is not None and math.isfinite(loss)]
-    return min(ok)[1] if ok else None
+    return [lr for _, lr in sorted(ok)]
+
+
+def _best(tried: dict[float, float | None]) -> float | None:
+    ranked = _ranked(tried)
+    return ranked[0] if ranked else None
 
 
 def search(evaluate: Callable[[list[float]], Losses], spec: LrSearch = DEFAULT
@@ -69,7 +81,7 @@ def search(evaluate: Callable[[list[float]], Losses], spec: LrSearch = DEFAULT
     tried: dict[float, float | None] = {}
 
     def run(lrs: list[float]) -> None:
-        todo = [lr for lr in lrs if lr not in tried]
+        todo = list(dict.fromkeys(lr for lr in lrs if lr not in tried))
         if todo:
             for lr, loss in zip(todo, evaluate(todo)):
                 tried[lr] = None if loss is None or not math.isfinite(loss) else float(loss)
@@ -85,11 +97,11 @@ def search(evaluate: Callable[[list[float]], Losses], spec: LrSearch = DEFAULT
             run([_round(best * 10)])
         else:
             break
-    best = _best(tried)
-    if best is not None and spec.refine:
+    centres = _ranked(tried)[:max(spec.refine_around, 1)]
+    if centres and spec.refine:
         third = 10 ** (1 / 3)
-        run([_round(best / third), _round(best * third)])
-        best = _best(tried)
+        run([_round(c * f) for c in centres for f in (1 / third, third)])
+    best = _best(tried)
     return best, dict(sorted(tried.items()))
 
 

@@ -198,6 +198,7 @@ def test_first_seed_picks_another_seed_set():
     (["--seeds", "0"], "--seeds"),
     (["--workers", "0"], "--workers"),
     (["--first-seed", "-1"], "--first-seed"),
+    (["--refine-around", "0"], "--refine-around"),
 ])
 def test_benchmark_cli_bad_input_is_one_line_exit_2(tmp_path, args, match):
     result = CliRunner().invoke(benchmark, [*args, "--out", str(tmp_path / "o")])

@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -252,6 +253,24 @@ def test_lr_search_extends_past_an_edge_and_refines():
     assert calls[0] == lr_grid.DEFAULT.coarse()
     assert 1e-5 in tried and 1e-6 in tried and best == pytest.approx(2.15e-6)
     assert len(calls) == 4  # coarse, two extensions, refinement
+
+
+def test_lr_search_can_refine_around_the_runner_up_too():
+    # two dips: a shallow one at 1e-1 (the best decade point) and a deep one at 4.64e-4,
+    # between decades, whose decade neighbours 1e-3 and 1e-4 validate worse than 1e-1
+    losses = {1e-4: 0.9, 1e-3: 0.5, 1e-2: 0.6, 1e-1: 0.45, 1.0: 2.0,
+              4.64e-4: 0.2, 2.15e-3: 0.55, 4.64e-2: 0.47, 2.15e-1: 0.8}
+
+    def evaluate(lrs):
+        return [losses[lr] for lr in lrs]
+
+    best, tried = lr_grid.search(evaluate, lr_grid.DEFAULT)
+    assert best == 0.1 and 4.64e-4 not in tried  # refining the best decade point only
+    wide = replace(lr_grid.DEFAULT, refine_around=2)
+    best, tried = lr_grid.search(evaluate, wide)
+    assert best == 4.64e-4 and set(tried) == set(losses)
+    assert "refine_around" not in lr_grid.DEFAULT.to_dict()  # old cache keys hold
+    assert wide.to_dict()["refine_around"] == 2
 
 
 def test_tune_names_the_failure_when_every_rate_fails():

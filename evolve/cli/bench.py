@@ -8,6 +8,7 @@ missing dataset is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -17,6 +18,7 @@ from evolve.bench.optimizers import parse_lrs, resolve_specs
 from evolve.bench.report import to_json, write_report
 from evolve.errors import UserError
 from evolve.rundir import check_writable_folder
+from fitness import lr_grid
 from fitness.training.torch_tasks import SCHEDULES, TASK_NAMES
 
 DEFAULT_RULES = "adam,adamw,sgd_momentum,nesterov,lion"
@@ -62,6 +64,10 @@ def _seeds(value: int | None, default: int) -> int:
               help="comma-separated learning rates, one grid for every optimizer [default: the "
                    "lr search: decades 1e-4..1, a decade further while the best sits at an "
                    "edge, then a third of a decade either side of the best]")
+@click.option("--refine-around", type=int, default=1, show_default=True,
+              help="the search refines a third of a decade either side of this many of its "
+                   "best rates; 2 also explores the runner-up's dip, where a validation curve "
+                   "is flat over a decade")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="cosine", show_default=True,
               help="learning-rate schedule for every optimizer (schedule-free ones run constant)")
 @click.option("--quick", is_flag=True, help="small step budgets and search: a smoke test")
@@ -78,10 +84,13 @@ def _seeds(value: int | None, default: int) -> int:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for benchmark.md, benchmark.json and the PNG plots")
 def benchmark(rules: str, tasks: str, seeds: int | None, first_seed: int, lrs: str | None,
-              schedule: str, quick: bool, weight_decay: float | None, no_proxy: bool,
-              threads: int, workers: int, as_json: bool, quiet: bool, out: str) -> None:
+              refine_around: int, schedule: str, quick: bool, weight_decay: float | None,
+              no_proxy: bool, threads: int, workers: int, as_json: bool, quiet: bool,
+              out: str) -> None:
     """Benchmark optimizers and evolved rules on torch tasks with bundled real data."""
     started = time.perf_counter()
+    if refine_around < 1:
+        raise UserError("--refine-around must be at least 1")
     check_writable_folder(out, "--out")
     specs = resolve_specs(rules)
     task_names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -89,7 +98,8 @@ def benchmark(rules: str, tasks: str, seeds: int | None, first_seed: int, lrs: s
                              first_seed=first_seed, lrs=parse_lrs(lrs) if lrs else None,
                              quick=quick, weight_decay=weight_decay, proxy=not no_proxy,
                              threads=threads if threads > 0 else None, schedule=schedule,
-                             workers=workers)
+                             workers=workers,
+                             search=replace(lr_grid.DEFAULT, refine_around=refine_around))
     # one step per (task, optimizer): its whole learning-rate search and seeds
     with _steps(len(task_names) * len(specs), "benchmark", quiet) as steps:
         results = run_benchmark(specs, config, progress=steps.line)
@@ -145,8 +155,6 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
     grid = parse_lrs(lrs) if lrs else None
     # one step per training run: the lr sweep on seed 0, then the other seeds at the best lr;
     # the search's usual count is its decades and two refinements (it grows at an edge)
-    from fitness import lr_grid
-
     sweep_runs = len(grid) if grid else len(lr_grid.log_grid(lr_grid.DEFAULT.low,
                                                             lr_grid.DEFAULT.high)) + 2
     with _steps(len(entries) * (sweep_runs + max(seeds, 1) - 1), "validate", quiet) as steps:
