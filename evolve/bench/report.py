@@ -192,7 +192,8 @@ def summary_table(summary: dict, uncertainty: dict | None = None) -> list[str]:
 def resampling_note(uncertainty: dict) -> str:
     """What the interval and "first in" columns mean, and who leads whom how often."""
     n, draws = uncertainty["seeds"], uncertainty["draws"]
-    how = "every draw" if uncertainty.get("exact") else f"{draws} random draws"
+    how = (f"every possible draw, {draws} in all" if uncertainty.get("exact")
+           else f"{draws} random draws")
     spread = uncertainty["optimizers"]
     top = sorted(spread, key=lambda label: spread[label]["median"])[:2]
     lead = ""
@@ -201,8 +202,8 @@ def resampling_note(uncertainty: dict) -> str:
         lead = (f" The two lowest medians: {top[0]} is ahead of {top[1]} in {share:.0%} of the "
                 "draws.")
     return (f"Seeds resampled: {n} of the {n} seeds drawn with replacement, the same draw for "
-            f"every optimizer and task, each rate chosen again on the drawn seeds ({how}, "
-            f"{draws} in all); \"first in\": the share of draws in which the optimizer has the "
+            f"every optimizer and task, each rate chosen again on the drawn seeds ({how}); "
+            f"\"first in\": the share of draws in which the optimizer has the "
             f"lowest ratio. With few seeds this understates how much another set of seeds "
             f"would move the figures (`scripts/benchmark_repeats.py --subsets` measures it on "
             f"a run with more seeds).{lead}")
