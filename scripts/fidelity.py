@@ -290,6 +290,9 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
              "same lr search and cosine schedule for every rule; 1.0 = tuned Adam). "
              f"\"good\" = the {summary['good_rules']} rules the reference scores within 10% of "
              "Adam or better.", "",
+             *([("Evaluations by CPU (the same rule scores a little differently on another): "
+                 + ", ".join(f"{cpu} {n}" for cpu, n in summary["cpus"].items()) + "."), ""]
+               if summary.get("cpus") else []),
              "| stage | rules | Spearman, all rules | Spearman, good rules | its pick scores "
              "(reference) | rank it gives the reference's best | mean reference of its top 5 |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -346,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
             for s in STAGES + OPTIONAL_STAGES}
     table: dict[str, dict[str, dict]] = {r: {} for r in rules}
+    cpus: dict[tuple[str, str], str] = {}  # where each evaluation ran (a CPU moves scores a bit)
     cache_path = Path(args.cache)
     if cache_path.is_file():
         for line in cache_path.read_text().splitlines():
@@ -355,24 +359,31 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if row["rule"] in table and row["key"] == keys.get(row["stage"]):
                 table[row["rule"]][row["stage"]] = row["result"]
+                cpus[row["rule"], row["stage"]] = row.get("cpu", "not recorded")
     todo = [(r, s) for s in stages for r in rules if s not in table[r]]
     print(f"{len(rules)} rules, {len(todo)} stage evaluations to run", file=sys.stderr)
     # warm the caches (Numba, Adam baselines) once before the workers start
     for stage in {s for _, s in todo}:
         _stage_scorer(stage)(_adam())
+    from evolve.bench.report import cpu_name
+
     started = time.perf_counter()
+    here = cpu_name()
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     with cache_path.open("a") as cache, mp.get_context("spawn").Pool(args.workers) as pool:
         for i, (rule, stage, result, seconds) in enumerate(pool.imap_unordered(_job, todo), 1):
             table[rule][stage] = result
+            cpus[rule, stage] = here
             cache.write(json.dumps({"rule": rule, "stage": stage, "key": keys[stage],
-                                    "result": result, "seconds": seconds}) + "\n")
+                                    "result": result, "seconds": seconds, "cpu": here}) + "\n")
             cache.flush()
             elapsed = time.perf_counter() - started
             print(f"[{i}/{len(todo)}] {stage:9s} {result['score']:.3f} {seconds:5.1f}s "
                   f"eta {elapsed / i * (len(todo) - i):.0f}s  {rule[:70]}", file=sys.stderr)
     complete = [r for r in rules if all(s in table[r] for s in STAGES)]
     summary = analyse(complete, table, _read_before(Path(args.before)))
+    used = [cpus[r, st] for r in complete for st in table[r] if (r, st) in cpus]
+    summary["cpus"] = {cpu: used.count(cpu) for cpu in sorted(set(used))}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
