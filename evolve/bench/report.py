@@ -6,12 +6,16 @@ A results dict (what both commands return, and ``results.json`` holds)::
      "optimizers": [{"label", "kind", "rule", "source"}, ...],
      "tasks": {name: {"description": str, "lrs": [...], "winner": label | None,
                       "results": {label: summary}}},
-     "proxy": {...} | None}
+     "proxy": {...} | None,
+     "summary": {...}, "uncertainty": {...} | None}   # benchmark only
 
-A summary (see :func:`summarize`) gives the best learning rate (chosen on validation loss), the
-test loss and accuracy at that rate as mean and std over seeds, time per run, the mean training
-curve and the whole sweep. A learning rate where any seed diverged does not count; an optimizer
-with no such rate left is ``diverged`` and shows so in the table.
+``config`` records the CPU (:func:`cpu_name`). A summary (see :func:`summarize`) gives the best
+learning rate (chosen on validation loss), the test loss and accuracy at that rate as mean and
+std over seeds, time per run, the mean training curve and the whole sweep, each rate with every
+seed's validation and test loss. A learning rate where any seed diverged does not count; an
+optimizer with no such rate left is ``diverged`` and shows so in the table. The benchmark's
+``summary`` compares every optimizer with tuned Adam, and ``uncertainty``
+(:mod:`evolve.bench.uncertainty`) says how much of that the seeds decide.
 """
 
 from __future__ import annotations
