@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evolve.bench.benchmark import task_log_ratios  # noqa: E402
-from evolve.bench.uncertainty import ratios_on, run_seeds, subsets  # noqa: E402
+from evolve.bench.uncertainty import ratios_on, subsets  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def analyse_subsets(run: dict, k: int, reference: str = "adam", bar: float | Non
     other optimizer, the share of subsets in which its ratio is at most ``bar`` and below every
     baseline's (a target such as "10% below Adam and ahead of every baseline")."""
     result = subsets(run, k, reference)
-    everything = ratios_on(run, range(len(run_seeds(run))), reference)
+    everything = ratios_on(run, range(result["seeds"]), reference)
     for label, row in result["optimizers"].items():
         row["all_seeds"] = everything[label]
     if bar is not None:

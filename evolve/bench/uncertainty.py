@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from evolve.errors import UserError
-from fitness.score import log_ratio, suite_score
+from fitness.score import suite_score
 
 EXACT_LIMIT = 5000  # enumerate every draw with replacement when there are at most this many
 
@@ -81,14 +81,15 @@ def ratios_on(results: dict, picks: Sequence[int], reference: str = "adam"
     """Each optimizer's geometric-mean test-loss ratio to ``reference`` (each task's ratio
     clipped to [0.5, 2], a diverged task counted as 4x worse, as in ``versus_reference``) on the
     seeds at positions ``picks`` (repeats allowed)."""
+    # the benchmark's own per-task rule; imported here as evolve.bench.benchmark imports this
+    from evolve.bench.benchmark import task_log_ratios
+
     labels = [o["label"] for o in results["optimizers"]]
-    logs: dict[str, list[float]] = {label: [] for label in labels}
-    for task in results["tasks"].values():
-        losses = {label: _cell_test_loss(task["results"][label], picks) for label in labels}
-        ref = losses[reference]
-        for label in labels:
-            logs[label].append(log_ratio(losses[label], ref, ref if ref is not None else 1.0))
-    return {label: 1.0 / suite_score(values) for label, values in logs.items()}
+    drawn = {"tasks": {name: {"results": {label: {"test_loss_mean": _cell_test_loss(
+        task["results"][label], picks)} for label in labels}}
+        for name, task in results["tasks"].items()}}
+    return {label: 1.0 / suite_score(task_log_ratios(drawn, label, reference).values())
+            for label in labels}
 
 
 def _check_reference(results: dict, reference: str) -> list[str]:
