@@ -23,6 +23,14 @@ computes every optimizer's figure on each subset of 3 of the run's seeds (84 sub
 each rate chosen again on the subset's validation loss (evolve.bench.uncertainty.subsets): the
 spread of the figure a 3-seed benchmark prints, how often each optimizer comes first, and how
 often the leaders are ahead of one another.
+
+Whether the benchmark's splits choose rates well, blind to which optimizer wins:
+
+    python scripts/benchmark_repeats.py RUN [RUN ...] --rate-cost [--json]
+
+prints, per task and run, what choosing each rate on the validation split costs on the test
+split (evolve.bench.uncertainty.rate_choice_cost): the geometric mean over the optimizers of
+the test loss at the chosen rate over the best test loss among the rates tried, and the worst.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evolve.bench.benchmark import task_log_ratios  # noqa: E402
-from evolve.bench.uncertainty import ratios_on, subsets  # noqa: E402
+from evolve.bench.uncertainty import rate_choice_cost, ratios_on, subsets  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
 
 
@@ -163,6 +171,24 @@ def markdown_subsets(result: dict, leaders: int = 5) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_rate_cost(names: list[str], costs: list[dict]) -> str:
+    """One row a task, one column pair a run: the geometric mean over optimizers of the cost of
+    choosing the rate on validation, and the worst optimizer's."""
+    tasks = [t for t in costs[0]["tasks"] if all(t in c["tasks"] for c in costs[1:])]
+    lines = ["Test loss at the rate chosen on validation over the best test loss among the "
+             "rates tried (1.000 = validation chose as test would; geometric mean over the "
+             f"optimizers, and the worst; clipped at {costs[0]['clip']:g}):", "",
+             "| task | " + " | ".join(f"{n}: mean | worst" for n in names) + " |",
+             "|---|" + "---:|---:|" * len(names)]
+    for t in tasks:
+        cells = " | ".join(f"{c['tasks'][t]['geomean']:.3f} | {c['tasks'][t]['max']:.3f}"
+                           for c in costs)
+        lines.append(f"| {t} | {cells} |")
+    lines.append("| **every cell** | " + " | ".join(f"**{c['geomean']:.3f}** | "
+                                                    for c in costs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="benchmark.json files or their folders")
@@ -174,11 +200,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --subsets: how often each optimizer is at most RATIO and "
                              "ahead of every --baselines optimizer")
     parser.add_argument("--baselines", default="", help="comma-separated labels, for --bar")
+    parser.add_argument("--rate-cost", action="store_true",
+                        help="per task and run, what choosing the rate on validation costs on "
+                             "test")
     args = parser.parse_args(argv)
     try:
         if args.subsets is None and args.bar is not None:
             raise ValueError("--bar goes with --subsets")
-        if args.subsets is not None:
+        if args.rate_cost and args.subsets is not None:
+            raise ValueError("--rate-cost and --subsets are separate questions; ask one")
+        if args.rate_cost:
+            result = {p: rate_choice_cost(load(p)) for p in args.runs}
+            text = markdown_rate_cost(list(result), list(result.values()))
+        elif args.subsets is not None:
             if len(args.runs) != 1:
                 raise ValueError("--subsets reads one run (with more seeds than K)")
             baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]

@@ -10,7 +10,7 @@ import pytest
 
 from evolve.bench.benchmark import versus_reference
 from evolve.bench.report import markdown, summarize
-from evolve.bench.uncertainty import ratios_on, resample, run_seeds, subsets
+from evolve.bench.uncertainty import rate_choice_cost, ratios_on, resample, run_seeds, subsets
 from evolve.errors import UserError
 from fitness.training.torch_tasks import RunResult
 
@@ -128,3 +128,33 @@ def test_benchmark_repeats_subsets_reads_one_run(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
+
+
+def test_rate_choice_cost_is_the_test_loss_validation_gave_up():
+    results = _results([0.72] * 3)
+    cost = rate_choice_cost(results)["tasks"]["t"]
+    # adam: validation and test both prefer 0.01; x: validation prefers 0.1 (0.72 < 0.783),
+    # whose test loss 0.9 is 1.5x the 0.6 of 0.01
+    assert cost["optimizers"]["adam"] == 1.0
+    assert cost["optimizers"]["x"] == pytest.approx(1.5, rel=1e-6)
+    assert cost["geomean"] == pytest.approx(math.sqrt(1.5), rel=1e-6) and cost["max"] == 1.5
+    # a cost beyond the clip counts as the clip, as a task's ratio does in the benchmark
+    assert rate_choice_cost(results, clip=1.2)["tasks"]["t"]["optimizers"]["x"] == 1.2
+    # seed 2 diverged at 0.1: validation can only choose 0.01, which test prefers too
+    assert rate_choice_cost(_results([0.72, 0.72, None]))["geomean"] == 1.0
+
+
+def test_benchmark_repeats_rate_cost_compares_runs(tmp_path, capsys):
+    from scripts.benchmark_repeats import main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "benchmark.json").write_text(json.dumps(_results([0.72] * 3)))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "benchmark.json").write_text(json.dumps(_results([0.8] * 3)))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--rate-cost"]) == 0
+    text = capsys.readouterr().out
+    # in b, 0.1 validates at 0.8 > 0.783: validation chooses 0.01 as test would
+    assert "| t | 1.225 | 1.500 | 1.000 | 1.000 |" in text
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "a"), "--rate-cost", "--subsets", "2"])
+    assert exit_info.value.code == 2

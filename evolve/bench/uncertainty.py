@@ -17,7 +17,9 @@ any list of those seeds:
   is ahead of each other optimizer. With 3 seeds a bootstrap understates the spread (its draws
   repeat seeds): the measured spread is :func:`subsets`' business;
 * :func:`subsets` takes a run with many seeds and computes the figures of every subset of k of
-  them: the spread a k-seed benchmark has, measured.
+  them: the spread a k-seed benchmark has, measured;
+* :func:`rate_choice_cost` measures the instrument itself, blind to which optimizer wins: what
+  choosing each rate on the validation split costs on the test split.
 
 A draw re-chooses rates only among those the run's own search tried (the search followed the
 mean of all its seeds), so a draw cannot reach a rate the run never trained.
@@ -169,4 +171,39 @@ def subsets(results: dict, k: int, reference: str = "adam", level: float = 0.9) 
     return out
 
 
-__all__ = ["describe", "distribution", "ratios_on", "resample", "run_seeds", "subsets"]
+def rate_choice_cost(results: dict, clip: float = 2.0) -> dict:
+    """What choosing the rate on validation costs on test, for every task and optimizer: the
+    mean test loss (over all the run's seeds) at the rate with the lowest mean validation loss,
+    over the lowest mean test loss among the rates tried. 1.0 means validation chose the rate
+    test would have; each cost is clipped to ``clip``, as the benchmark clips a task's ratio (a
+    task whose losses reach zero would otherwise divide by it).
+
+    A property of the tasks, their splits and the search, the same for every optimizer: a split
+    too small to rank rates shows as costs well above 1 for the baselines as much as for the
+    rules. Returns per task each optimizer's cost and their geometric mean and maximum, and the
+    geometric mean over every cell."""
+    picks = range(len(run_seeds(results)))
+    tasks, every = {}, []
+    for name, task in results["tasks"].items():
+        costs = {}
+        for label, summary in task["results"].items():
+            chosen = _cell_test_loss(summary, picks)
+            complete = [sum(row["test_losses"]) / len(row["test_losses"])
+                        for row in summary["sweep"]
+                        if row["test_losses"] and None not in row["test_losses"]]
+            if chosen is None or not complete:
+                continue
+            best = min(complete)
+            costs[label] = 1.0 if chosen <= best else min(clip, chosen / best if best > 0
+                                                            else clip)
+        if costs:
+            logs = [math.log(c) for c in costs.values()]
+            every += logs
+            tasks[name] = {"optimizers": costs, "geomean": math.exp(sum(logs) / len(logs)),
+                           "max": max(costs.values())}
+    return {"clip": clip, "tasks": tasks,
+            "geomean": math.exp(sum(every) / len(every)) if every else None}
+
+
+__all__ = ["describe", "distribution", "rate_choice_cost", "ratios_on", "resample",
+           "run_seeds", "subsets"]
