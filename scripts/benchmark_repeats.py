@@ -96,9 +96,10 @@ def analyse(runs: list[dict], reference: str = "adam") -> dict:
 
 def markdown(result: dict) -> str:
     sets = [f"{a}..{a + n - 1}" for a, n in result["seeds"]]
-    lines = [f"Seed sets: {', '.join(sets)}. Test-loss ratio to tuned {result['reference']} (geometric "
-             "mean over tasks; lower is better), each run and their geometric mean; the spread "
-             "is the standard deviation of the natural log of the ratio over the runs.", "",
+    lines = [f"Seed sets: {', '.join(sets)}. Test-loss ratio to tuned {result['reference']} "
+             "(geometric mean over tasks; lower is better), each run and their geometric mean; "
+             "the spread is the standard deviation of the natural log of the ratio over the "
+             "runs.", "",
              "| optimizer | " + " | ".join(f"seeds {x}" for x in sets) + " | all runs | spread |",
              "|---|" + "---:|" * (len(sets) + 2)]
     for lab, o in sorted(result["optimizers"].items(), key=lambda kv: kv[1]["loss_ratio"]):
@@ -128,7 +129,8 @@ def analyse_subsets(run: dict, k: int, reference: str = "adam", bar: float | Non
         unknown = [b for b in baselines or [] if b not in ratios]
         if not baselines or unknown:
             raise ValueError(f"--bar needs --baselines from the run's optimizers "
-                             f"({', '.join(ratios)}); unknown: {', '.join(unknown) or 'none given'}")
+                             f"({', '.join(ratios)}); unknown: "
+                             f"{', '.join(unknown) or 'none given'}")
         held = {}
         for label, values in ratios.items():
             if label in baselines:

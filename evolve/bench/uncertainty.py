@@ -180,8 +180,8 @@ def rate_choice_cost(results: dict, clip: float = 2.0) -> dict:
 
     A property of the tasks, their splits and the search, measured alike for every optimizer:
     a split too small to rank rates shows as costs well above 1 for the baselines as much as
-    for the rules. Returns per task each optimizer's cost and their geometric mean and maximum, and the
-    geometric mean over every cell."""
+    for the rules. Returns per task each optimizer's cost and their geometric mean and maximum,
+    and the geometric mean over every cell."""
     picks = range(len(run_seeds(results)))
     tasks, every = {}, []
     for name, task in results["tasks"].items():
