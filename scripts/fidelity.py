@@ -19,6 +19,13 @@ per rule and stage configuration (``--cache``), so a rerun after a change recomp
 stages that changed.
 
     python scripts/fidelity.py [--workers 2] [--limit N] [--json] [--out docs/results/fidelity]
+
+``--probe FILE`` scores only the rules listed in FILE (one a line, ``#`` comments) on the chosen
+stages, through the same cache, and prints each rule's stage scores and per-task log2 ratios to
+Adam (``probe.md`` and ``probe.json`` with ``--out``): how to ask where a handful of rules sit
+without adding them to the set the correlations are measured on.
+
+    python scripts/fidelity.py --probe rules.txt --stages real,reference [--out DIR]
 """
 
 from __future__ import annotations
@@ -315,6 +322,133 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
 # ----------------------------------------------------------------------------------- main
 
 
+def evaluate(rules: list[str], stages: list[str], cache_path: Path,
+             workers: int) -> tuple[dict[str, dict[str, dict]], dict[tuple[str, str], str]]:
+    """Every rule's result on every stage: from the cache where its stage key matches, else
+    computed in ``workers`` processes and appended to the cache. Also returns where (which CPU)
+    each result was computed."""
+    from evolve.bench.report import cpu_name
+
+    keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
+            for s in STAGES + OPTIONAL_STAGES}
+    table: dict[str, dict[str, dict]] = {r: {} for r in rules}
+    cpus: dict[tuple[str, str], str] = {}  # where each evaluation ran (a CPU moves scores a bit)
+    if cache_path.is_file():
+        for line in cache_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row["rule"] in table and row["key"] == keys.get(row["stage"]):
+                table[row["rule"]][row["stage"]] = row["result"]
+                cpus[row["rule"], row["stage"]] = row.get("cpu", "not recorded")
+    todo = [(r, s) for s in stages for r in rules if s not in table[r]]
+    print(f"{len(rules)} rules, {len(todo)} stage evaluations to run", file=sys.stderr)
+    if not todo:
+        return table, cpus
+    # warm the caches (Numba, Adam baselines) once before the workers start
+    for stage in {s for _, s in todo}:
+        _stage_scorer(stage)(_adam())
+    started = time.perf_counter()
+    here = cpu_name()
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    with cache_path.open("a") as cache, mp.get_context("spawn").Pool(workers) as pool:
+        for i, (rule, stage, result, seconds) in enumerate(pool.imap_unordered(_job, todo), 1):
+            table[rule][stage] = result
+            cpus[rule, stage] = here
+            cache.write(json.dumps({"rule": rule, "stage": stage, "key": keys[stage],
+                                    "result": result, "seconds": seconds, "cpu": here}) + "\n")
+            cache.flush()
+            elapsed = time.perf_counter() - started
+            print(f"[{i}/{len(todo)}] {stage:9s} {result['score']:.3f} {seconds:5.1f}s "
+                  f"eta {elapsed / i * (len(todo) - i):.0f}s  {rule[:70]}", file=sys.stderr)
+    return table, cpus
+
+
+def read_probe(path: Path) -> list[str]:
+    """The rules of a probe file in canonical text, one a line (blank lines and ``#`` comments
+    skipped, duplicates dropped); ValueError naming the file and line for anything else."""
+    from primitives.grammar import RuleSyntaxError, parse, to_text
+    from primitives.rules import resolve
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise ValueError(f"cannot read the probe file {path}: {err.strerror or err}") from None
+    rules: list[str] = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            rule = to_text(parse(resolve(text)))
+        except RuleSyntaxError as err:
+            raise ValueError(f"{path}:{number}: not a rule ({err}); write one rule text or "
+                             "known name a line") from None
+        if rule not in rules:
+            rules.append(rule)
+    if not rules:
+        raise ValueError(f"{path} holds no rules; write one rule text or known name a line")
+    return rules
+
+
+def probe_rows(rules: list[str], stages: list[str], table: dict) -> list[dict]:
+    """Per rule: each stage's score (``real`` also as the selection ranks it) and its tasks'
+    log2 ratios to tuned Adam."""
+    rows = []
+    for rule in rules:
+        row: dict = {"rule": rule, "stages": {}}
+        for stage in stages:
+            result = table[rule][stage]
+            entry = {"score": result["score"], "tasks": result["tasks"]}
+            if stage == "real":
+                entry["selection"] = _stage_score(table[rule], "real")
+            row["stages"][stage] = entry
+        rows.append(row)
+    return rows
+
+
+def probe_markdown(rows: list[dict], stages: list[str]) -> str:
+    lines = ["# Fidelity probe", "",
+             "Each rule's score on each stage (1.0 = tuned Adam, higher is better; `real` is "
+             "tier 2's plain mean, `real (selection)` as the campaign's selection ranks it), "
+             "then per stage its tasks' log2 test-loss ratios to tuned Adam (positive = better "
+             "than Adam; clipped to ±1).", ""]
+    head = [s for st in stages for s in ((st, "real (selection)") if st == "real" else (st,))]
+    lines += ["| rule | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for row in rows:
+        cells = []
+        for st in stages:
+            entry = row["stages"][st]
+            cells.append(f"{entry['score']:.3f}")
+            if st == "real":
+                cells.append(f"{entry['selection']:.3f}")
+        lines.append(f"| `{row['rule']}` | " + " | ".join(cells) + " |")
+    for st in stages:
+        tasks = list(rows[0]["stages"][st]["tasks"])
+        lines += ["", f"## {st}: per task", "",
+                  "| rule | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+        for row in rows:
+            values = row["stages"][st]["tasks"]
+            lines.append(f"| `{row['rule']}` | "
+                         + " | ".join(f"{values[t]:+.2f}" for t in tasks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_probe(rules: list[str], stages: list[str], table: dict, out: str | None,
+                 as_json: bool) -> int:
+    rows = probe_rows(rules, stages, table)
+    text = probe_markdown(rows, stages)
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "probe.md").write_text(text)
+        (folder / "probe.json").write_text(json.dumps({"stages": stages, "rules": rows},
+                                                      indent=1))
+    print(json.dumps(rows, indent=1) if as_json else text.rstrip("\n"))
+    return 0
+
+
 def _read_before(path: Path) -> dict[str, dict[str, dict]]:
     rows: dict[str, dict[str, dict]] = {}
     if path.is_file():
@@ -339,47 +473,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", default=str(ROOT / "docs/results/fidelity/before.jsonl"),
                         help="earlier proxy-stage scores (JSON lines rule/stage/result) to rank "
                              "beside today's, as '<stage> (before)'")
+    parser.add_argument("--probe", default=None, metavar="FILE",
+                        help="score only the rules in FILE (one a line) on --stages and print "
+                             "their per-task figures; no correlations")
     args = parser.parse_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     unknown = [s for s in stages if s not in STAGES + OPTIONAL_STAGES]
     if unknown:  # before collecting the rules, which scores random ones
         parser.error(f"unknown stage(s) {', '.join(unknown)}; choose from "
                      f"{', '.join(STAGES + OPTIONAL_STAGES)}")
-    rules = collect(args.limit, tuple(r for r in args.runs.split(",") if r))
-    keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
-            for s in STAGES + OPTIONAL_STAGES}
-    table: dict[str, dict[str, dict]] = {r: {} for r in rules}
-    cpus: dict[tuple[str, str], str] = {}  # where each evaluation ran (a CPU moves scores a bit)
-    cache_path = Path(args.cache)
-    if cache_path.is_file():
-        for line in cache_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row["rule"] in table and row["key"] == keys.get(row["stage"]):
-                table[row["rule"]][row["stage"]] = row["result"]
-                cpus[row["rule"], row["stage"]] = row.get("cpu", "not recorded")
-    todo = [(r, s) for s in stages for r in rules if s not in table[r]]
-    print(f"{len(rules)} rules, {len(todo)} stage evaluations to run", file=sys.stderr)
-    # warm the caches (Numba, Adam baselines) once before the workers start
-    for stage in {s for _, s in todo}:
-        _stage_scorer(stage)(_adam())
-    from evolve.bench.report import cpu_name
-
-    started = time.perf_counter()
-    here = cpu_name()
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with cache_path.open("a") as cache, mp.get_context("spawn").Pool(args.workers) as pool:
-        for i, (rule, stage, result, seconds) in enumerate(pool.imap_unordered(_job, todo), 1):
-            table[rule][stage] = result
-            cpus[rule, stage] = here
-            cache.write(json.dumps({"rule": rule, "stage": stage, "key": keys[stage],
-                                    "result": result, "seconds": seconds, "cpu": here}) + "\n")
-            cache.flush()
-            elapsed = time.perf_counter() - started
-            print(f"[{i}/{len(todo)}] {stage:9s} {result['score']:.3f} {seconds:5.1f}s "
-                  f"eta {elapsed / i * (len(todo) - i):.0f}s  {rule[:70]}", file=sys.stderr)
+    if args.probe:
+        try:
+            rules = read_probe(Path(args.probe))
+        except ValueError as err:
+            parser.error(str(err))
+    else:
+        rules = collect(args.limit, tuple(r for r in args.runs.split(",") if r))
+    table, cpus = evaluate(rules, stages, Path(args.cache), args.workers)
+    if args.probe:
+        return report_probe(rules, stages, table, args.out, args.json)
     complete = [r for r in rules if all(s in table[r] for s in STAGES)]
     summary = analyse(complete, table, _read_before(Path(args.before)))
     used = [cpus[r, st] for r in complete for st in table[r] if (r, st) in cpus]
