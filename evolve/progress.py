@@ -229,13 +229,18 @@ class StageProgress:
 
 
 class Steps:
-    """A bar over ``total`` steps with an ETA (see the module doc); a context manager."""
+    """A bar over ``total`` steps with an ETA (see the module doc); a context manager.
+
+    With ``estimate`` the total is a guess (an lr search that extends at an edge runs more
+    steps than planned, one that ends early fewer): plain lines show it as ``[n/~total]``, and
+    a total that the steps outrun grows with them."""
 
     def __init__(self, total: int, label: str, quiet: bool = False, rich: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, estimate: bool = False):
         self.total = max(int(total), 1)
         self.label = label
         self.quiet = quiet
+        self.estimate = estimate
         self.done = 0
         self.eta = Eta(clock)
         self._bar: Any = None
@@ -268,7 +273,8 @@ class Steps:
                 self._bar.console.print(info, markup=False, highlight=False)
             self._bar.update(self._task, completed=self.done, total=self.total, eta=shown)
         else:
-            _echo(f"[{self.done}/{self.total}] {info}" + (f"  {shown}" if shown else ""))
+            total = f"~{self.total}" if self.estimate else str(self.total)
+            _echo(f"[{self.done}/{total}] {info}" + (f"  {shown}" if shown else ""))
 
     def line(self, text: str) -> None:
         """A progress callback that reports one finished step per line (bench's style)."""

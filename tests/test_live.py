@@ -194,6 +194,12 @@ def test_plain_progress_explains_its_columns_once_and_counts_budgets(capsys):
     steps = Steps(3, "compare", rich=False)
     steps.advance(info="evolution seed 0 done")
     assert "[1/3] evolution seed 0 done" in capsys.readouterr().err
+    # a guessed total is marked, and grows when the steps outrun it
+    guess = Steps(2, "validate", rich=False, estimate=True)
+    for i in range(3):
+        guess.advance(info=f"run {i}")
+    assert [line.split(" run")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "[1/~2]", "[2/~2]", "[3/~3]"]
     quiet = CampaignProgress(quiet=True, rich=False)
     quiet({"generation": 0}, 5)
     assert capsys.readouterr().err == ""

@@ -27,11 +27,12 @@ RULES_HELP = ("comma-separated optimizers: torch baselines (adam, adamw, sgd, sg
               "rule:NAME or any other known rule name, or rule text such as 'sign(ema(g, 0.9))'")
 
 
-def _steps(total: int, label: str, quiet: bool):
-    """A progress bar (plain lines when not a terminal) advanced by each progress line."""
+def _steps(total: int, label: str, quiet: bool, estimate: bool = False):
+    """A progress bar (plain lines when not a terminal) advanced by each progress line;
+    ``estimate``: the total is a guess (see :class:`evolve.progress.Steps`)."""
     from evolve.progress import Steps
 
-    return Steps(total, label, quiet=quiet)
+    return Steps(total, label, quiet=quiet, estimate=estimate)
 
 
 def _finish(results: dict, out: str, stem: str, as_json: bool, started: float) -> None:
@@ -157,7 +158,8 @@ def validate(rules: str, dataset: str, data_dir: str | None, epochs: int | None,
     # the search's usual count is its decades and two refinements (it grows at an edge)
     sweep_runs = len(grid) if grid else len(lr_grid.log_grid(lr_grid.DEFAULT.low,
                                                             lr_grid.DEFAULT.high)) + 2
-    with _steps(len(entries) * (sweep_runs + max(seeds, 1) - 1), "validate", quiet) as steps:
+    with _steps(len(entries) * (sweep_runs + max(seeds, 1) - 1), "validate", quiet,
+                estimate=grid is None) as steps:
         results = validate_rules(
             entries, dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
             test_subset=test_subset, seeds=seeds, lrs=grid, width=width,
