@@ -413,7 +413,7 @@ def probe_markdown(rows: list[dict], stages: list[str]) -> str:
              "Each rule's score on each stage (1.0 = tuned Adam, higher is better; `real` is "
              "tier 2's plain mean, `real (selection)` as the campaign's selection ranks it), "
              "then per stage its tasks' log2 test-loss ratios to tuned Adam (positive = better "
-             "than Adam; clipped to ±1).", ""]
+             "than Adam; clipped as each stage clips them).", ""]
     head = [s for st in stages for s in ((st, "real (selection)") if st == "real" else (st,))]
     lines += ["| rule | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     for row in rows:
