@@ -20,10 +20,11 @@ stages that changed.
 
     python scripts/fidelity.py [--workers 2] [--limit N] [--json] [--out docs/results/fidelity]
 
-``--probe FILE`` scores only the rules listed in FILE (one a line, ``#`` comments) on the chosen
-stages, through the same cache, and prints each rule's stage scores and per-task log2 ratios to
-Adam (``probe.md`` and ``probe.json`` with ``--out``): how to ask where a handful of rules sit
-without adding them to the set the correlations are measured on.
+``--probe FILE`` scores only the rules listed in FILE (one a line as every command takes them:
+a known name, rule text or RUN:best; ``#`` comments) on the chosen stages, through the same
+cache, and prints each rule's stage scores and per-task log2 ratios to Adam (``probe.md`` and
+``probe.json`` with ``--out``): how to ask where a handful of rules sit without adding them to
+the set the correlations are measured on.
 
     python scripts/fidelity.py --probe rules.txt --stages real,reference [--out DIR]
 """
@@ -366,10 +367,11 @@ def evaluate(rules: list[str], stages: list[str], cache_path: Path,
 
 
 def read_probe(path: Path) -> list[str]:
-    """The rules of a probe file in canonical text, one a line (blank lines and ``#`` comments
-    skipped, duplicates dropped); ValueError naming the file and line for anything else."""
-    from primitives.grammar import RuleSyntaxError, parse, to_text
-    from primitives.rules import resolve
+    """The rules of a probe file in canonical text, one reference a line as every command takes
+    them (a known name, rule text, RUN:best, ...; blank lines and ``#`` comments skipped,
+    duplicates dropped); ValueError naming the file and line for anything else."""
+    from evolve.errors import UserError
+    from evolve.rundir.refs import resolve_rule
 
     try:
         lines = path.read_text().splitlines()
@@ -381,14 +383,14 @@ def read_probe(path: Path) -> list[str]:
         if not text:
             continue
         try:
-            rule = to_text(parse(resolve(text)))
-        except RuleSyntaxError as err:
-            raise ValueError(f"{path}:{number}: not a rule ({err}); write one rule text or "
-                             "known name a line") from None
+            rule = resolve_rule(text).text
+        except UserError as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
         if rule not in rules:
             rules.append(rule)
     if not rules:
-        raise ValueError(f"{path} holds no rules; write one rule text or known name a line")
+        raise ValueError(f"{path} holds no rules; write one rule a line: a known name, rule "
+                         "text or RUN:best")
     return rules
 
 

@@ -43,7 +43,9 @@ def test_probe_reads_cached_stage_results_and_reports_each_rule(tmp_path, capsys
 
 
 @pytest.mark.parametrize("content, says", [
-    ("adam\nmul(g\n", "rules.txt:2: not a rule"),
+    ("adam\nmul(g\n", "rules.txt:2: "),
+    ("adamm\n", "rules.txt:1: 'adamm' is neither a known name nor a rule"),
+    ("no-such-run:best\n", "rules.txt:1: "),
     ("# nothing\n\n", "holds no rules"),
     (None, "cannot read the probe file"),
 ])
