@@ -157,6 +157,11 @@ def stage_config(stage: str) -> dict:
             "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in _stage_tasks(stage)]}
 
 
+def stage_key(stage: str) -> str:
+    """The cache key of a stage's results: a digest of :func:`stage_config`."""
+    return hashlib.sha256(json.dumps(stage_config(stage), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _stage_tasks(stage: str) -> list:
     from fitness.training.real_tasks import as_real_task, builtin_tasks
     from fitness.training.real_tier import RealTierConfig
@@ -330,8 +335,7 @@ def evaluate(rules: list[str], stages: list[str], cache_path: Path,
     each result was computed."""
     from evolve.bench.report import cpu_name
 
-    keys = {s: hashlib.sha256(json.dumps(stage_config(s), sort_keys=True).encode()).hexdigest()[:16]
-            for s in STAGES + OPTIONAL_STAGES}
+    keys = {s: stage_key(s) for s in STAGES + OPTIONAL_STAGES}
     table: dict[str, dict[str, dict]] = {r: {} for r in rules}
     cpus: dict[tuple[str, str], str] = {}  # where each evaluation ran (a CPU moves scores a bit)
     if cache_path.is_file():

@@ -3,17 +3,15 @@ correlations are measured on."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 
 
 def _cache_row(rule: str, stage: str, score: float, tasks: dict[str, float]) -> str:
-    from scripts.fidelity import stage_config
+    from scripts.fidelity import stage_key
 
-    key = hashlib.sha256(json.dumps(stage_config(stage), sort_keys=True).encode()).hexdigest()[:16]
-    return json.dumps({"rule": rule, "stage": stage, "key": key, "cpu": "test",
+    return json.dumps({"rule": rule, "stage": stage, "key": stage_key(stage), "cpu": "test",
                        "result": {"score": score, "tasks": tasks}})
 
 
