@@ -420,16 +420,14 @@ def probe_markdown(rows: list[dict], stages: list[str]) -> str:
              "tier 2's plain mean, `real (selection)` as the campaign's selection ranks it), "
              "then per stage its tasks' log2 test-loss ratios to tuned Adam (positive = better "
              "than Adam; clipped as each stage clips them).", ""]
-    head = [s for st in stages for s in ((st, "real (selection)") if st == "real" else (st,))]
-    lines += ["| rule | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    # (heading, stage, field): tier 2 twice, its plain mean and its selection value
+    columns = [c for st in stages for c in (
+        [(st, st, "score")] + ([("real (selection)", st, "selection")] if st == "real" else []))]
+    lines += ["| rule | " + " | ".join(c[0] for c in columns) + " |",
+              "|---|" + "---:|" * len(columns)]
     for row in rows:
-        cells = []
-        for st in stages:
-            entry = row["stages"][st]
-            cells.append(f"{entry['score']:.3f}")
-            if st == "real":
-                cells.append(f"{entry['selection']:.3f}")
-        lines.append(f"| `{row['rule']}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{row['rule']}` | " + " | ".join(
+            f"{row['stages'][st][field]:.3f}" for _, st, field in columns) + " |")
     for st in stages:
         tasks = list(rows[0]["stages"][st]["tasks"])
         lines += ["", f"## {st}: per task", "",
