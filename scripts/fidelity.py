@@ -13,10 +13,12 @@ and the **reference** is the same treatment on the tasks of ``evolve benchmark``
 data no tier uses; trained as ensembles, which gives the numbers of the benchmark's own loop).
 Every score is a geometric-mean loss ratio against tuned Adam on its tasks (1.0 = Adam).
 
-Prints, per stage, the Spearman rank correlation with the reference over all rules and over the
-rules the reference puts above Adam's family, and what each stage would pick. Results are cached
-per rule and stage configuration (``--cache``), so a rerun after a change recomputes only the
-stages that changed.
+Prints, per stage, the Spearman rank correlation with the reference over all rules, over the
+good ones (the reference within 10% of Adam or better) and over the top ones (10% better or
+more), and what each stage would pick; with the ``repeat`` stage also, per task of the
+reference, how well seeds 3-5 rank the rules as seeds 0-2 do (which tasks can order the top at
+all). Results are cached per rule and stage configuration (``--cache``), so a rerun after a
+change recomputes only the stages that changed.
 
     python scripts/fidelity.py [--workers 2] [--limit N] [--json] [--out docs/results/fidelity]
 
@@ -51,6 +53,10 @@ STAGES = ("search", "heldout", "real", "reference")
 OPTIONAL_STAGES = ("repeat",)
 # the stages trained on the benchmark's tasks, and their seeds
 REFERENCE_SEEDS = {"reference": (0, 1, 2), "repeat": (3, 4, 5)}
+# the rules the correlations are also taken over, by their reference score against Adam's: the
+# good ones (within 10% of Adam or better) and the top ones (10% better or more, the plateau
+# where the campaigns' picks and the published rules sit)
+GOOD, TOP = 0.9, 1.1
 # campaigns whose rules join the set: two of the founding build (proxy-selected funnels) and the
 # two default campaigns of the real-data tier (their tier-2 hall of fame)
 RESULT_DIRS = ("docs/results/adam-warm", "docs/results/random-10min",
@@ -229,7 +235,7 @@ def _job(args: tuple[str, str]) -> tuple[str, str, dict, float]:
 def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
-    if len(a) < 3:
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:  # too few, or a constant: no ranking
         return float("nan")
     return float(spearmanr(a, b).statistic)
 
@@ -239,26 +245,63 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
     ref = [table[r]["reference"]["score"] for r in rules]
     adam_ref = next(table[r]["reference"]["score"] for r in rules
                     if r == _adam())
-    good = [i for i, v in enumerate(ref) if v >= 0.9 * adam_ref]
-    out = {"rules": len(rules), "good_rules": len(good), "stages": {}}
+    good = [i for i, v in enumerate(ref) if v >= GOOD * adam_ref]
+    top = [i for i, v in enumerate(ref) if v >= TOP * adam_ref]
+    out = {"rules": len(rules), "good_rules": len(good), "top_rules": len(top), "stages": {}}
     best_ref = max(range(len(rules)), key=lambda i: ref[i])
     stages = ["search", "heldout", "real (mean)", "real"]
     stages += [s for s in OPTIONAL_STAGES if all(s in table[r] for r in rules)]
     for stage in stages:
         values = [_stage_score(table[r], stage) for r in rules]
-        out["stages"][stage] = _rank_stats(rules, values, ref, good, best_ref)
+        out["stages"][stage] = _rank_stats(rules, values, ref, good, top, best_ref)
     for stage, rows in (before or {}).items():
         # the proxy stages as they were before issue 12, on the rules they were measured on
         have = [i for i, r in enumerate(rules) if r in rows]
         if len(have) >= 3:
             sub_good = [k for k, i in enumerate(have) if i in good]
+            sub_top = [k for k, i in enumerate(have) if i in top]
             sub_best = max(range(len(have)), key=lambda k: ref[have[k]])
             out["stages"][f"{stage} (before)"] = dict(
                 _rank_stats([rules[i] for i in have], [rows[rules[i]]["score"] for i in have],
-                            [ref[i] for i in have], sub_good, sub_best), rules=len(have))
+                            [ref[i] for i in have], sub_good, sub_top, sub_best),
+                rules=len(have))
     out["reference_best"] = {"rule": rules[best_ref], "score": ref[best_ref]}
     out["reference_adam"] = adam_ref
+    if "repeat" in stages:
+        out["tasks"] = task_repeatability(rules, table, good, top)
     return out
+
+
+def task_repeatability(rules: list[str], table: dict[str, dict[str, dict]],
+                       good: list[int], top: list[int]) -> dict[str, dict]:
+    """Per task of the reference: how well its log2 ratios on seeds 3-5 (the repeat) rank the
+    rules as seeds 0-2 do, over all rules, the good ones and the top ones, and how far apart the
+    good rules lie there (the standard deviation of their log2 ratios on seeds 0-2). A task
+    whose repeat agrees poorly over the top rules cannot order them: its share of their
+    benchmark figures is the seeds' draw."""
+    out = {}
+    for task in table[rules[0]]["reference"]["tasks"]:
+        ref = [table[r]["reference"]["tasks"][task] for r in rules]
+        rep = [table[r]["repeat"]["tasks"][task] for r in rules]
+        out[task] = {"spearman_all": spearman(rep, ref),
+                     "spearman_good": spearman([rep[i] for i in good], [ref[i] for i in good]),
+                     "spearman_top": spearman([rep[i] for i in top], [ref[i] for i in top]),
+                     "spread_good": _spread([ref[i] for i in good]),
+                     "spread_top": _spread([ref[i] for i in top])}
+    return out
+
+
+def _spread(values: list[float]) -> float:
+    """The standard deviation of ``values`` (nan for fewer than two)."""
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def _cell(value: float, digits: int = 3) -> str:
+    """A table figure; a dash where it is undefined (too few rules to rank)."""
+    return "—" if value != value else f"{value:.{digits}f}"
 
 
 def _stage_score(row: dict[str, dict], stage: str) -> float:
@@ -275,7 +318,7 @@ def _stage_score(row: dict[str, dict], stage: str) -> float:
 
 
 def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: list[int],
-                best_ref: int) -> dict:
+                top: list[int], best_ref: int) -> dict:
     """How a stage's scores rank the rules against the reference, and what it would pick."""
     pick = max(range(len(rules)), key=lambda i: values[i])
     order = sorted(range(len(rules)), key=lambda i: -values[i])
@@ -283,6 +326,7 @@ def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: l
         "rules": len(rules),
         "spearman_all": spearman(values, ref),
         "spearman_good": spearman([values[i] for i in good], [ref[i] for i in good]),
+        "spearman_top": spearman([values[i] for i in top], [ref[i] for i in top]),
         "pick": rules[pick],
         "pick_reference": ref[pick],
         "reference_best_ranked": order.index(best_ref) + 1,
@@ -302,16 +346,18 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
              f"{summary['rules']} rules; reference = the 8 tasks of `evolve benchmark` (3 seeds, "
              "same lr search and cosine schedule for every rule; 1.0 = tuned Adam). "
              f"\"good\" = the {summary['good_rules']} rules the reference scores within 10% of "
-             "Adam or better.", "",
+             f"Adam or better; \"top\" = the {summary['top_rules']} it scores 10% above Adam or "
+             "more.", "",
              *([("Evaluations by CPU (the same rule scores a little differently on another): "
                  + ", ".join(f"{cpu} {n}" for cpu, n in summary["cpus"].items()) + "."), ""]
                if summary.get("cpus") else []),
-             "| stage | rules | Spearman, all rules | Spearman, good rules | its pick scores "
-             "(reference) | rank it gives the reference's best | mean reference of its top 5 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| stage | rules | Spearman, all rules | Spearman, good rules | Spearman, top "
+             "rules | its pick scores (reference) | rank it gives the reference's best | mean "
+             "reference of its top 5 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for stage, s in summary["stages"].items():
-        lines.append(f"| {stage} | {s['rules']} | {s['spearman_all']:.3f} | "
-                     f"{s['spearman_good']:.3f} | "
+        lines.append(f"| {stage} | {s['rules']} | {_cell(s['spearman_all'])} | "
+                     f"{_cell(s['spearman_good'])} | {_cell(s['spearman_top'])} | "
                      f"{s['pick_reference']:.3f} | {s['reference_best_ranked']} | "
                      f"{s['top5_reference_mean']:.3f} |")
     lines += ["", f"Reference best: `{summary['reference_best']['rule']}` "
@@ -322,6 +368,18 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
         cells = [_stage_score(table[r], s) for s in ("search", "heldout", "real (mean)", "real",
                                                       "reference")]
         lines.append(f"| `{r}` | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+    if summary.get("tasks"):
+        lines += ["", "Which of the reference's tasks can order the rules: per task, the Spearman "
+                  "correlation of its log2 ratios on seeds 3-5 (the repeat) with those on seeds "
+                  "0-2, and how far apart the rules lie there (the standard deviation of their "
+                  "log2 ratios on seeds 0-2).", "",
+                  "| task | repeat agrees, all rules | good rules | top rules | spread, good "
+                  "rules | spread, top rules |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for task, t in summary["tasks"].items():
+            lines.append(f"| {task} | " + " | ".join(_cell(t[k], 2) for k in (
+                "spearman_all", "spearman_good", "spearman_top", "spread_good", "spread_top"))
+                + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -504,14 +562,16 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "fidelity.md").write_text(markdown(summary, complete, table))
+        order = STAGES + OPTIONAL_STAGES  # a rule's stages in one order, whatever the cache's
         (out / "fidelity.json").write_text(json.dumps({"summary": summary, "rules": {
-            r: table[r] for r in complete}}, indent=1))
+            r: {st: table[r][st] for st in order if st in table[r]} for r in complete}},
+            indent=1))
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
         for stage, s in summary["stages"].items():
             print(f"{stage:8s} spearman all {s['spearman_all']:.3f}  good {s['spearman_good']:.3f}"
-                  f"  pick -> reference {s['pick_reference']:.3f}")
+                  f"  top {s['spearman_top']:.3f}  pick -> reference {s['pick_reference']:.3f}")
     return 0
 
 

@@ -301,3 +301,34 @@ def test_benchmark_repeats_separates_the_seeds_noise_from_the_optimizers_spread(
     with pytest.raises(SystemExit) as exit_info:  # a folder without results: a usage error
         main([paths[0], str(tmp_path / "missing")])
     assert exit_info.value.code == 2
+
+
+def test_ensemble_replay_retrains_a_benchmark_rule_as_the_fidelity_stages_do(tmp_path, capsys):
+    """The benchmark's module-at-a-time training and the fidelity stages' ensemble differ only
+    in the order of float sums: on a short convex task at small rates they agree to rounding
+    (rtol 1e-4), and both choose a rate from their own validation losses."""
+    from scripts.ensemble_replay import main, replay
+
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(benchmark, [
+        "--rules", "adam,sign(ema(g, 0.9))", "--tasks", "cancer_logreg", "--seeds", "2",
+        "--lrs", "1e-3,1e-2", "--quick", "--no-proxy", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    replayed = replay(json.loads((out / "benchmark.json").read_text()), None, None)
+    assert replayed["rule"] == "sign(ema(g, 0.9))"
+    task = replayed["tasks"]["cancer_logreg"]
+    assert [r["lr"] for r in task["rates"]] == pytest.approx([1e-3, 1e-2])
+    for row in task["rates"]:
+        assert row["ensemble_test"] == pytest.approx(row["module_test"], rel=1e-4)
+        assert row["max_rel_val"] < 1e-4 and row["max_rel_test"] < 1e-4
+    assert task["chosen"]["module"] == task["chosen"]["ensemble"]
+    assert main([str(out)]) == 0
+    assert "| cancer_logreg | 0.001 |" in capsys.readouterr().out
+    for argv, says in (([str(out), "--optimizer", "adam"], "no rule labelled 'adam'"),
+                       ([str(out), "--tasks", "seq_gru"], "seq_gru not in the run"),
+                       ([str(tmp_path / "nowhere")], "cannot read a benchmark")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err

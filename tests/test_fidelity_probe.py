@@ -59,3 +59,49 @@ def test_probe_file_errors_exit_2_with_one_line(tmp_path, capsys, content, says)
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_the_set_report_ranks_the_top_rules_and_each_tasks_repeatability(tmp_path, capsys):
+    """Six rules from the cache alone: the stage table gains a top-rules column, and per task of
+    the reference the repeat's agreement over all, good and top rules (a task whose seeds 3-5
+    reverse seeds 0-2 among the top rules shows -1)."""
+    from primitives.grammar import parse, to_text
+    from primitives.rules import KNOWN_RULES
+    from scripts.fidelity import main
+
+    adam = to_text(parse(KNOWN_RULES["adam"].rule))
+    rules = [adam, "sign(g)", "mul(sign(g), 0.5)", "ema(g, 0.9)", "ema(g, 0.5)", "g"]
+    # log2 ratios on the two reference tasks: "steady" repeats itself, "noisy" is reversed
+    # among the top rules (the last four: 2 ** 0.3 ... 2 ** 0.6 against Adam's 1)
+    steady = [0.0, -1.0, 0.3, 0.4, 0.5, 0.6]
+    noisy_ref = [0.0, -1.0, 0.3, 0.4, 0.5, 0.6]
+    noisy_rep = [0.0, -1.0, 0.6, 0.5, 0.4, 0.3]
+    lines = []
+    for i, rule in enumerate(rules):
+        for stage in ("search", "heldout", "real"):
+            lines.append(_cache_row(rule, stage, 1.0 + i / 10, {"t": i / 10}))
+        for stage, noisy in (("reference", noisy_ref), ("repeat", noisy_rep)):
+            tasks = {"steady": steady[i], "noisy": noisy[i]}
+            lines.append(_cache_row(rule, stage, 2 ** ((steady[i] + noisy[i]) / 2), tasks))
+    (tmp_path / "cache.jsonl").write_text("\n".join(lines) + "\n")
+    argv = ["--stages", "search,heldout,real,reference,repeat", "--cache",
+            str(tmp_path / "cache.jsonl"), "--out", str(tmp_path / "out"), "--runs", "",
+            "--before", str(tmp_path / "none.jsonl")]
+    import scripts.fidelity as fidelity
+
+    collect = fidelity.collect
+    fidelity.collect = lambda limit, runs: rules  # the set: these six, nothing scored
+    try:
+        assert main(argv) == 0
+    finally:
+        fidelity.collect = collect
+    summary = json.loads((tmp_path / "out" / "fidelity.json").read_text())["summary"]
+    assert (summary["good_rules"], summary["top_rules"]) == (5, 4)
+    tasks = summary["tasks"]
+    assert tasks["steady"]["spearman_top"] == pytest.approx(1.0)
+    assert tasks["noisy"]["spearman_top"] == pytest.approx(-1.0)
+    assert tasks["noisy"]["spearman_all"] > 0  # over all rules the loser still ranks last
+    assert tasks["steady"]["spread_top"] == pytest.approx(0.1118, abs=1e-4)
+    text = (tmp_path / "out" / "fidelity.md").read_text()
+    assert "| noisy | " in text and "| -1.00 | " in text and "Spearman, top rules" in text
+    assert "top " in capsys.readouterr().out
