@@ -147,7 +147,8 @@ def _score(result) -> float:
 
 def stage_config(stage: str) -> dict:
     """What a stage's numbers depend on (its cache key): for the torch stages the tasks' configs
-    (data checksums and the digest of the training code included), the seeds and the search."""
+    (data checksums and the digest of the training code included), the seeds, the search and
+    torch's version."""
     from fitness import lr_grid
     from fitness.training import real_tier
 
@@ -158,9 +159,13 @@ def stage_config(stage: str) -> dict:
                 "specs": [spec.config(0) for spec in tk.get_suite(stage)],
                 "evaluate": _hash_files(["fitness/evaluate.py"]),
                 "kernels": _hash_files(["fitness/kernels.py"])}
-    # each task's config carries the digest of the code that decides its numbers
+    import torch
+
+    # each task's config carries the digest of the code that decides its numbers; another torch
+    # trains differently (the CPU is recorded beside each result instead, and reported)
     return {"stage": stage, "tier": real_tier.TIER_VERSION, "search": lr_grid.DEFAULT.to_dict(),
-            "seeds": list(_stage_seeds(stage)), "tasks": [t.config() for t in _stage_tasks(stage)]}
+            "seeds": list(_stage_seeds(stage)), "torch": torch.__version__,
+            "tasks": [t.config() for t in _stage_tasks(stage)]}
 
 
 def stage_key(stage: str) -> str:

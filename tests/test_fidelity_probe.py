@@ -105,3 +105,18 @@ def test_the_set_report_ranks_the_top_rules_and_each_tasks_repeatability(tmp_pat
     text = (tmp_path / "out" / "fidelity.md").read_text()
     assert "| noisy | " in text and "| -1.00 | " in text and "Spearman, top rules" in text
     assert "top " in capsys.readouterr().out
+
+
+def test_a_stage_key_changes_with_what_its_numbers_depend_on(monkeypatch):
+    """Another torch trains the torch stages differently: their cached results must not be
+    reused under it; the Numba proxy stages do not use torch."""
+    import torch
+
+    from scripts.fidelity import stage_key
+
+    before = {s: stage_key(s) for s in ("search", "real", "reference", "repeat")}
+    assert len(set(before.values())) == 4
+    monkeypatch.setattr(torch, "__version__", "0.0.0-another")
+    after = {s: stage_key(s) for s in before}
+    assert after["search"] == before["search"]
+    assert all(after[s] != before[s] for s in ("real", "reference", "repeat"))
