@@ -281,7 +281,7 @@ def task_repeatability(rules: list[str], table: dict[str, dict[str, dict]],
                        good: list[int], top: list[int]) -> dict[str, dict]:
     """Per task of the reference: how well its log2 ratios on seeds 3-5 (the repeat) rank the
     rules as seeds 0-2 do, over all rules, the good ones and the top ones, and how far apart the
-    good rules lie there (the standard deviation of their log2 ratios on seeds 0-2). A task
+    good and the top rules lie there (the standard deviation of their log2 ratios). A task
     whose repeat agrees poorly over the top rules cannot order them: its share of their
     benchmark figures is the seeds' draw."""
     out = {}
