@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evolve.errors import UserError  # noqa: E402
 from scripts.benchmark_repeats import load  # noqa: E402
 
 
@@ -41,12 +42,6 @@ def rule_of(results: dict, label: str | None) -> tuple[str, str]:
                      + ", ".join(repr(o["label"]) for o in rules))
 
 
-def _chosen(rows: list[dict], key: str) -> float | None:
-    """The rate whose mean ``key`` loss over seeds is lowest, none of them diverged."""
-    ok = [r for r in rows if all(v is not None for v in r[key])]
-    return min(ok, key=lambda r: sum(r[key]) / len(r[key]))["lr"] if ok else None
-
-
 def _rel(a: float | None, b: float | None) -> float | None:
     if a is None or b is None:
         return None if a is None and b is None else float("inf")  # diverged on one path only
@@ -56,11 +51,10 @@ def _rel(a: float | None, b: float | None) -> float | None:
 def replay(results: dict, label: str | None, tasks: list[str] | None) -> dict:
     """Per task: per rate the two paths' per-seed losses and their largest relative
     differences, and the rate each path's validation loss chooses with its mean test loss."""
-    import torch
-
+    from evolve.bench.uncertainty import chosen_row, run_seeds
     from fitness.training.real_tasks import as_real_task
     from fitness.training.real_tier import train_ensemble
-    from fitness.training.torch_tasks import make_tasks
+    from fitness.training.torch_tasks import make_tasks, torch_threads
     from primitives.program import compile_rule
 
     label, rule = rule_of(results, label)
@@ -69,41 +63,39 @@ def replay(results: dict, label: str | None, tasks: list[str] | None) -> dict:
     if unknown:
         raise ValueError(f"task(s) {', '.join(unknown)} not in the run; its tasks: "
                          + ", ".join(results["tasks"]))
+    seeds = run_seeds(results)  # a usage error for results that keep no per-seed losses
     config = results.get("config", {})
     torch_tasks = make_tasks(quick=bool(config.get("quick")))
     program = compile_rule(rule)
     out = {"optimizer": label, "rule": rule, "tasks": {}}
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the benchmark trains
-    try:
+    with torch_threads(1):  # as the benchmark trains
         for name in names:
-            sweep = [s for s in results["tasks"][name]["results"][label]["sweep"]
-                     if s.get("val_losses")]
-            seeds = sweep[0]["seeds"]
+            module = results["tasks"][name]["results"][label]["sweep"]
             runs = train_ensemble(as_real_task(torch_tasks[name]), program,
-                                  [s["lr"] for s in sweep], seeds,
+                                  [s["lr"] for s in module], seeds,
                                   config.get("schedule", "cosine"))
-            rows = []
-            for s in sweep:
+            ensemble = []
+            for s in module:
                 mine = {r.seed: r for r in runs if r.lr == float(s["lr"])}
-                row = {"lr": s["lr"], "seeds": seeds,
-                       "module_val": s["val_losses"], "module_test": s["test_losses"],
-                       "ensemble_val": [mine[k].val_loss for k in seeds],
-                       "ensemble_test": [mine[k].test_loss for k in seeds]}
+                ensemble.append({"lr": s["lr"], "val_losses": [mine[k].val_loss for k in seeds],
+                                 "test_losses": [mine[k].test_loss for k in seeds]})
+            rows = []
+            for m, e in zip(module, ensemble):
+                row = {"lr": m["lr"], "seeds": seeds,
+                       "module_val": m["val_losses"], "module_test": m["test_losses"],
+                       "ensemble_val": e["val_losses"], "ensemble_test": e["test_losses"]}
                 for part in ("val", "test"):
-                    diffs = [_rel(e, m) for e, m in zip(row[f"ensemble_{part}"],
+                    diffs = [_rel(a, b) for a, b in zip(row[f"ensemble_{part}"],
                                                         row[f"module_{part}"])]
                     known = [d for d in diffs if d is not None]
                     row[f"max_rel_{part}"] = max(known) if known else None
                 rows.append(row)
-            chosen = {path: _chosen(rows, f"{path}_val") for path in ("module", "ensemble")}
-            test = {}
-            for path, lr in chosen.items():
-                row = next((r for r in rows if r["lr"] == lr), None)
-                test[path] = sum(row[f"{path}_test"]) / len(seeds) if row else None
+            chosen, test = {}, {}
+            for path, sweep in (("module", module), ("ensemble", ensemble)):
+                best = chosen_row(sweep, range(len(seeds)))
+                chosen[path] = best["lr"] if best else None
+                test[path] = sum(best["test_losses"]) / len(seeds) if best else None
             out["tasks"][name] = {"rates": rows, "chosen": chosen, "test_at_chosen": test}
-    finally:
-        torch.set_num_threads(before)
     return out
 
 
@@ -145,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         results = load(args.run)
         out = replay(results, args.optimizer,
                      [t for t in args.tasks.split(",") if t] if args.tasks else None)
-    except ValueError as err:
+    except (ValueError, UserError) as err:
         parser.error(str(err))
     print(json.dumps(out, indent=1) if args.json else report(out).rstrip("\n"))
     return 0

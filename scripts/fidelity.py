@@ -36,8 +36,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -297,16 +299,13 @@ def task_repeatability(rules: list[str], table: dict[str, dict[str, dict]],
 
 
 def _spread(values: list[float]) -> float:
-    """The standard deviation of ``values`` (nan for fewer than two)."""
-    if len(values) < 2:
-        return float("nan")
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    """The (population) standard deviation of ``values``; nan for fewer than two."""
+    return statistics.pstdev(values) if len(values) >= 2 else float("nan")
 
 
 def _cell(value: float, digits: int = 3) -> str:
     """A table figure; a dash where it is undefined (too few rules to rank)."""
-    return "—" if value != value else f"{value:.{digits}f}"
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _stage_score(row: dict[str, dict], stage: str) -> float:

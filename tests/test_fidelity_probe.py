@@ -61,7 +61,8 @@ def test_probe_file_errors_exit_2_with_one_line(tmp_path, capsys, content, says)
     assert not (tmp_path / "c.jsonl").exists()
 
 
-def test_the_set_report_ranks_the_top_rules_and_each_tasks_repeatability(tmp_path, capsys):
+def test_the_set_report_ranks_the_top_rules_and_each_tasks_repeatability(tmp_path, capsys,
+                                                                          monkeypatch):
     """Six rules from the cache alone: the stage table gains a top-rules column, and per task of
     the reference the repeat's agreement over all, good and top rules (a task whose seeds 3-5
     reverse seeds 0-2 among the top rules shows -1)."""
@@ -87,14 +88,9 @@ def test_the_set_report_ranks_the_top_rules_and_each_tasks_repeatability(tmp_pat
     argv = ["--stages", "search,heldout,real,reference,repeat", "--cache",
             str(tmp_path / "cache.jsonl"), "--out", str(tmp_path / "out"), "--runs", "",
             "--before", str(tmp_path / "none.jsonl")]
-    import scripts.fidelity as fidelity
-
-    collect = fidelity.collect
-    fidelity.collect = lambda limit, runs: rules  # the set: these six, nothing scored
-    try:
-        assert main(argv) == 0
-    finally:
-        fidelity.collect = collect
+    # the set: these six, nothing scored
+    monkeypatch.setattr("scripts.fidelity.collect", lambda limit, runs: rules)
+    assert main(argv) == 0
     summary = json.loads((tmp_path / "out" / "fidelity.json").read_text())["summary"]
     assert (summary["good_rules"], summary["top_rules"]) == (5, 4)
     tasks = summary["tasks"]

@@ -60,17 +60,26 @@ def run_seeds(results: dict) -> list[int]:
     return seeds
 
 
-def _cell_test_loss(summary: dict, picks: Sequence[int]) -> float | None:
-    """Mean test loss over the seeds at positions ``picks`` at the rate with the lowest mean
-    validation loss over them; None when every rate diverged on one of them."""
+def chosen_row(sweep: Sequence[dict], picks: Sequence[int]) -> dict | None:
+    """The row of ``sweep`` (one a rate, with per-seed ``val_losses``) whose mean validation
+    loss over the seeds at positions ``picks`` is lowest, the first of equals; a row where one
+    of them diverged does not count. None when every row has one."""
     best_row, best_val = None, math.inf
-    for row in summary["sweep"]:
+    for row in sweep:
         vals = [row["val_losses"][i] for i in picks]
         if any(v is None for v in vals):
             continue
         val = sum(vals) / len(vals)
         if val < best_val:
             best_row, best_val = row, val
+    return best_row
+
+
+def _cell_test_loss(summary: dict, picks: Sequence[int]) -> float | None:
+    """Mean test loss over the seeds at positions ``picks`` at the rate with the lowest mean
+    validation loss over them (:func:`chosen_row`); None when every rate diverged on one of
+    them."""
+    best_row = chosen_row(summary["sweep"], picks)
     if best_row is None:
         return None
     tests = [best_row["test_losses"][i] for i in picks]
@@ -205,5 +214,5 @@ def rate_choice_cost(results: dict, clip: float = 2.0) -> dict:
             "geomean": math.exp(sum(every) / len(every)) if every else None}
 
 
-__all__ = ["describe", "distribution", "rate_choice_cost", "ratios_on", "resample",
+__all__ = ["chosen_row", "describe", "distribution", "rate_choice_cost", "ratios_on", "resample",
            "run_seeds", "subsets"]
