@@ -162,22 +162,20 @@ def select(board: Sequence[RealEntry], confirmations: dict[str, Result], softmin
     """The final ranking: the confirmed rules first, the rest after them by their leaderboard
     score.
 
-    A confirmed rule's final score is the geometric mean of its two tier-2 selection scores
-    weighted by their seeds (``seeds``: the leaderboard's and the confirmation's count), so
-    every training run counts alike and the leaderboard's score, which was the maximum of many
+    A confirmed rule's final score (:func:`final_score`) is the geometric mean of its two tier-2
+    selection scores weighted by their seeds (``seeds``: the leaderboard's and the
+    confirmation's count), so every training run counts alike and the leaderboard's score, which was the maximum of many
     noisy ones when the rule got its place, counts for no more than its seeds. The first
     rule, the answer, is the smallest confirmed rule whose final score is within
     ``tolerance`` (a fraction) of the best one: between rules that tier 2 cannot tell apart
     the simpler is the one that has had less room to fit tier 2's tasks. The others follow by
     final score.
     """
-    n_board, n_confirm = seeds
     rows = []
     for e in board:
         confirm = confirmations.get(e.fingerprint)
         confirmed = selection_score(confirm, softmin) if confirm is not None else None
-        final = (_weighted_geomean((e.score, n_board), (confirmed, n_confirm))
-                 if confirmed is not None else None)
+        final = final_score(e.score, confirmed, seeds) if confirmed is not None else None
         rows.append({"rule": e.rule, "fingerprint": e.fingerprint, "size": e.size,
                      "generation": e.generation, "proxy_score": e.proxy_score,
                      "real_score": e.score, "real_mean_score": e.mean_score,
@@ -195,6 +193,13 @@ def select(board: Sequence[RealEntry], confirmations: dict[str, Result], softmin
     return rows
 
 
+def final_score(board: float, confirmed: float, seeds: tuple[int, int]) -> float:
+    """A confirmed rule's final score: the geometric mean of its leaderboard and confirmation
+    selection scores weighted by their seeds (``seeds``: the leaderboard's and the
+    confirmation's count)."""
+    return _weighted_geomean((board, seeds[0]), (confirmed, seeds[1]))
+
+
 def _weighted_geomean(*pairs: tuple[float, int]) -> float:
     """``exp(sum(w * log x) / sum(w))`` over (x, w) pairs; 0 when any x is not positive."""
     if any(not (x > 0) for x, _ in pairs):
@@ -202,5 +207,5 @@ def _weighted_geomean(*pairs: tuple[float, int]) -> float:
     return math.exp(sum(w * math.log(x) for x, w in pairs) / sum(w for _, w in pairs))
 
 
-__all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirmation_seeds", "real_suite",
-           "select", "selection_score", "selection_value", "soft_minimum"]
+__all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirmation_seeds", "final_score",
+           "real_suite", "select", "selection_score", "selection_value", "soft_minimum"]

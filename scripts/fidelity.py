@@ -50,9 +50,11 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / "build" / "numba-cache"))
 os.environ.setdefault("EVOLVE_CACHE_DIR", str(ROOT / "build" / "evolve-cache"))
 
 STAGES = ("search", "heldout", "real", "reference")
-# asked for with --stages: the reference on three other seeds (3, 4, 5). How well it ranks the
-# rules as the reference does is the reference's own repeatability, the ceiling of every stage.
-OPTIONAL_STAGES = ("repeat",)
+# asked for with --stages: the reference on three other seeds (3, 4, 5), whose agreement with
+# the reference is the reference's own repeatability, the ceiling of every stage; and tier 2 on
+# the campaign's confirmation seeds, which with ``real`` gives ``final``, the score a campaign's
+# final selection ranks its confirmed rules by (evolve.tiers.final_score)
+OPTIONAL_STAGES = ("repeat", "confirm")
 # the stages trained on the benchmark's tasks, and their seeds
 REFERENCE_SEEDS = {"reference": (0, 1, 2), "repeat": (3, 4, 5)}
 # the rules the correlations are also taken over, by their reference score against Adam's: the
@@ -187,8 +189,12 @@ def _stage_tasks(stage: str) -> list:
 
 
 def _stage_seeds(stage: str) -> tuple[int, ...]:
+    from evolve.config import CampaignConfig
+    from evolve.tiers import confirmation_seeds
     from fitness.training.real_tier import RealTierConfig
 
+    if stage == "confirm":
+        return tuple(confirmation_seeds(CampaignConfig()))
     return REFERENCE_SEEDS.get(stage, RealTierConfig().seeds)
 
 
@@ -258,6 +264,8 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
     best_ref = max(range(len(rules)), key=lambda i: ref[i])
     stages = ["search", "heldout", "real (mean)", "real"]
     stages += [s for s in OPTIONAL_STAGES if all(s in table[r] for r in rules)]
+    if "confirm" in stages:
+        stages.append("final")
     for stage in stages:
         values = [_stage_score(table[r], stage) for r in rules]
         out["stages"][stage] = _rank_stats(rules, values, ref, good, top, best_ref)
@@ -309,16 +317,21 @@ def _cell(value: float, digits: int = 3) -> str:
 
 
 def _stage_score(row: dict[str, dict], stage: str) -> float:
-    """A rule's score on a stage; ``real`` as the campaign's selection ranks it."""
+    """A rule's score on a stage; ``real`` and ``confirm`` as the campaign's selection ranks
+    them, ``final`` as its final selection ranks a confirmed rule (both weighted by seeds)."""
     from evolve.config import CampaignConfig
-    from evolve.tiers import selection_value
+    from evolve.tiers import final_score, selection_value
 
+    cfg = CampaignConfig()
     if stage == "real (mean)":
         return row["real"]["score"]
-    if stage != "real":
+    if stage == "final":
+        return final_score(_stage_score(row, "real"), _stage_score(row, "confirm"),
+                           (cfg.real_seeds, cfg.confirm_seeds))
+    if stage not in ("real", "confirm"):
         return row[stage]["score"]
-    return selection_value(row["real"]["score"], list(row["real"]["tasks"].values()),
-                           CampaignConfig.real_softmin)
+    return selection_value(row[stage]["score"], list(row[stage]["tasks"].values()),
+                           cfg.real_softmin)
 
 
 def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: list[int],
@@ -530,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N rules")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help="comma list; add 'repeat' for the reference on seeds 3-5 (its "
-                             "repeatability, the ceiling of every stage)")
+                             "repeatability, the ceiling of every stage) and 'confirm' for tier "
+                             "2 on the campaign's confirmation seeds (with 'real' it gives "
+                             "'final', the score of the campaign's final selection)")
     parser.add_argument("--cache", default=str(ROOT / "build" / "fidelity-cache.jsonl"))
     parser.add_argument("--out", default=None, help="folder for fidelity.md and fidelity.json")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
