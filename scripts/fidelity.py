@@ -8,6 +8,9 @@ fame and funnels, random rules that train at all), every stage scores every rule
 * ``real``      tier 2: torch training on the real-data tier's tasks, ranked as the campaign's
                 selection ranks them (the soft minimum of the tasks' log-ratios,
                 :func:`evolve.tiers.selection_score`); ``real (mean)`` is their plain mean;
+* ``confirm``   (optional) tier 2 on the campaign's confirmation seeds; with ``real`` it gives
+                ``final``, the seed-weighted score by which a campaign's final selection
+                chooses ``RUN:best`` among its confirmed rules (:func:`evolve.tiers.final_score`);
 
 and the **reference** is the same treatment on the tasks of ``evolve benchmark`` (8 networks on
 data no tier uses; trained as ensembles, which gives the numbers of the benchmark's own loop).
@@ -55,6 +58,7 @@ STAGES = ("search", "heldout", "real", "reference")
 # the campaign's confirmation seeds, which with ``real`` gives ``final``, the score a campaign's
 # final selection ranks its confirmed rules by (evolve.tiers.final_score)
 OPTIONAL_STAGES = ("repeat", "confirm")
+TIER2_STAGES = ("real", "confirm")  # tier 2 on its own seeds and on the confirmation seeds
 # the stages trained on the benchmark's tasks, and their seeds
 REFERENCE_SEEDS = {"reference": (0, 1, 2), "repeat": (3, 4, 5)}
 # the rules the correlations are also taken over, by their reference score against Adam's: the
@@ -328,7 +332,7 @@ def _stage_score(row: dict[str, dict], stage: str) -> float:
     if stage == "final":
         return final_score(_stage_score(row, "real"), _stage_score(row, "confirm"),
                            (cfg.real_seeds, cfg.confirm_seeds))
-    if stage not in ("real", "confirm"):
+    if stage not in TIER2_STAGES:
         return row[stage]["score"]
     return selection_value(row[stage]["score"], list(row[stage]["tasks"].values()),
                            cfg.real_softmin)
@@ -474,35 +478,42 @@ def read_probe(path: Path) -> list[str]:
 
 
 def probe_rows(rules: list[str], stages: list[str], table: dict) -> list[dict]:
-    """Per rule: each stage's score (``real`` also as the selection ranks it) and its tasks'
-    log2 ratios to tuned Adam."""
+    """Per rule: each stage's score (tier 2's stages also as the selection ranks them) and its
+    tasks' log2 ratios to tuned Adam; with ``real`` and ``confirm``, the ``final`` score."""
     rows = []
     for rule in rules:
         row: dict = {"rule": rule, "stages": {}}
         for stage in stages:
             result = table[rule][stage]
             entry = {"score": result["score"], "tasks": result["tasks"]}
-            if stage == "real":
-                entry["selection"] = _stage_score(table[rule], "real")
+            if stage in TIER2_STAGES:
+                entry["selection"] = _stage_score(table[rule], stage)
             row["stages"][stage] = entry
+        if all(s in stages for s in TIER2_STAGES):
+            row["final"] = _stage_score(table[rule], "final")
         rows.append(row)
     return rows
 
 
 def probe_markdown(rows: list[dict], stages: list[str]) -> str:
     lines = ["# Fidelity probe", "",
-             "Each rule's score on each stage (1.0 = tuned Adam, higher is better; `real` is "
-             "tier 2's plain mean, `real (selection)` as the campaign's selection ranks it), "
-             "then per stage its tasks' log2 test-loss ratios to tuned Adam (positive = better "
-             "than Adam; clipped as each stage clips them).", ""]
-    # (heading, stage, field): tier 2 twice, its plain mean and its selection value
+             "Each rule's score on each stage (1.0 = tuned Adam, higher is better; `real` and "
+             "`confirm` are tier 2's plain mean on its seeds and on the confirmation seeds, "
+             "`(selection)` as the campaign's selection ranks them, `final` as its final "
+             "selection ranks a confirmed rule), then per stage its tasks' log2 test-loss "
+             "ratios to tuned Adam (positive = better than Adam; clipped as each stage clips "
+             "them).", ""]
+    # (heading, stage, field): tier 2's stages twice, their plain mean and selection value
     columns = [c for st in stages for c in (
-        [(st, st, "score")] + ([("real (selection)", st, "selection")] if st == "real" else []))]
-    lines += ["| rule | " + " | ".join(c[0] for c in columns) + " |",
-              "|---|" + "---:|" * len(columns)]
+        [(st, st, "score")]
+        + ([(f"{st} (selection)", st, "selection")] if st in TIER2_STAGES else []))]
+    final = "final" in rows[0]
+    lines += ["| rule | " + " | ".join(c[0] for c in columns) + (" | final" if final else "")
+              + " |", "|---|" + "---:|" * (len(columns) + final)]
     for row in rows:
         lines.append(f"| `{row['rule']}` | " + " | ".join(
-            f"{row['stages'][st][field]:.3f}" for _, st, field in columns) + " |")
+            f"{row['stages'][st][field]:.3f}" for _, st, field in columns)
+            + (f" | {row['final']:.3f}" if final else "") + " |")
     for st in stages:
         tasks = list(rows[0]["stages"][st]["tasks"])
         lines += ["", f"## {st}: per task", "",

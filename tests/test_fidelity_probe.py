@@ -110,9 +110,54 @@ def test_a_stage_key_changes_with_what_its_numbers_depend_on(monkeypatch):
 
     from scripts.fidelity import stage_key
 
-    before = {s: stage_key(s) for s in ("search", "real", "reference", "repeat")}
-    assert len(set(before.values())) == 4
+    before = {s: stage_key(s) for s in ("search", "real", "reference", "repeat", "confirm")}
+    assert len(set(before.values())) == 5
     monkeypatch.setattr(torch, "__version__", "0.0.0-another")
     after = {s: stage_key(s) for s in before}
     assert after["search"] == before["search"]
-    assert all(after[s] != before[s] for s in ("real", "reference", "repeat"))
+    assert all(after[s] != before[s] for s in ("real", "reference", "repeat", "confirm"))
+
+
+def test_the_final_stage_weighs_tier_2_and_its_confirmation_by_seeds(tmp_path, monkeypatch):
+    """With the confirm stage (tier 2 on the campaign's confirmation seeds) the set report gains
+    ``final``, the score a campaign's final selection ranks confirmed rules by: tier 2's two
+    seeds and the confirmation's four weighed alike, so a rule ahead on the leaderboard's seeds
+    alone loses to one ahead on the six together."""
+    from evolve.config import CampaignConfig
+    from evolve.tiers import confirmation_seeds
+    from primitives.grammar import parse, to_text
+    from primitives.rules import KNOWN_RULES
+    from scripts.fidelity import _stage_seeds, main
+
+    assert _stage_seeds("confirm") == tuple(confirmation_seeds(CampaignConfig()))
+    adam = to_text(parse(KNOWN_RULES["adam"].rule))
+    rules = [adam, "sign(g)", "ema(g, 0.9)", "ema(g, 0.5)"]
+    real = [0.0, -0.5, 0.6, 0.3]  # log2 ratios on tier 2's one task
+    confirm = [0.0, -0.5, 0.1, 0.4]  # "ema(g, 0.9)" leads on tier 2's seeds, not on these
+    lines = []
+    for i, rule in enumerate(rules):
+        for stage in ("search", "heldout"):
+            lines.append(_cache_row(rule, stage, 1.0, {"t": 0.0}))
+        lines.append(_cache_row(rule, "real", 2 ** real[i], {"t": real[i]}))
+        lines.append(_cache_row(rule, "confirm", 2 ** confirm[i], {"t": confirm[i]}))
+        ref = [1.0, 0.7, 1.2, 1.3][i]
+        lines.append(_cache_row(rule, "reference", ref, {"r": ref}))
+    (tmp_path / "cache.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr("scripts.fidelity.collect", lambda limit, runs: rules)
+    argv = ["--stages", "search,heldout,real,reference,confirm", "--cache",
+            str(tmp_path / "cache.jsonl"), "--out", str(tmp_path / "out"), "--runs", "",
+            "--before", str(tmp_path / "none.jsonl")]
+    assert main(argv) == 0
+    stages = json.loads((tmp_path / "out" / "fidelity.json").read_text())["summary"]["stages"]
+    assert stages["real"]["pick"] == "ema(g, 0.9)"
+    assert stages["confirm"]["pick"] == stages["final"]["pick"] == "ema(g, 0.5)"
+    # (2 * 0.3 + 4 * 0.4) / 6 = 0.367 against (2 * 0.6 + 4 * 0.1) / 6 = 0.267
+    assert stages["final"]["spearman_all"] == pytest.approx(1.0)
+    assert "| final | 4 |" in (tmp_path / "out" / "fidelity.md").read_text()
+    # the probe prints both tier-2 stages as the selection ranks them, and the final score
+    (tmp_path / "rules.txt").write_text("ema(g, 0.5)\n")
+    assert main(["--probe", str(tmp_path / "rules.txt"), "--stages", "real,confirm", "--cache",
+                 str(tmp_path / "cache.jsonl"), "--out", str(tmp_path / "probe")]) == 0
+    text = (tmp_path / "probe" / "probe.md").read_text()
+    assert "| rule | real | real (selection) | confirm | confirm (selection) | final |" in text
+    assert f"| {2 ** (2.2 / 6):.3f} |" in text
