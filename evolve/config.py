@@ -75,6 +75,7 @@ class CampaignConfig:
     confirm: int = 5  # top tier-2 rules re-scored on fresh seeds for the final selection
     confirm_seeds: int = 4  # fresh seeds per learning rate for that re-scoring; a rule's final score weighs all its seeds alike, so the leaderboard's winner's curse counts less
     select_tolerance: float = 0.01  # the answer is the smallest confirmed rule whose final score is within this fraction of the best one (0: the best)
+    warmup_betas: list[float] = field(default_factory=lambda: [0.9, 0.95, 0.99])  # the final selection also confirms each confirmed rule times the warmup ema(1.0, b) (a step that ramps up over ~1/(1-b) steps) for each b, on tier 2's seeds and the fresh ones ([]: none)
     schedule: str = "cosine"  # learning-rate schedule of every optimizer, in every tier
     redraw_every: int = 25  # generations between new proxy-task instances (0: never)
 
@@ -106,6 +107,11 @@ class CampaignConfig:
             if name == "ray_address":
                 if value is not None and not isinstance(value, str):
                     raise ConfigError("ray_address must be a string such as 'auto' or null")
+            elif name == "warmup_betas":
+                if not (isinstance(value, list) and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                    raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
+                value = [float(v) for v in value]
             elif expected is list:
                 if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                     raise ConfigError(f"{name} must be a list of names, got {value!r}")
@@ -147,6 +153,8 @@ class CampaignConfig:
         need(self.confirm_seeds >= 1, f"confirm_seeds must be >= 1, got {self.confirm_seeds}")
         need(math.isfinite(self.select_tolerance) and 0.0 <= self.select_tolerance < 1.0,
              f"select_tolerance must be in [0, 1), got {self.select_tolerance!r}")
+        need(all(0.0 < b < 1.0 for b in self.warmup_betas),
+             f"warmup_betas must be a list of numbers in (0, 1), got {self.warmup_betas!r}")
         need(math.isfinite(self.real_softmin) and self.real_softmin >= 0,
              f"real_softmin must be a number >= 0, got {self.real_softmin}")
         need(math.isfinite(self.real_min_score), "real_min_score must be a number")

@@ -19,6 +19,7 @@ plots themselves are :mod:`evolve.plots`'.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +28,17 @@ from evolve.plots import front, write_plots
 from evolve.rundir import VALIDATION, RunDirectory
 from evolve.simplify import prune, sympy_form
 from evolve.strategy import Strategy
-from evolve.tiers import confirmation_seeds, real_suite, select
+from evolve.tiers import (
+    RealEntry,
+    confirmation_seeds,
+    real_suite,
+    select,
+    selection_score,
+    warmup_variant,
+)
 from evolve.worker import fingerprint, proxy_suite, score_rules, warm_real_tier
+from fitness.score import Result, json_safe
+from primitives.grammar import parse
 from primitives.program import needs_total_steps
 from primitives.rules import KNOWN_RULES
 
@@ -84,7 +94,7 @@ def finalize(rd: RunDirectory, strategy: Strategy, *, validate: bool = False,
     cfg = strategy.config
     if strategy.real.entries:
         stage(f"final selection: re-scoring tier 2's top {min(cfg.confirm, len(strategy.real.entries))} "
-              "rules on fresh seeds")
+              "rules on fresh seeds" + (", with their warmup variants" if cfg.warmup_betas else ""))
     selection = confirm_and_select(rd, strategy, executor)
     stage("simplifying the hall of fame")
     hall = simplified_hall(rd.read_hall_of_fame())
@@ -132,35 +142,78 @@ def simplified_hall(hall: list[dict]) -> list[dict]:
 
 def confirm_and_select(rd: RunDirectory, strategy: Strategy,
                        executor: Executor | None = None) -> dict[str, Any] | None:
-    """Re-score tier 2's top ``confirm`` rules on fresh seeds and write ``selection.json``:
-    the ranking of :func:`evolve.tiers.select`, its first rule the answer."""
+    """Re-score tier 2's top ``confirm`` rules on fresh seeds, and each of them times a warmup
+    (``warmup_betas``) on tier 2's seeds and the fresh ones, and write ``selection.json``: the
+    ranking of :func:`evolve.tiers.select`, its first rule the answer."""
     cfg = strategy.config
     board = strategy.real.leaderboard()
     if not board:
         return None
     top = board[: cfg.confirm]
     seeds = confirmation_seeds(cfg)
+
+    def score(rules: list[str], suite: str) -> list:
+        warm_real_tier(suite)
+        return executor.map(rules, suite) if executor is not None \
+            else score_rules(suite, cfg.seed, rules)
+
+    variants = warmup_entries(top, cfg.warmup_betas, board, strategy.generation,
+                              lambda rules: score(rules, real_suite(cfg)), cfg.real_softmin)
     confirmations = {}
     if top:
-        suite = real_suite(cfg, seeds)
-        warm_real_tier(suite)
-        rules = [e.rule for e in top]
-        results = executor.map(rules, suite) if executor is not None \
-            else score_rules(suite, cfg.seed, rules)
-        confirmations = {e.fingerprint: r for e, r in zip(top, results)}
-    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)], confirmations,
-                     cfg.real_softmin, (cfg.real_seeds, cfg.confirm_seeds), cfg.select_tolerance)
+        confirmed = top + [v for v, _ in variants]
+        results = score([e.rule for e in confirmed], real_suite(cfg, seeds))
+        confirmations = {e.fingerprint: r for e, r in zip(confirmed, results)}
+    ranking = select(board[: max(cfg.confirm, cfg.hall_of_fame)] + [v for v, _ in variants],
+                     confirmations, cfg.real_softmin, (cfg.real_seeds, cfg.confirm_seeds),
+                     cfg.select_tolerance)
+    base = {v.rule: rule for v, rule in variants}
+    for row in ranking:
+        row["warmup_of"] = base.get(row["rule"])
     pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
     plural = "s" if len(seeds) != 1 else ""
-    how = (f"the real-data tier's top {len(top)} of {len(board)} rules confirmed on "
-           f"{len(seeds)} fresh seed{plural}; of those within {cfg.select_tolerance:.0%} of the "
-           "best final score, the smallest" if top else "the real-data tier's best rule")
+    betas = ", ".join(f"{b:g}" for b in cfg.warmup_betas)
+    how = (f"the real-data tier's top {len(top)} of {len(board)} rules"
+           + (f", and each times the warmup ema(1.0, b) for b = {betas}," if variants else "")
+           + f" confirmed on {len(seeds)} fresh seed{plural}; of those within "
+           f"{cfg.select_tolerance:.0%} of the best final score, the smallest"
+           if top else "the real-data tier's best rule")
     selection = {"rule": ranking[0]["rule"], "how": how, "generation": strategy.generation,
                  "confirm_seeds": seeds, "select_tolerance": cfg.select_tolerance,
+                 "warmup_betas": list(cfg.warmup_betas),
                  "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
                  "schedule": cfg.schedule, "ranking": ranking, "pareto": pareto}
+    selection = json_safe(selection)
     rd.write_selection(selection)
     return selection
+
+
+def warmup_entries(top: list[RealEntry], betas: list[float], board: list[RealEntry],
+                   generation: int, score: Callable[[list[str]], list[Result]],
+                   softmin: float) -> list[tuple[RealEntry, str]]:
+    """Each rule of ``top`` times the warmup ``ema(1.0, b)`` for each of ``betas``, scored on
+    tier 2's seeds by ``score``, as (entry, the rule it was made from); a variant that behaves
+    as a rule of ``board`` (or an earlier variant) is left out, since it was scored already.
+
+    Why: an adaptive rule with a short second-moment memory takes steps of nearly full size
+    from the first iteration, where a warmup helps (RAdam's argument), and the search rarely
+    builds one (docs/scoring.md, "The final selection")."""
+    seen = {e.fingerprint for e in board}
+    made: list[tuple[str, str, str]] = []
+    for entry in top:
+        for beta in betas:
+            rule = warmup_variant(entry.rule, beta)
+            fp = fingerprint(rule)
+            if fp not in seen:
+                seen.add(fp)
+                made.append((rule, fp, entry.rule))
+    if not made:
+        return []
+    results = score([rule for rule, _, _ in made])
+    return [(RealEntry(rule, fp, generation, parse(rule).size(), math.nan,
+                       selection_score(result, softmin), list(result.tasks), result.reason,
+                       float(result.score) if math.isfinite(result.score) else 0.0), base)
+            for (rule, fp, base), result in zip(made, results)]
 
 
 def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
@@ -201,9 +254,10 @@ def _selection_lines(selection: dict | None) -> list[str]:
     for i, row in enumerate(selection["ranking"], 1):
         def fmt(v):
             return f"{v:.3f}" if v is not None else "—"
+        made = " (a warmup variant)" if row.get("warmup_of") else ""
         lines.append(f"| {i} | {fmt(row['final_score'])} | {fmt(row['real_score'])} | "
                      f"{fmt(row['confirm_score'])} | {fmt(row['proxy_score'])} | {row['size']} | "
-                     f"`{row['rule']}` |")
+                     f"`{row['rule']}`{made} |")
     lines += ["", "### Pareto front: tier-2 score against rule size", "",
               "| size | tier 2 | rule |", "|---|---|---|"]
     lines += [f"| {p['size']} | {p['score']:.3f} | `{p['rule']}` |" for p in selection["pareto"]]

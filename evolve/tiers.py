@@ -152,6 +152,14 @@ class RealTierStage:
         self.entries = [RealEntry.from_dict(d) for d in entries]
 
 
+def warmup_variant(rule: str, beta: float) -> str:
+    """``rule`` times the warmup ``ema(1.0, beta)`` (= 1 - beta^t: a step that ramps up over
+    about 1/(1-beta) steps), in canonical text."""
+    from primitives.grammar import parse, to_text
+
+    return to_text(parse(f"mul({rule}, ema(1.0, {beta!r}))"))
+
+
 def confirmation_seeds(config: CampaignConfig) -> list[int]:
     """Fresh seeds for the final confirmation (``confirm_seeds`` of them)."""
     return [CONFIRM_SEED_OFFSET + i for i in range(config.confirm_seeds)]
@@ -208,4 +216,5 @@ def _weighted_geomean(*pairs: tuple[float, int]) -> float:
 
 
 __all__ = ["REAL_SUITE_PREFIX", "RealEntry", "RealTierStage", "confirmation_seeds", "final_score",
-           "real_suite", "select", "selection_score", "selection_value", "soft_minimum"]
+           "real_suite", "select", "selection_score", "selection_value", "soft_minimum",
+           "warmup_variant"]

@@ -13,7 +13,7 @@ import pytest
 from evolve.config import CampaignConfig
 from evolve.rundir import RunDirectory, resolve_rule
 from evolve.runner import run_campaign
-from evolve.tiers import RealTierStage, select, selection_score
+from evolve.tiers import RealTierStage, select, selection_score, warmup_variant
 from fitness.score import Result, TaskScore
 from scripts.reliability_runs import final_state
 
@@ -51,7 +51,15 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
     assert real_scores == sorted(real_scores, reverse=True)
     selection = json.loads((run / "selection.json").read_text())
     confirmed = [r for r in selection["ranking"] if r["confirm_score"] is not None]
-    assert 1 <= len(confirmed) <= 2 and selection["confirm_seeds"] == [1000]
+    bases = [r for r in confirmed if r["warmup_of"] is None]
+    assert 1 <= len(bases) <= 2 and selection["confirm_seeds"] == [1000]
+    # each confirmed rule also times the warmup ema(1.0, b) for the default betas, on both
+    # tier 2's seeds and the fresh ones (where it does not behave as a rule scored already)
+    variants = {(r["warmup_of"], r["rule"]) for r in confirmed if r["warmup_of"] is not None}
+    assert variants and variants <= {(b["rule"], warmup_variant(b["rule"], beta))
+                                     for b in bases for beta in (0.9, 0.95, 0.99)}
+    assert all(r["real_score"] is not None and r["proxy_score"] is None
+               for r in confirmed if r["warmup_of"])
     best = max(r["final_score"] for r in confirmed)
     near = [r for r in confirmed if r["final_score"] >= 0.99 * best]
     assert selection["rule"] == confirmed[0]["rule"] == min(near, key=lambda r: r["size"])["rule"]
