@@ -160,6 +160,9 @@ def test_unknown_strategy_is_a_config_error():
     ({"executor": "gpu"}, "executor"),
     ({"stop_quantile": 1.5}, "stop_quantile must be in"),
     ({"hurdle_quantile": -0.1}, "hurdle_quantile must be in"),
+    ({"warmup_betas": [0.9, 1.0]}, r"warmup_betas must be a list of numbers in \(0, 1\)"),
+    ({"warmup_betas": ["0.9"]}, "warmup_betas must be a list of numbers"),
+    ({"warmup_betas": 0.9}, "warmup_betas must be a list of numbers"),
 ])
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from evolve.cli.campaign import _print_summary
 from evolve.config import CampaignConfig
 from evolve.rundir import RunDirectory, resolve_rule
 from evolve.runner import run_campaign
@@ -40,7 +41,7 @@ def tiny_config(tmp_path: Path, **extra) -> CampaignConfig:
     return CampaignConfig(**{**base, **extra})
 
 
-def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path):
+def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path, capsys):
     run = tmp_path / "run"
     strategy = run_campaign(run, config=tiny_config(tmp_path), finish=True)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
@@ -71,6 +72,15 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
     assert RunDirectory(run).final_selection()[1].startswith("the real-data tier's top")
     report = (run / "report.md").read_text()
     assert "The campaign's answer: the real-data tier" in report and "Pareto front" in report
+    # a warmup variant as the answer (it has no proxy score): the summary still prints it
+    variant = next(r for r in confirmed if r["warmup_of"])
+    assert f"`{variant['rule']}` (a warmup variant)" in report
+    selection["ranking"].insert(0, selection["ranking"].pop(selection["ranking"].index(variant)))
+    selection["rule"] = variant["rule"]
+    (run / "selection.json").write_text(json.dumps(selection))
+    _print_summary(str(run))
+    assert f"a warmup variant of a tier-2 rule, no proxy score): {variant['rule']}" \
+        in capsys.readouterr().out
 
 
 def test_tier_two_and_redrawn_instances_resume_exactly(tmp_path):

@@ -398,8 +398,10 @@ def _print_summary(run: str) -> None:
     if selection:
         top = selection["ranking"][0]
         shown = top["final_score"] if top["final_score"] is not None else top["real_score"]
+        proxy = (f"proxy {top['proxy_score']:.3f}" if top.get("proxy_score") is not None
+                 else "a warmup variant of a tier-2 rule, no proxy score")
         click.echo(f"final selection, {run}:best (real-data tier {shown:.3f}, tuned Adam = 1; "
-                   f"proxy {top['proxy_score']:.3f}): {top['rule']}")
+                   f"{proxy}): {top['rule']}")
     else:
         rule, how = rd.final_selection()
         click.echo(f"final selection, {run}:best ({how}): {rule}")
