@@ -9,7 +9,9 @@ places or more, the last goes to the best child of tier-2 parents (``real_parent
 results are the campaign's answer (DESIGN invariant 8): the hall of fame lists the rules it
 scored first, best first, and the final selection (``RUN:best``) is chosen among its top
 ``confirm`` rules re-scored on ``confirm_seeds`` fresh seeds, which guards against the winner's
-curse of picking the maximum of many noisy scores; of the confirmed rules within
+curse of picking the maximum of many noisy scores, and each of them times a warmup
+(:func:`warmup_variant`, ``warmup_betas``; :func:`evolve.finalize.warmup_entries`) scored on
+both seed sets; of the confirmed rules within
 ``select_tolerance`` of the best final score, the smallest is the answer (:func:`select`).
 
 Both tiers score on one scale (:mod:`fitness.score`: a loss ratio against tuned Adam, 1.0 =

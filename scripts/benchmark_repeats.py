@@ -22,7 +22,9 @@ One run with many seeds answers the same question without rerunning anything:
 computes every optimizer's figure on each subset of 3 of the run's seeds (84 subsets of 9),
 each rate chosen again on the subset's validation loss (evolve.bench.uncertainty.subsets): the
 spread of the figure a 3-seed benchmark prints, how often each optimizer comes first, and how
-often the leaders are ahead of one another.
+often the leaders are ahead of one another. ``--combine RUN_A RUN_B`` reads two runs of the
+same tasks and seeds whose reference (Adam) trained to the same losses as one, so new rules
+benchmarked alone can be set beside the baselines of an earlier run.
 
 Whether the benchmark's splits choose rates well, blind to which optimizer wins:
 
@@ -36,6 +38,7 @@ the test loss at the chosen rate over the best test loss among the rates tried, 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
@@ -45,8 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evolve.bench.benchmark import task_log_ratios  # noqa: E402
-from evolve.bench.uncertainty import rate_choice_cost, ratios_on, subsets  # noqa: E402
+from evolve.bench.benchmark import task_log_ratios, versus_reference  # noqa: E402
+from evolve.bench.uncertainty import rate_choice_cost, ratios_on, run_seeds, subsets  # noqa: E402
 from evolve.errors import UserError  # noqa: E402
 
 
@@ -58,6 +61,54 @@ def load(path: str) -> dict:
         return json.loads(p.read_text())
     except (OSError, ValueError) as exc:  # main turns it into a usage error (exit 2)
         raise ValueError(f"cannot read a benchmark's results from {path}: {exc}") from None
+
+
+def _trained(summary: dict) -> list[tuple]:
+    """What one optimizer's cell of a benchmark trained to: each rate's per-seed losses (the
+    timings, which differ between runs of the same training, left out)."""
+    return [(row["lr"], row.get("seeds"), row.get("val_losses"), row.get("test_losses"))
+            for row in summary.get("sweep", [])]
+
+
+def combine(runs: list[dict], reference: str = "adam") -> tuple[dict, list[dict]]:
+    """One benchmark from several of the same tasks and seeds in which ``reference`` trained to
+    the same losses (runs on one machine and version are deterministic): the baselines of one
+    run beside rules benchmarked in another, each ratio still against the same reference runs.
+    Each later run adds the labels the earlier ones lack; a label an earlier run has with other
+    results (a ``RUN:best`` whose folder held another rule then) is left out. Returns the
+    combined run and, per run, the labels it gave and those left out. ValueError when the runs
+    differ in tasks or seeds, or the reference trained differently."""
+    out = copy.deepcopy(runs[0])
+    sources = [{"run": 1, "labels": [o["label"] for o in out["optimizers"]], "left_out": []}]
+    tasks = set(out["tasks"])
+    seeds = run_seeds(out)
+    for i, run in enumerate(runs[1:], 2):
+        if set(run["tasks"]) != tasks or run_seeds(run) != seeds:
+            raise ValueError(f"run {i} has other tasks or seeds than the first: runs combine "
+                             "only when they trained the same tasks on the same seeds")
+        for task in sorted(tasks):
+            mine, first = run["tasks"][task]["results"], out["tasks"][task]["results"]
+            if reference not in mine or reference not in first or \
+                    _trained(mine[reference]) != _trained(first[reference]):
+                raise ValueError(f"{reference} did not train to the same losses on {task} in run "
+                                 f"{i} and the first (another machine, version or settings?): "
+                                 "the runs cannot be combined")
+        labels = {o["label"] for o in out["optimizers"]}
+        source: dict = {"run": i, "labels": [], "left_out": []}
+        for opt in run["optimizers"]:
+            label = opt["label"]
+            if label in labels:
+                if any(_trained(run["tasks"][t]["results"][label])
+                       != _trained(out["tasks"][t]["results"][label]) for t in tasks):
+                    source["left_out"].append(label)
+                continue
+            out["optimizers"].append(opt)
+            source["labels"].append(label)
+            for task in tasks:
+                out["tasks"][task]["results"][label] = run["tasks"][task]["results"][label]
+        sources.append(source)
+    out["summary"] = versus_reference(out, reference)
+    return out, sources
 
 
 def _std(values: list[float]) -> float:
@@ -145,7 +196,14 @@ def analyse_subsets(run: dict, k: int, reference: str = "adam", bar: float | Non
 def markdown_subsets(result: dict, leaders: int = 5) -> str:
     n, k, ref = result["seeds"], result["k"], result["reference"]
     rows = sorted(result["optimizers"].items(), key=lambda kv: kv[1]["all_seeds"])
-    lines = [f"Test-loss ratio to tuned {ref} (geometric mean over tasks; lower is better) on "
+    lines = []
+    for src in result.get("combined", []):
+        lines.append(f"Run {src['run']} ({src['path']}): {', '.join(src['labels']) or 'nothing new'}"
+                     + (f"; left out, as another result of a label above: "
+                        f"{', '.join(src['left_out'])}" if src["left_out"] else "") + ".")
+    if lines:
+        lines.append("")
+    lines += [f"Test-loss ratio to tuned {ref} (geometric mean over tasks; lower is better) on "
              f"all {n} seeds, and over the {result['draws']} subsets of {k} seeds (each rate "
              f"chosen again on the subset): median, {result['level']:.0%} interval, the "
              "standard deviation of its natural log, and the share of subsets in which it is "
@@ -202,24 +260,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --subsets: how often each optimizer is at most RATIO and "
                              "ahead of every --baselines optimizer")
     parser.add_argument("--baselines", default="", help="comma-separated labels, for --bar")
+    parser.add_argument("--combine", action="store_true",
+                        help="with --subsets: read several runs of the same tasks and seeds, "
+                             "whose reference trained to the same losses, as one (baselines "
+                             "from one run, new rules from another)")
     parser.add_argument("--rate-cost", action="store_true",
                         help="per task and run, what choosing the rate on validation costs on "
                              "test")
     args = parser.parse_args(argv)
     try:
-        if args.subsets is None and args.bar is not None:
-            raise ValueError("--bar goes with --subsets")
+        if args.subsets is None and (args.bar is not None or args.combine):
+            raise ValueError("--bar and --combine go with --subsets")
         if args.rate_cost and args.subsets is not None:
             raise ValueError("--rate-cost and --subsets are separate questions; ask one")
         if args.rate_cost:
             result = {p: rate_choice_cost(load(p)) for p in args.runs}
             text = markdown_rate_cost(list(result), list(result.values()))
         elif args.subsets is not None:
-            if len(args.runs) != 1:
-                raise ValueError("--subsets reads one run (with more seeds than K)")
+            if len(args.runs) != 1 and not args.combine:
+                raise ValueError("--subsets reads one run (with more seeds than K); --combine "
+                                 "reads several of the same seeds as one")
+            run, sources = (combine([load(p) for p in args.runs], args.reference)
+                            if args.combine else (load(args.runs[0]), None))
             baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-            result = analyse_subsets(load(args.runs[0]), args.subsets, args.reference,
-                                     args.bar, baselines)
+            result = analyse_subsets(run, args.subsets, args.reference, args.bar, baselines)
+            if sources:
+                result["combined"] = [{**src, "path": path}
+                                      for src, path in zip(sources, args.runs)]
             text = markdown_subsets(result)
         else:
             result = analyse([load(p) for p in args.runs], args.reference)

@@ -159,3 +159,38 @@ def test_benchmark_repeats_rate_cost_compares_runs(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "a"), "--rate-cost", "--subsets", "2"])
     assert exit_info.value.code == 2
+
+
+def test_benchmark_repeats_combines_runs_whose_reference_trained_alike(tmp_path, capsys):
+    """New rules benchmarked alone beside an earlier run's baselines: the reference (Adam)
+    trained to the same losses in both, so the two read as one; a label the first run has with
+    other results is left out and said so; runs whose reference differs cannot combine."""
+    import copy
+
+    from scripts.benchmark_repeats import main
+
+    first = _results([0.72] * 3)  # adam and x
+    second = _results([0.5] * 3)  # adam as in the first; x with other results
+    second["optimizers"].append({"label": "y", "kind": "torch", "source": "a test"})
+    second["tasks"]["t"]["results"]["y"] = copy.deepcopy(first["tasks"]["t"]["results"]["x"])
+    other = _results([0.72] * 3)
+    other["tasks"]["t"]["results"]["adam"]["sweep"][0]["test_losses"] = [1.0, 1.0, 1.1]
+    for name, run in (("a", first), ("b", second), ("c", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "benchmark.json").write_text(json.dumps(run))
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--subsets", "2", "--combine",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["optimizers"]) == {"adam", "x", "y"}
+    # y is x of the first run under another name: the same figures on every subset
+    assert result["ratios"]["y"] == result["ratios"]["x"]
+    assert result["ratios"]["x"] == pytest.approx([0.9, 0.6, 0.9], rel=1e-6)
+    assert result["combined"][1]["labels"] == ["y"] and result["combined"][1]["left_out"] == ["x"]
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--subsets", "2", "--combine"]) == 0
+    assert "left out, as another result of a label above: x" in capsys.readouterr().out
+    for argv in ([str(tmp_path / "a"), str(tmp_path / "c"), "--subsets", "2", "--combine"],
+                 [str(tmp_path / "a"), str(tmp_path / "b"), "--combine"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    assert "did not train to the same losses on t" in capsys.readouterr().err

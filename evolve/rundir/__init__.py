@@ -13,8 +13,9 @@ Layout (everything JSON / JSONL / Markdown / PNG; see :mod:`evolve.rundir.direct
                             hurdle rejections, lost and retried evaluations, timing)
     RUN/hall_of_fame.json   best rules first: rule, score, per-task scores (+ pruned, sympy forms)
     RUN/heldout.json        the funnel: hall of fame and champions re-scored on held-out tasks
-    RUN/selection.json      the final selection: tier 2's best rules re-scored on fresh seeds,
-                            the first of which is the campaign's answer (``RUN:best``)
+    RUN/selection.json      the final selection: tier 2's best rules (and their warmup
+                            variants) re-scored on fresh seeds, the first of which is the
+                            campaign's answer (``RUN:best``)
     RUN/status.json         how the last call ended: finished, or stopped (by a budget or a
                             signal) with the reason and the generation the report describes
     RUN/report.md           the campaign report (Markdown), with RUN/score.png, RUN/pareto.png,
