@@ -113,11 +113,12 @@ class BudgetClock:
     """
 
     def __init__(self, budget: Budget, workers: int, confirm: int, funnel_ratio: float = 1.0,
-                 real_k: int = 0, confirm_scale: float = 1.0):
+                 real_k: int = 0, confirm_scale: float = 1.0, variants: int = 0):
         self.budget = budget
         self.workers = max(1, workers)
         self.confirm = confirm
         self.confirm_scale = confirm_scale  # confirmation seeds / tier-2 seeds: its rounds' cost
+        self.variants = variants  # warmup variants per confirmed rule (warmup_betas)
         self.real_k = real_k  # tier-2 rules a generation may add (and so the end may confirm)
         self.funnel_ratio = funnel_ratio  # held-out suite cost / search suite cost
         self.durations: list[float] = []
@@ -136,7 +137,7 @@ class BudgetClock:
         except KeyError:
             ratio = 1.0
         return cls(budget, workers, config.confirm, ratio, config.real_k,
-                   config.confirm_seeds / config.real_seeds)
+                   config.confirm_seeds / config.real_seeds, len(config.warmup_betas))
 
     def record(self, seconds: float, proxy: list[Result], real_seconds: float = 0.0,
                real_rules: int = 0) -> None:
@@ -160,9 +161,12 @@ class BudgetClock:
 
     def finish_estimate(self, real_entries: int, funnel_rules: int) -> float:
         """Seconds the final selection, the funnel, plots and report are expected to take
-        after one more generation (which may add ``real_k`` rules to confirm)."""
+        after one more generation (which may add ``real_k`` rules to confirm): the confirmed
+        rules and their warmup variants on the fresh seeds, the variants on tier 2's too."""
         confirm = min(self.confirm, real_entries + self.real_k)
-        real = math.ceil(confirm / self.workers) * self._real_round() * self.confirm_scale
+        variants = confirm * self.variants
+        real = (math.ceil((confirm + variants) / self.workers) * self.confirm_scale
+                + math.ceil(variants / self.workers)) * self._real_round()
         suite = (sum(self.suite_seconds) / len(self.suite_seconds) if self.suite_seconds
                  else 0.0)
         # the funnel's rules, adam and sgd, then adam and sgd again for the loss curves

@@ -43,6 +43,13 @@ def test_the_clock_keeps_back_what_the_end_of_the_run_needs():
     assert "--time-limit 1m40s: 1m00s used" in clock.stop_reason(50, 1, 10)  # 20 + 23 > 40
     assert "--max-evaluations 50 reached" in BudgetClock(
         Budget(max_evaluations=50), 1, 0).stop_reason(50, 0, 0)
+    # with two warmup variants per confirmed rule: 3 rules + 6 variants on the fresh seeds (5
+    # rounds of 2, each twice a tier-2 round: 2 seeds against 1), the 6 variants on tier 2's
+    # seeds too (3 rounds): 8 s + (5 x 2 + 3) x 4 s + 7 s = 67 s
+    wide = BudgetClock(Budget(time_limit=100.0, started=0.0), workers=2, confirm=4, real_k=2,
+                       confirm_scale=2.0, variants=2)
+    wide.record(10.0, proxy, real_seconds=4.0, real_rules=1)
+    assert wide.finish_estimate(real_entries=1, funnel_rules=10) == pytest.approx(67.0)
 
 
 @pytest.fixture(scope="module")
