@@ -33,7 +33,6 @@ from evolve.tiers import (
     confirmation_seeds,
     real_suite,
     select,
-    selection_score,
     warmup_variant,
 )
 from evolve.worker import fingerprint, proxy_suite, score_rules, warm_real_tier
@@ -210,9 +209,8 @@ def warmup_entries(top: list[RealEntry], betas: list[float], board: list[RealEnt
     if not made:
         return []
     results = score([rule for rule, _, _ in made])
-    return [(RealEntry(rule, fp, generation, parse(rule).size(), math.nan,
-                       selection_score(result, softmin), list(result.tasks), result.reason,
-                       float(result.score) if math.isfinite(result.score) else 0.0), base)
+    return [(RealEntry.from_result(rule, fp, generation, parse(rule).size(), math.nan, result,
+                                   softmin), base)
             for (rule, fp, base), result in zip(made, results)]
 
 

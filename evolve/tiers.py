@@ -63,6 +63,15 @@ class RealEntry:
         return json_safe(asdict(self))
 
     @classmethod
+    def from_result(cls, rule: str, fingerprint: str, generation: int, size: int,
+                    proxy_score: float, result: Result, softmin: float) -> RealEntry:
+        """The entry of a rule tier 2 scored: its selection score and the plain mean (0 for a
+        non-finite one) from ``result``."""
+        mean = float(result.score) if math.isfinite(result.score) else 0.0
+        return cls(rule, fingerprint, generation, size, proxy_score,
+                   selection_score(result, softmin), list(result.tasks), result.reason, mean)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RealEntry:
         keys = {f.name for f in fields(TaskScore)}
         tasks = [TaskScore(**{k: v for k, v in t.items() if k in keys}) for t in d.get("tasks", [])]
@@ -132,10 +141,8 @@ class RealTierStage:
     def record(self, candidate: tuple[str, str, float, int], generation: int,
                result: Result) -> RealEntry:
         rule, fp, proxy_score, size = candidate
-        mean = float(result.score) if math.isfinite(result.score) else 0.0
-        entry = RealEntry(rule, fp, generation, size, proxy_score,
-                          selection_score(result, self.config.real_softmin), list(result.tasks),
-                          result.reason, mean)
+        entry = RealEntry.from_result(rule, fp, generation, size, proxy_score, result,
+                                      self.config.real_softmin)
         self.entries.append(entry)
         return entry
 
@@ -174,8 +181,9 @@ def select(board: Sequence[RealEntry], confirmations: dict[str, Result], softmin
 
     A confirmed rule's final score (:func:`final_score`) is the geometric mean of its two tier-2
     selection scores weighted by their seeds (``seeds``: the leaderboard's and the
-    confirmation's count), so every training run counts alike and the leaderboard's score, which was the maximum of many
-    noisy ones when the rule got its place, counts for no more than its seeds. The first
+    confirmation's count), so every training run counts alike and the leaderboard's score,
+    which was the maximum of many noisy ones when the rule got its place, counts for no more
+    than its seeds. The first
     rule, the answer, is the smallest confirmed rule whose final score is within
     ``tolerance`` (a fraction) of the best one: between rules that tier 2 cannot tell apart
     the simpler is the one that has had less room to fit tier 2's tasks. The others follow by

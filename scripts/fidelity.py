@@ -326,16 +326,15 @@ def _stage_score(row: dict[str, dict], stage: str) -> float:
     from evolve.config import CampaignConfig
     from evolve.tiers import final_score, selection_value
 
-    cfg = CampaignConfig()
     if stage == "real (mean)":
         return row["real"]["score"]
     if stage == "final":
         return final_score(_stage_score(row, "real"), _stage_score(row, "confirm"),
-                           (cfg.real_seeds, cfg.confirm_seeds))
+                           (CampaignConfig.real_seeds, CampaignConfig.confirm_seeds))
     if stage not in TIER2_STAGES:
         return row[stage]["score"]
     return selection_value(row[stage]["score"], list(row[stage]["tasks"].values()),
-                           cfg.real_softmin)
+                           CampaignConfig.real_softmin)
 
 
 def _rank_stats(rules: list[str], values: list[float], ref: list[float], good: list[int],
