@@ -41,7 +41,7 @@ class CampaignConfig:
     # the search: what proposes rules, and how evolution varies them
     strategy: str = "evolution"  # what proposes rules (evolution: aging or generational)
     population: int = 32  # rules in the population
-    generations: int = 50  # batches after the first one (generation 0 is the initial batch)
+    generations: int = 100  # batches after the first one (generation 0 is the initial batch)
     children: int = 0  # children per generation; 0 = population // 2
     algorithm: str = "aging"  # aging: regularized evolution (the oldest dies); generational: (mu+lambda)
     tournament: int = 4  # rules sampled per tournament that picks a parent
