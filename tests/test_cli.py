@@ -137,6 +137,23 @@ def test_help_texts_show_what_the_user_types():
     assert "%%" not in text and "a tenth held out" in text
 
 
+def test_run_help_shows_the_config_defaults():
+    """`evolve run --help` reads its bracketed defaults from CampaignConfig (they were typed by
+    hand once, and went stale when a default changed)."""
+    import re
+
+    from evolve.config import CampaignConfig
+
+    text = " ".join(invoke("run", "--help").split())
+    defaults = CampaignConfig()
+    for option, field in (("Generations to run", "generations"), ("Population size", "population"),
+                          ("(config, seed)", "seed"), ("tier (0: off)", "real_k"),
+                          ("(0: never stop)", "stop_quantile"), ("(0: no screen)", "screen_quantile")):
+        found = re.search(re.escape(option) + r" \[([^\]]+)\]", text)
+        assert found, option
+        assert found.group(1) == str(getattr(defaults, field)), option
+
+
 def test_a_schedule_rule_says_it_needs_total_steps():
     result = CliRunner().invoke(main, ["export", "mul(cos_decay, g)", "--name", "Sched"])
     assert result.exit_code == 0

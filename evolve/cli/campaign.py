@@ -72,46 +72,62 @@ def _run_and_finish(out: str, config: CampaignConfig | None, *, resume: bool = F
         stages.close()
 
 
+_DEFAULTS = CampaignConfig()
+
+
+def _default(field: str) -> str:
+    """`[value]`: a field's default for a help text, read from CampaignConfig so it cannot drift."""
+    return f"[{getattr(_DEFAULTS, field)}]"
+
+
 RUN_OPTIONS = [
     click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                  help="JSON file of CampaignConfig fields; options given here override it."),
-    click.option("--generations", type=int, default=None, help="Generations to run [50]."),
-    click.option("--population", type=int, default=None, help="Population size [32]."),
-    click.option("--seed", type=int, default=None, help="Random seed; a campaign is a function of (config, seed) [0]."),
+    click.option("--generations", type=int, default=None,
+                 help=f"Generations to run {_default('generations')}."),
+    click.option("--population", type=int, default=None,
+                 help=f"Population size {_default('population')}."),
+    click.option("--seed", type=int, default=None,
+                 help="Random seed; a campaign is a function of (config, seed) "
+                      f"{_default('seed')}."),
     click.option("--strategy", default=None,
                  help=f"What proposes rules: {', '.join(STRATEGIES)} (random search, a "
                       "recurrent controller trained by REINFORCE, TPE over Adam's constants) "
-                      "[evolution]."),
+                      f"{_default('strategy')}."),
     click.option("--warm-start", default=None,
                  help="'random', a known rule (adam: the Lion search's start), or a comma list "
-                      "such as adam,lion,sgd [random]."),
+                      f"such as adam,lion,sgd {_default('warm_start')}."),
     click.option("--algorithm", type=click.Choice(ALGORITHMS), default=None,
-                 help="aging: regularized evolution (oldest dies); generational: (mu+lambda) [aging]."),
+                 help="aging: regularized evolution (oldest dies); generational: (mu+lambda) "
+                      f"{_default('algorithm')}."),
     click.option("--executor", type=click.Choice(EXECUTORS), default=None,
-                 help="serial, process (one worker per core) or ray [process]."),
+                 help=f"serial, process (one worker per core) or ray {_default('executor')}."),
     click.option("--workers", type=int, default=None, help="Worker processes (0 = one per core)."),
     click.option("--address", "ray_address", default=None, help="Ray cluster address (with --executor ray)."),
-    click.option("--suite", default=None, help="Proxy-task suite to search on [default]."),
+    click.option("--suite", default=None, help=f"Proxy-task suite to search on {_default('suite')}."),
     click.option("--task", "tasks", multiple=True, metavar="FILE.py:FUNCTION",
                  help="Add your own model and data to the real-data tier (repeatable); FUNCTION "
                       "returns an evolve.UserTask (README: 'Bring your own task')."),
     click.option("--real-k", type=int, default=None,
-                 help="New candidates per generation trained on the real-data tier (0: off) [2]."),
+                 help="New candidates per generation trained on the real-data tier (0: off) "
+                      f"{_default('real_k')}."),
     click.option("--hurdle-quantile", type=float, default=None,
                  help="Adaptive hurdle: a child must reach this quantile of the population's "
                       "progress on the hurdle task (never below 0.05 of tuned Adam's; 0: that "
-                      "fixed floor only) [0.25]."),
+                      f"fixed floor only) {_default('hurdle_quantile')}."),
     click.option("--stop-quantile", type=float, default=None,
                  help="Early stop: a child's suite stops once it cannot reach this quantile of "
                       "the population's scores; its score is then that bound, and it never "
-                      "enters the hall of fame or tier 2 (0: never stop) [0.5]."),
+                      "enters the hall of fame or tier 2 (0: never stop) "
+                      f"{_default('stop_quantile')}."),
     click.option("--screen-quantile", type=float, default=None,
                  help="Screen: a child runs the suite's cheapest tasks first and stops there "
                       "when its mean log-ratio on them is below this quantile of the "
                       "population's; its score is then that mean's, and it never enters the "
-                      "hall of fame or tier 2 (0: no screen) [0.75]."),
+                      f"hall of fame or tier 2 (0: no screen) {_default('screen_quantile')}."),
     click.option("--screen-tasks", type=int, default=None,
-                 help="How many of the suite's cheapest tasks the screen runs [1]."),
+                 help="How many of the suite's cheapest tasks the screen runs "
+                      f"{_default('screen_tasks')}."),
 ]
 
 
