@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from fitness.schedule import SCHEDULES as SCHEDULE_NAMES
 from fitness.training import REAL_TASK_NAMES
@@ -29,6 +29,19 @@ EXECUTORS = ("serial", "process", "ray")
 
 class ConfigError(ValueError):
     """A campaign config that cannot run; the message says which field and why."""
+
+
+def _list_field(name: str, value: Any, element: type) -> list:
+    """A list field's JSON value checked against its annotation's element type (``list[str]``:
+    names; ``list[float]``: numbers, booleans refused)."""
+    if element is float:
+        if not (isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
+        return [float(v) for v in value]
+    if not (isinstance(value, list) and all(isinstance(v, element) for v in value)):
+        raise ConfigError(f"{name} must be a list of names, got {value!r}")
+    return value
 
 
 @dataclass
@@ -102,19 +115,14 @@ class CampaignConfig:
             )
         values = {}
         defaults = cls()
+        hints = get_type_hints(cls)
         for name, value in data.items():
             expected = type(getattr(defaults, name))
             if name == "ray_address":
                 if value is not None and not isinstance(value, str):
                     raise ConfigError("ray_address must be a string such as 'auto' or null")
-            elif name == "warmup_betas":
-                if not (isinstance(value, list) and all(
-                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-                    raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
-                value = [float(v) for v in value]
             elif expected is list:
-                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                    raise ConfigError(f"{name} must be a list of names, got {value!r}")
+                value = _list_field(name, value, get_args(hints[name])[0])
             elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             elif expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
