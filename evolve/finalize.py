@@ -177,7 +177,8 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
            + f" confirmed on {len(seeds)} fresh seed{plural}; of those within "
            f"{cfg.select_tolerance:.0%} of the best final score, the smallest"
            if top else "the real-data tier's best rule")
-    selection = {"rule": ranking[0]["rule"], "how": how, "generation": strategy.generation,
+    selection = {"rule": ranking[0]["rule"], "simplified": prune(ranking[0]["rule"], fingerprint),
+                 "how": how, "generation": strategy.generation,
                  "confirm_seeds": seeds, "select_tolerance": cfg.select_tolerance,
                  "warmup_betas": list(cfg.warmup_betas),
                  "tier_seeds": list(range(cfg.real_seeds)), "tasks": list(cfg.real_tasks),
@@ -236,12 +237,20 @@ def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
     return results
 
 
+def _pruned_note(selection: dict) -> str:
+    """" (pruned: ...)" when the answer has a smaller form with the same fingerprint; the rule
+    itself stays the answer, since the probes cannot see every difference (an epsilon term)."""
+    pruned = selection.get("simplified")
+    return f" (pruned: `{pruned}`)" if pruned and pruned != selection["rule"] else ""
+
+
 def _selection_lines(selection: dict | None) -> list[str]:
     if not selection:
         return ["## Real-data tier", "", "Tier 2 scored no rule (it is off, or no candidate "
                 "reached `real_min_score`); `RUN:best` is the held-out funnel's first rule.", ""]
     lines = ["## The campaign's answer: the real-data tier (tier 2)", "",
-             f"`RUN:best` = `{selection['rule']}` — {selection['how']}. Tier-2 tasks: "
+             f"`RUN:best` = `{selection['rule']}`{_pruned_note(selection)} — "
+             f"{selection['how']}. Tier-2 tasks: "
              + ", ".join(selection["tasks"]) + f"; {selection['schedule']} schedule. Scores are "
              "test-loss ratios against tuned Adam (1.0 = Adam, higher is better), the soft "
              "minimum over the tasks (`real_softmin`, docs/scoring.md); final = geometric mean "

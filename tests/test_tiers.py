@@ -14,7 +14,9 @@ from evolve.cli.campaign import _print_summary
 from evolve.config import CampaignConfig
 from evolve.rundir import RunDirectory, resolve_rule
 from evolve.runner import run_campaign
+from evolve.simplify import prune
 from evolve.tiers import RealTierStage, select, selection_score, warmup_variant
+from evolve.worker import fingerprint
 from fitness.score import Result, TaskScore
 from scripts.reliability_runs import final_state
 
@@ -69,6 +71,7 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
     for row in confirmed:  # one seed each: the plain geometric mean
         assert row["final_score"] == pytest.approx((row["real_score"] * row["confirm_score"]) ** 0.5)
     assert resolve_rule(f"{run}:best").text == selection["rule"]
+    assert selection["simplified"] == prune(selection["rule"], fingerprint)
     assert RunDirectory(run).final_selection()[1].startswith("the real-data tier's top")
     report = (run / "report.md").read_text()
     assert "The campaign's answer: the real-data tier" in report and "Pareto front" in report
@@ -80,6 +83,14 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
     (run / "selection.json").write_text(json.dumps(selection))
     _print_summary(str(run))
     assert f"a warmup variant of a tier-2 rule, no proxy score): {variant['rule']}" \
+        in capsys.readouterr().out
+    # the answer's pruned form is kept beside it and printed when it is smaller
+    selection["rule"] = "div(g, sqrt(ema_bc(square(neg(g)), 0.9)))"
+    selection["simplified"] = prune(selection["rule"], fingerprint)
+    assert selection["simplified"] == "div(g, sqrt(ema_bc(square(g), 0.9)))"
+    (run / "selection.json").write_text(json.dumps(selection))
+    _print_summary(str(run))
+    assert "pruned (the same on the probes): div(g, sqrt(ema_bc(square(g), 0.9)))" \
         in capsys.readouterr().out
 
 

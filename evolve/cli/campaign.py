@@ -297,6 +297,8 @@ def show_cmd(run, as_json):
             click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
     rule, how = rd.final_selection()
     click.echo(f"{run}:best ({how}): {rule}")
+    if selection:
+        _say_pruned(selection)
     _say_if_stopped(rd, run)
 
 
@@ -395,6 +397,12 @@ def _check_suite(name: str) -> None:
         raise UserError(f"unknown suite {name!r}; choose one of {', '.join(suite_names())}")
 
 
+def _say_pruned(selection: dict) -> None:
+    pruned = selection.get("simplified")
+    if pruned and pruned != selection["rule"]:
+        click.echo(f"           pruned (the same on the probes): {pruned}")
+
+
 def _say_if_stopped(rd, run: str) -> None:
     status = rd.read_status()
     if status and status.get("state") == "stopped":
@@ -418,6 +426,7 @@ def _print_summary(run: str) -> None:
                  else "a warmup variant of a tier-2 rule, no proxy score")
         click.echo(f"final selection, {run}:best (real-data tier {shown:.3f}, tuned Adam = 1; "
                    f"{proxy}): {top['rule']}")
+        _say_pruned(selection)
     else:
         rule, how = rd.final_selection()
         click.echo(f"final selection, {run}:best ({how}): {rule}")
