@@ -238,8 +238,9 @@ def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
 
 
 def _pruned_note(selection: dict) -> str:
-    """" (pruned: ...)" when the answer has a smaller form with the same fingerprint; the rule
-    itself stays the answer, since the probes cannot see every difference (an epsilon term)."""
+    """The report's note on the answer's smaller form with the same fingerprint, if it has one;
+    the rule itself stays the answer, since the probes cannot see every difference (an epsilon
+    term)."""
     pruned = selection.get("simplified")
     return f" (pruned: `{pruned}`)" if pruned and pruned != selection["rule"] else ""
 

@@ -163,6 +163,9 @@ def test_unknown_strategy_is_a_config_error():
     ({"warmup_betas": [0.9, 1.0]}, r"warmup_betas must be a list of numbers in \(0, 1\)"),
     ({"warmup_betas": ["0.9"]}, "warmup_betas must be a list of numbers"),
     ({"warmup_betas": 0.9}, "warmup_betas must be a list of numbers"),
+    ({"warmup_betas": [True]}, "warmup_betas must be a list of numbers"),
+    ({"real_tasks": "mixture_mlp"}, "real_tasks must be a list of names"),
+    ({"real_tasks": [3]}, "real_tasks must be a list of names"),
 ])
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
