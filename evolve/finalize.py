@@ -169,7 +169,8 @@ def confirm_and_select(rd: RunDirectory, strategy: Strategy,
     base = {v.rule: rule for v, rule in variants}
     for row in ranking:
         row["warmup_of"] = base.get(row["rule"])
-    pareto = front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])
+    pareto = [{**p, "simplified": prune(p["rule"], fingerprint)}
+              for p in front([{"rule": e.rule, "size": e.size, "score": e.score} for e in board])]
     plural = "s" if len(seeds) != 1 else ""
     betas = ", ".join(f"{b:g}" for b in cfg.warmup_betas)
     how = (f"the real-data tier's top {len(top)} of {len(board)} rules"
@@ -237,12 +238,12 @@ def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
     return results
 
 
-def _pruned_note(selection: dict) -> str:
-    """The report's note on the answer's smaller form with the same fingerprint, if it has one;
-    the rule itself stays the answer, since the probes cannot see every difference (an epsilon
-    term)."""
-    pruned = selection.get("simplified")
-    return f" (pruned: `{pruned}`)" if pruned and pruned != selection["rule"] else ""
+def _pruned_note(entry: dict) -> str:
+    """The report's note on a rule's smaller form with the same fingerprint, if it has one (the
+    answer, a Pareto point); the rule itself stays what was scored, since the probes cannot see
+    every difference (an epsilon term)."""
+    pruned = entry.get("simplified")
+    return f" (pruned: `{pruned}`)" if pruned and pruned != entry["rule"] else ""
 
 
 def _selection_lines(selection: dict | None) -> list[str]:
@@ -268,7 +269,8 @@ def _selection_lines(selection: dict | None) -> list[str]:
                      f"`{row['rule']}`{made} |")
     lines += ["", "### Pareto front: tier-2 score against rule size", "",
               "| size | tier 2 | rule |", "|---|---|---|"]
-    lines += [f"| {p['size']} | {p['score']:.3f} | `{p['rule']}` |" for p in selection["pareto"]]
+    lines += [f"| {p['size']} | {p['score']:.3f} | `{p['rule']}`{_pruned_note(p)} |"
+              for p in selection["pareto"]]
     return lines + [""]
 
 

@@ -9,7 +9,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from evolve.cli import main
 from evolve.cli.campaign import _print_summary
 from evolve.config import CampaignConfig
 from evolve.rundir import RunDirectory, resolve_rule
@@ -72,6 +74,8 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
         assert row["final_score"] == pytest.approx((row["real_score"] * row["confirm_score"]) ** 0.5)
     assert resolve_rule(f"{run}:best").text == selection["rule"]
     assert selection["simplified"] == prune(selection["rule"], fingerprint)
+    assert selection["pareto"] and all(p["simplified"] == prune(p["rule"], fingerprint)
+                                       for p in selection["pareto"])
     assert RunDirectory(run).final_selection()[1].startswith("the real-data tier's top")
     report = (run / "report.md").read_text()
     assert "The campaign's answer: the real-data tier" in report and "Pareto front" in report
@@ -92,6 +96,12 @@ def test_a_campaign_answers_with_the_real_tier_confirmed_on_fresh_seeds(tmp_path
     _print_summary(str(run))
     assert "pruned (the same on the probes): div(g, sqrt(ema_bc(square(g), 0.9)))" \
         in capsys.readouterr().out
+    selection["pareto"] = [{"rule": selection["rule"], "size": 10, "score": 1.1,
+                            "simplified": selection["simplified"]}]
+    (run / "selection.json").write_text(json.dumps(selection))
+    shown = CliRunner().invoke(main, ["show", str(run)]).output
+    assert "size  10  1.100  div(g, sqrt(ema_bc(square(neg(g)), 0.9)))\n" \
+           "           pruned (the same on the probes): div(g, sqrt(ema_bc(square(g), 0.9)))" in shown
 
 
 def test_tier_two_and_redrawn_instances_resume_exactly(tmp_path):

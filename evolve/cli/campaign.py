@@ -295,6 +295,7 @@ def show_cmd(run, as_json):
         click.echo("Pareto front (real-data tier score against rule size):")
         for point in selection["pareto"]:
             click.echo(f"    size {point['size']:>3}  {point['score']:.3f}  {point['rule']}")
+            _say_pruned(point)
     rule, how = rd.final_selection()
     click.echo(f"{run}:best ({how}): {rule}")
     if selection:
@@ -397,9 +398,10 @@ def _check_suite(name: str) -> None:
         raise UserError(f"unknown suite {name!r}; choose one of {', '.join(suite_names())}")
 
 
-def _say_pruned(selection: dict) -> None:
-    pruned = selection.get("simplified")
-    if pruned and pruned != selection["rule"]:
+def _say_pruned(entry: dict) -> None:
+    """The smaller form with the same fingerprint of the answer or a Pareto point, if any."""
+    pruned = entry.get("simplified")
+    if pruned and pruned != entry["rule"]:
         click.echo(f"           pruned (the same on the probes): {pruned}")
 
 
