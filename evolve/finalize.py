@@ -26,7 +26,7 @@ from typing import Any
 from evolve.executors import Executor
 from evolve.plots import front, write_plots
 from evolve.rundir import VALIDATION, RunDirectory
-from evolve.simplify import prune, sympy_form
+from evolve.simplify import prune, smaller_form, sympy_form
 from evolve.strategy import Strategy
 from evolve.tiers import (
     RealEntry,
@@ -239,11 +239,9 @@ def _validate_top(rd: RunDirectory, heldout: dict, k: int = 2) -> dict:
 
 
 def _pruned_note(entry: dict) -> str:
-    """The report's note on a rule's smaller form with the same fingerprint, if it has one (the
-    answer, a Pareto point); the rule itself stays what was scored, since the probes cannot see
-    every difference (an epsilon term)."""
-    pruned = entry.get("simplified")
-    return f" (pruned: `{pruned}`)" if pruned and pruned != entry["rule"] else ""
+    """The report's note on the smaller form of the answer or a Pareto point, if it has one."""
+    pruned = smaller_form(entry)
+    return f" (pruned: `{pruned}`)" if pruned else ""
 
 
 def _selection_lines(selection: dict | None) -> list[str]:

@@ -47,6 +47,14 @@ def prune(rule: str, fingerprint: Callable[[str], str], max_passes: int = 20) ->
     return to_text(tree)
 
 
+def smaller_form(entry: dict) -> str | None:
+    """An entry's pruned form (its ``simplified`` key, written by :func:`prune`) when that is
+    not the rule itself; None otherwise. The rule stays what was scored: the probes cannot see
+    every difference (an epsilon term)."""
+    pruned = entry.get("simplified")
+    return pruned if pruned and pruned != entry["rule"] else None
+
+
 def sympy_form(rule: str) -> str:
     from primitives.symbolic import simplify
 
@@ -56,4 +64,4 @@ def sympy_form(rule: str) -> str:
         return f"(sympy could not simplify: {type(err).__name__})"
 
 
-__all__ = ["prune", "sympy_form"]
+__all__ = ["prune", "smaller_form", "sympy_form"]

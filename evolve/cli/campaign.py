@@ -255,6 +255,7 @@ def resume_cmd(run, generations, validate, time_limit, max_evaluations, quiet):
 def show_cmd(run, as_json):
     """Show the hall of fame and score curves of the campaign in RUN."""
     from evolve.rundir import RunDirectory
+    from evolve.simplify import smaller_form
     from primitives.program import needs_total_steps
 
     rd = RunDirectory(run)
@@ -279,8 +280,8 @@ def show_cmd(run, as_json):
     for i, entry in enumerate(hall, 1):
         tier = entry.get("tier", "proxy")
         click.echo(f"{i:>2}. {tier:<5} {entry['score']:.3f}  {entry['rule']}")
-        if entry.get("simplified") and entry["simplified"] != entry["rule"]:
-            click.echo(f"           pruned: {entry['simplified']}")
+        if pruned := smaller_form(entry):
+            click.echo(f"           pruned: {pruned}")
         if entry["needs_total_steps"]:
             click.echo("           needs total_steps (reads a schedule)")
     if log:
@@ -400,8 +401,9 @@ def _check_suite(name: str) -> None:
 
 def _say_pruned(entry: dict) -> None:
     """The smaller form with the same fingerprint of the answer or a Pareto point, if any."""
-    pruned = entry.get("simplified")
-    if pruned and pruned != entry["rule"]:
+    from evolve.simplify import smaller_form
+
+    if pruned := smaller_form(entry):
         click.echo(f"           pruned (the same on the probes): {pruned}")
 
 

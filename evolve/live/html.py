@@ -18,6 +18,7 @@ from typing import Any
 from evolve.errors import UserError
 from evolve.plots import front, looked_up, pareto_points
 from evolve.rundir import RunDirectory
+from evolve.simplify import smaller_form
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;
@@ -126,8 +127,8 @@ def _hall_section(hall: list[dict]) -> str:
     rows = [[str(i), _e(e.get("tier", "proxy")), _num(e.get("score")),
              _num(e.get("proxy_score", e.get("score"))), str(e.get("size", "")),
              f"<code>{_e(e['rule'])}</code>"
-             + (f"<br><span class=note>pruned: <code>{_e(e['simplified'])}</code></span>"
-                if e.get("simplified") and e["simplified"] != e["rule"] else "")]
+             + (f"<br><span class=note>pruned: <code>{_e(pruned)}</code></span>"
+                if (pruned := smaller_form(e)) else "")]
             for i, e in enumerate(hall, 1)]
     real = [[str(i), _num(e.get("real_score", e.get("score"))), _num(e.get("proxy_score")),
              str(e.get("generation", "")), f"<code>{_e(e['rule'])}</code>"]
