@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from fitness.schedule import SCHEDULES as SCHEDULE_NAMES
 from fitness.training import REAL_TASK_NAMES
@@ -31,17 +31,39 @@ class ConfigError(ValueError):
     """A campaign config that cannot run; the message says which field and why."""
 
 
-def _list_field(name: str, value: Any, element: type) -> list:
-    """A list field's JSON value checked against its annotation's element type (``list[str]``:
-    names; ``list[float]``: numbers, booleans refused)."""
-    if element is float:
-        if not (isinstance(value, list) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-            raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
-        return [float(v) for v in value]
-    if not (isinstance(value, list) and all(isinstance(v, element) for v in value)):
-        raise ConfigError(f"{name} must be a list of names, got {value!r}")
+def _field_value(name: str, value: Any, hint: Any) -> Any:
+    """A config field's JSON value checked against the field's annotation (``int``, ``float``,
+    ``str``, ``X | None``, ``list[str]``: names, ``list[float]``: numbers) and returned as that
+    type; booleans are never numbers, as JSON ``true`` is no population size."""
+    args = get_args(hint)
+    or_null = ""
+    if type(None) in args:  # an optional field: null, or its other type
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        or_null = " or null"
+    if get_origin(hint) is list:
+        element = get_args(hint)[0]
+        number = element is float
+        ok = isinstance(value, list) and all(
+            _is_number(v) if number else isinstance(v, element) for v in value)
+        if not ok:
+            kind = "numbers" if number else "names"
+            raise ConfigError(f"{name} must be a list of {kind}, got {value!r}")
+        return [float(v) for v in value] if number else value
+    if hint is int and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ConfigError(f"{name} must be an integer{or_null}, got {value!r}")
+    if hint is float:
+        if not _is_number(value):
+            raise ConfigError(f"{name} must be a number{or_null}, got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{name} must be text{or_null}, got {value!r}")
     return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -113,23 +135,8 @@ class CampaignConfig:
             raise ConfigError(
                 f"unknown config field(s) {', '.join(unknown)}; known: {', '.join(known)}"
             )
-        values = {}
-        defaults = cls()
         hints = get_type_hints(cls)
-        for name, value in data.items():
-            expected = type(getattr(defaults, name))
-            if name == "ray_address":
-                if value is not None and not isinstance(value, str):
-                    raise ConfigError("ray_address must be a string such as 'auto' or null")
-            elif expected is list:
-                value = _list_field(name, value, get_args(hints[name])[0])
-            elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            elif expected is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            elif expected is str and not isinstance(value, str):
-                raise ConfigError(f"{name} must be text, got {value!r}")
-            values[name] = float(value) if expected is float else value
+        values = {name: _field_value(name, value, hints[name]) for name, value in data.items()}
         config = cls(**values)
         config.validate()
         return config

@@ -4,6 +4,7 @@ state round trip, the base class's bookkeeping."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -166,10 +167,22 @@ def test_unknown_strategy_is_a_config_error():
     ({"warmup_betas": [True]}, "warmup_betas must be a list of numbers"),
     ({"real_tasks": "mixture_mlp"}, "real_tasks must be a list of names"),
     ({"real_tasks": [3]}, "real_tasks must be a list of names"),
+    ({"population": True}, "population must be an integer"),
+    ({"real_min_score": "high"}, "real_min_score must be a number"),
+    ({"suite": 3}, "suite must be text"),
+    ({"ray_address": 5}, "ray_address must be text or null"),
 ])
 def test_bad_config_is_a_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message):
         CampaignConfig.from_dict(bad)
+
+
+def test_every_config_field_is_type_checked():
+    """Each field's annotation is one the config reader checks: a value of no JSON type any field
+    takes is refused by name for every field, so a new field cannot slip in unchecked."""
+    for f in fields(CampaignConfig):
+        with pytest.raises(ConfigError, match=f"^{f.name} must be"):
+            CampaignConfig.from_dict({f.name: {"not": "a value"}})
 
 
 def test_split_top_level_keeps_rule_commas():
