@@ -255,7 +255,6 @@ def resume_cmd(run, generations, validate, time_limit, max_evaluations, quiet):
 def show_cmd(run, as_json):
     """Show the hall of fame and score curves of the campaign in RUN."""
     from evolve.rundir import RunDirectory
-    from evolve.simplify import smaller_form
     from primitives.program import needs_total_steps
 
     rd = RunDirectory(run)
@@ -280,8 +279,7 @@ def show_cmd(run, as_json):
     for i, entry in enumerate(hall, 1):
         tier = entry.get("tier", "proxy")
         click.echo(f"{i:>2}. {tier:<5} {entry['score']:.3f}  {entry['rule']}")
-        if pruned := smaller_form(entry):
-            click.echo(f"           pruned: {pruned}")
+        _say_pruned(entry, "pruned")
         if entry["needs_total_steps"]:
             click.echo("           needs total_steps (reads a schedule)")
     if log:
@@ -399,12 +397,13 @@ def _check_suite(name: str) -> None:
         raise UserError(f"unknown suite {name!r}; choose one of {', '.join(suite_names())}")
 
 
-def _say_pruned(entry: dict) -> None:
-    """The smaller form with the same fingerprint of the answer or a Pareto point, if any."""
+def _say_pruned(entry: dict, label: str = "pruned (the same on the probes)") -> None:
+    """The smaller form with the same fingerprint of a hall entry, the answer or a Pareto point,
+    if it has one."""
     from evolve.simplify import smaller_form
 
     if pruned := smaller_form(entry):
-        click.echo(f"           pruned (the same on the probes): {pruned}")
+        click.echo(f"           {label}: {pruned}")
 
 
 def _say_if_stopped(rd, run: str) -> None:
