@@ -20,7 +20,8 @@ Prints, per stage, the Spearman rank correlation with the reference over all rul
 good ones (the reference within 10% of Adam or better) and over the top ones (10% better or
 more), and what each stage would pick; with the ``repeat`` stage also, per task of the
 reference, how well seeds 3-5 rank the rules as seeds 0-2 do (which tasks can order the top at
-all). Results are cached per rule and stage configuration (``--cache``), so a rerun after a
+all); and, over the good rules, which task of tier 2 predicts which task of the reference (a
+tier-2 task that ranks them against a benchmark task shows a negative cell). Results are cached per rule and stage configuration (``--cache``), so a rerun after a
 change recomputes only the stages that changed.
 
     python scripts/fidelity.py [--workers 2] [--limit N] [--json] [--out docs/results/fidelity]
@@ -288,6 +289,7 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
     out["reference_adam"] = adam_ref
     if "repeat" in stages:
         out["tasks"] = task_repeatability(rules, table, good, top)
+    out["transfer"] = task_transfer(rules, table, good)
     return out
 
 
@@ -307,6 +309,46 @@ def task_repeatability(rules: list[str], table: dict[str, dict[str, dict]],
                      "spearman_top": spearman([rep[i] for i in top], [ref[i] for i in top]),
                      "spread_good": _spread([ref[i] for i in good]),
                      "spread_top": _spread([ref[i] for i in top])}
+    return out
+
+
+def _tier2_task_value(row: dict[str, dict], task: str) -> float:
+    """A rule's log2 ratio on one tier-2 task as its final selection sees it: the leaderboard's
+    and the confirmation's, weighted by their seeds as :func:`evolve.tiers.final_score` weighs
+    the two scores (the leaderboard's alone without the confirm stage)."""
+    from evolve.config import CampaignConfig
+
+    if "confirm" not in row:
+        return row["real"]["tasks"][task]
+    seeds = (CampaignConfig.real_seeds, CampaignConfig.confirm_seeds)
+    return ((seeds[0] * row["real"]["tasks"][task] + seeds[1] * row["confirm"]["tasks"][task])
+            / sum(seeds))
+
+
+def task_transfer(rules: list[str], table: dict[str, dict[str, dict]],
+                  good: list[int]) -> dict[str, dict[str, float]]:
+    """Which tier-2 task predicts which task of the reference: over the good rules, the
+    Spearman correlation of each tier-2 task's log2 ratios (the final selection's seeds) with
+    each reference task's; a row ``tier 2`` for the stage's whole score (``final`` with the
+    confirm stage, else ``real``) and, with the repeat stage, a row ``repeat`` for the reference
+    task on seeds 3-5, the most any row can reach. A negative cell is a tier-2 task that ranks
+    the good rules against that task of the benchmark."""
+    rows = [table[rules[i]] for i in good]
+    ref_tasks = list(rows[0]["reference"]["tasks"]) if rows else []
+    out: dict[str, dict[str, float]] = {}
+
+    def correlate(values: list[float]) -> dict[str, float]:
+        return {t: spearman(values, [r["reference"]["tasks"][t] for r in rows])
+                for t in ref_tasks}
+
+    for task in (rows[0]["real"]["tasks"] if rows else {}):
+        out[task] = correlate([_tier2_task_value(r, task) for r in rows])
+    whole = "final" if all("confirm" in r for r in rows) else "real"
+    out["tier 2"] = correlate([_stage_score(r, whole) for r in rows])
+    if rows and all("repeat" in r for r in rows):
+        out["repeat"] = {t: spearman([r["repeat"]["tasks"][t] for r in rows],
+                                     [r["reference"]["tasks"][t] for r in rows])
+                         for t in ref_tasks}
     return out
 
 
@@ -400,6 +442,22 @@ def markdown(summary: dict, rules: list[str], table: dict) -> str:
             lines.append(f"| {task} | " + " | ".join(_cell(t[k], 2) for k in (
                 "spearman_all", "spearman_good", "spearman_top", "spread_good", "spread_top"))
                 + " |")
+    transfer = summary.get("transfer") or {}
+    if transfer:
+        ref_tasks = list(next(iter(transfer.values())))
+        lines += ["", f"Which tier-2 task predicts which task of the reference: over the "
+                  f"{summary['good_rules']} good rules, the Spearman correlation of a tier-2 "
+                  "task's log2 ratios (seeds weighted as the final selection weighs them) with "
+                  "a reference task's; `tier 2` is the whole score the campaign selects by, "
+                  "`repeat` the reference task on seeds 3-5 (the most a row can reach). A "
+                  "negative cell: that tier-2 task ranks the good rules against that benchmark "
+                  "task.", "",
+                  "| tier 2 / reference | " + " | ".join(ref_tasks) + " |",
+                  "|---|" + "---:|" * len(ref_tasks)]
+        for task, cells in transfer.items():
+            name = f"**{task}**" if task in ("tier 2", "repeat") else task
+            lines.append(f"| {name} | " + " | ".join(f"{cells[t]:+.2f}" if not math.isnan(
+                cells[t]) else "—" for t in ref_tasks) + " |")
     return "\n".join(lines) + "\n"
 
 

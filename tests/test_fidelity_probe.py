@@ -98,8 +98,17 @@ def test_the_set_report_ranks_the_top_rules_and_each_tasks_repeatability(tmp_pat
     assert tasks["noisy"]["spearman_top"] == pytest.approx(-1.0)
     assert tasks["noisy"]["spearman_all"] > 0  # over all rules the loser still ranks last
     assert tasks["steady"]["spread_top"] == pytest.approx(0.1118, abs=1e-4)
+    # which tier-2 task predicts which reference task, over the five good rules: tier 2's one
+    # task rises with both reference tasks; the repeat of "noisy" is uncorrelated there
+    transfer = summary["transfer"]
+    assert set(transfer) == {"t", "tier 2", "repeat"}
+    assert transfer["t"]["steady"] == pytest.approx(1.0)
+    assert transfer["tier 2"]["noisy"] == pytest.approx(1.0)
+    assert transfer["repeat"]["steady"] == pytest.approx(1.0)
+    assert transfer["repeat"]["noisy"] == pytest.approx(0.0, abs=1e-12)
     text = (tmp_path / "out" / "fidelity.md").read_text()
     assert "| noisy | " in text and "| -1.00 | " in text and "Spearman, top rules" in text
+    assert "| tier 2 / reference | steady | noisy |" in text and "| **repeat** | +1.00 | +0.00 |" in text
     assert "top " in capsys.readouterr().out
 
 
