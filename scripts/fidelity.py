@@ -21,8 +21,9 @@ good ones (the reference within 10% of Adam or better) and over the top ones (10
 more), and what each stage would pick; with the ``repeat`` stage also, per task of the
 reference, how well seeds 3-5 rank the rules as seeds 0-2 do (which tasks can order the top at
 all); and, over the good rules, which task of tier 2 predicts which task of the reference (a
-tier-2 task that ranks them against a benchmark task shows a negative cell). Results are cached per rule and stage configuration (``--cache``), so a rerun after a
-change recomputes only the stages that changed.
+tier-2 task that ranks them against a benchmark task shows a negative cell). Results are cached
+per rule and stage configuration (``--cache``), so a rerun after a change recomputes only the
+stages that changed.
 
     python scripts/fidelity.py [--workers 2] [--limit N] [--json] [--out docs/results/fidelity]
 
