@@ -291,6 +291,8 @@ def analyse(rules: list[str], table: dict[str, dict[str, dict]],
     if "repeat" in stages:
         out["tasks"] = task_repeatability(rules, table, good, top)
     out["transfer"] = task_transfer(rules, table, good)
+    if "tasks" in out:  # the transfer table's ceiling row: each task's repeat over the good rules
+        out["transfer"]["repeat"] = {task: t["spearman_good"] for task, t in out["tasks"].items()}
     return out
 
 
@@ -331,9 +333,9 @@ def task_transfer(rules: list[str], table: dict[str, dict[str, dict]],
     """Which tier-2 task predicts which task of the reference: over the good rules, the
     Spearman correlation of each tier-2 task's log2 ratios (the final selection's seeds) with
     each reference task's; a row ``tier 2`` for the stage's whole score (``final`` with the
-    confirm stage, else ``real``) and, with the repeat stage, a row ``repeat`` for the reference
-    task on seeds 3-5, the most any row can reach. A negative cell is a tier-2 task that ranks
-    the good rules against that task of the benchmark."""
+    confirm stage, else ``real``); :func:`analyse` adds, with the repeat stage, a row ``repeat``
+    for the reference task on seeds 3-5, the most any row can reach. A negative cell is a tier-2
+    task that ranks the good rules against that task of the benchmark."""
     rows = [table[rules[i]] for i in good]
     ref_tasks = list(rows[0]["reference"]["tasks"]) if rows else []
     out: dict[str, dict[str, float]] = {}
@@ -346,10 +348,6 @@ def task_transfer(rules: list[str], table: dict[str, dict[str, dict]],
         out[task] = correlate([_tier2_task_value(r, task) for r in rows])
     whole = "final" if all("confirm" in r for r in rows) else "real"
     out["tier 2"] = correlate([_stage_score(r, whole) for r in rows])
-    if rows and all("repeat" in r for r in rows):
-        out["repeat"] = {t: spearman([r["repeat"]["tasks"][t] for r in rows],
-                                     [r["reference"]["tasks"][t] for r in rows])
-                         for t in ref_tasks}
     return out
 
 
